@@ -1,0 +1,331 @@
+//! Payments: the payment lifecycle, idempotency-key semantics and refund rules.
+//!
+//! Idempotency follows the IETF `Idempotency-Key` draft: the first request under a key is
+//! executed and its result stored; a retry with the same key and the *same* request gets the
+//! stored result (no second debit); the same key with a *different* request is refused with
+//! 422; a retry while the first is still in flight is refused with 409.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{DomainError, ErrorCode};
+use crate::time::Timestamp;
+
+/// The `payments.status` column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    /// Recorded, authorization under way.
+    Pending,
+    /// Authorized and committed: money debited, seats sold.
+    Succeeded,
+    /// Declined or timed out: nothing debited.
+    Failed,
+    /// Succeeded, then credited back.
+    Refunded,
+}
+
+impl PaymentStatus {
+    const ALL: [PaymentStatus; 4] = [
+        PaymentStatus::Pending,
+        PaymentStatus::Succeeded,
+        PaymentStatus::Failed,
+        PaymentStatus::Refunded,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "PENDING",
+            PaymentStatus::Succeeded => "SUCCEEDED",
+            PaymentStatus::Failed => "FAILED",
+            PaymentStatus::Refunded => "REFUNDED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// A final outcome that a replay may return as it is.
+    pub const fn is_settled(self) -> bool {
+        !matches!(self, PaymentStatus::Pending)
+    }
+
+    /// Whether the payment moved money out of the balance (and, if refunded, back in).
+    pub const fn debited(self) -> bool {
+        matches!(self, PaymentStatus::Succeeded | PaymentStatus::Refunded)
+    }
+
+    /// The lifecycle: PENDING → SUCCEEDED | FAILED, SUCCEEDED → REFUNDED. Nothing else.
+    pub fn can_become(self, next: PaymentStatus) -> bool {
+        matches!(
+            (self, next),
+            (PaymentStatus::Pending, PaymentStatus::Succeeded)
+                | (PaymentStatus::Pending, PaymentStatus::Failed)
+                | (PaymentStatus::Succeeded, PaymentStatus::Refunded)
+        )
+    }
+}
+
+/// A digest of everything that makes two requests "the same request" under one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestFingerprint([u8; 32]);
+
+impl RequestFingerprint {
+    /// SHA-256 over the length-prefixed parts, so `["ab", "c"]` and `["a", "bc"]` differ.
+    pub fn of(parts: &[&[u8]]) -> Self {
+        let mut hasher = Sha256::new();
+        for part in parts {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        Self(hasher.finalize().into())
+    }
+
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// What storage already knows about an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAttempt<R> {
+    pub fingerprint: RequestFingerprint,
+    /// `None` while the first request is still in flight.
+    pub outcome: Option<R>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdempotencyError {
+    #[error("this Idempotency-Key was already used for a different request")]
+    KeyReused,
+    #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
+    InProgress,
+}
+
+impl DomainError for IdempotencyError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            IdempotencyError::KeyReused => ErrorCode::IdempotencyKeyReused,
+            IdempotencyError::InProgress => ErrorCode::IdempotencyInProgress,
+        }
+    }
+}
+
+/// What to do with an incoming request under an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Idempotency<R> {
+    /// First use of the key: run the request.
+    Execute,
+    /// The same request ran before: answer with its outcome, do nothing else.
+    Replay(R),
+}
+
+/// Decides between executing, replaying or refusing.
+pub fn check_idempotency<R>(
+    stored: Option<StoredAttempt<R>>,
+    incoming: RequestFingerprint,
+) -> Result<Idempotency<R>, IdempotencyError> {
+    match stored {
+        None => Ok(Idempotency::Execute),
+        Some(attempt) if attempt.fingerprint != incoming => Err(IdempotencyError::KeyReused),
+        Some(StoredAttempt {
+            outcome: Some(outcome),
+            ..
+        }) => Ok(Idempotency::Replay(outcome)),
+        Some(_) => Err(IdempotencyError::InProgress),
+    }
+}
+
+/// Refunds close some time before the show, when unsold seats can no longer be resold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefundPolicy {
+    pub closes_before_show: Duration,
+}
+
+impl Default for RefundPolicy {
+    fn default() -> Self {
+        Self {
+            closes_before_show: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefundError {
+    #[error("only a succeeded payment can be refunded; this one is {0:?}")]
+    NotRefundable(PaymentStatus),
+    #[error("refunds closed at {0}")]
+    WindowClosed(Timestamp),
+}
+
+impl DomainError for RefundError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            RefundError::NotRefundable(_) => ErrorCode::InvalidState,
+            RefundError::WindowClosed(_) => ErrorCode::RefundNotAllowed,
+        }
+    }
+}
+
+/// The outcome of asking for a refund.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundDecision {
+    /// Credit the amount back, release the seats, mark the payment refunded.
+    Refund,
+    /// Already refunded: answer as before, move nothing (refunds are idempotent).
+    AlreadyRefunded,
+}
+
+impl RefundPolicy {
+    pub fn decide(
+        &self,
+        status: PaymentStatus,
+        show_starts_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<RefundDecision, RefundError> {
+        match status {
+            PaymentStatus::Refunded => Ok(RefundDecision::AlreadyRefunded),
+            PaymentStatus::Succeeded => {
+                let closes_at = show_starts_at.saturating_sub(self.closes_before_show);
+                if now < closes_at {
+                    Ok(RefundDecision::Refund)
+                } else {
+                    Err(RefundError::WindowClosed(closes_at))
+                }
+            }
+            other => Err(RefundError::NotRefundable(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(body: &str) -> RequestFingerprint {
+        RequestFingerprint::of(&[b"POST /api/payments", body.as_bytes()])
+    }
+
+    #[test]
+    fn a_new_key_executes() {
+        assert_eq!(
+            check_idempotency::<u32>(None, fp("a")),
+            Ok(Idempotency::Execute)
+        );
+    }
+
+    #[test]
+    fn the_same_request_under_the_same_key_replays_the_first_outcome() {
+        let stored = StoredAttempt {
+            fingerprint: fp("a"),
+            outcome: Some(201),
+        };
+        assert_eq!(
+            check_idempotency(Some(stored), fp("a")),
+            Ok(Idempotency::Replay(201))
+        );
+    }
+
+    #[test]
+    fn a_different_request_under_the_same_key_is_a_422_conflict() {
+        let stored = StoredAttempt {
+            fingerprint: fp("a"),
+            outcome: Some(201),
+        };
+        let error = check_idempotency(Some(stored), fp("b")).unwrap_err();
+        assert_eq!(error, IdempotencyError::KeyReused);
+        assert_eq!(crate::ApiError::from(error).http_status(), 422);
+    }
+
+    #[test]
+    fn a_retry_while_the_first_is_in_flight_is_a_409() {
+        let stored: StoredAttempt<u32> = StoredAttempt {
+            fingerprint: fp("a"),
+            outcome: None,
+        };
+        let error = check_idempotency(Some(stored), fp("a")).unwrap_err();
+        assert_eq!(crate::ApiError::from(error).http_status(), 409);
+    }
+
+    #[test]
+    fn fingerprints_do_not_collide_across_part_boundaries() {
+        assert_ne!(
+            RequestFingerprint::of(&[b"ab", b"c"]),
+            RequestFingerprint::of(&[b"a", b"bc"])
+        );
+    }
+
+    #[test]
+    fn the_payment_lifecycle_allows_only_its_transitions() {
+        use PaymentStatus::*;
+        let all = [Pending, Succeeded, Failed, Refunded];
+        let allowed = [
+            (Pending, Succeeded),
+            (Pending, Failed),
+            (Succeeded, Refunded),
+        ];
+        for from in all {
+            for to in all {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_column_names() {
+        for status in PaymentStatus::ALL {
+            assert_eq!(PaymentStatus::parse(status.as_str()), Some(status));
+        }
+        assert!(!PaymentStatus::Pending.is_settled());
+        assert!(PaymentStatus::Refunded.debited());
+        assert!(!PaymentStatus::Failed.debited());
+    }
+
+    const SHOW: Timestamp = Timestamp::from_unix_millis(1_900_000_000_000);
+
+    #[test]
+    fn a_succeeded_payment_is_refundable_until_the_window_closes() {
+        let policy = RefundPolicy::default();
+        let closes = SHOW.saturating_sub(Duration::from_secs(86_400));
+        let just_before = closes.saturating_sub(Duration::from_millis(1));
+        assert_eq!(
+            policy.decide(PaymentStatus::Succeeded, SHOW, just_before),
+            Ok(RefundDecision::Refund)
+        );
+        assert_eq!(
+            policy.decide(PaymentStatus::Succeeded, SHOW, closes),
+            Err(RefundError::WindowClosed(closes))
+        );
+    }
+
+    #[test]
+    fn refunding_twice_moves_money_once() {
+        let policy = RefundPolicy::default();
+        assert_eq!(
+            policy.decide(PaymentStatus::Refunded, SHOW, SHOW),
+            Ok(RefundDecision::AlreadyRefunded)
+        );
+    }
+
+    #[test]
+    fn failed_and_pending_payments_cannot_be_refunded() {
+        let policy = RefundPolicy::default();
+        for status in [PaymentStatus::Failed, PaymentStatus::Pending] {
+            let error = policy
+                .decide(status, SHOW, Timestamp::UNIX_EPOCH)
+                .unwrap_err();
+            assert_eq!(crate::ApiError::from(error).http_status(), 409);
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! The waiting room's rules: positions, paced admission, abandonment and ETA.
+//!
+//! Every joiner gets the next position (1, 2, 3 … with no gaps). Admission walks the line in
+//! position order at `rate_per_sec`, as a token bucket holding at most one second of tokens,
+//! and never lets more than `max_active` passes be live at once. Two kinds of absence must
+//! not stall the line: a pass that is never used expires after `pass_ttl` and frees its slot,
+//! and a waiting user who stops polling for `idle_timeout` is skipped (abandoned) without
+//! spending a token.
+//!
+//! The adapter runs these rules atomically next to the data (a Redis script), with the same
+//! integer arithmetic as here: milli-tokens, millisecond clocks, floor division.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{DomainError, ErrorCode};
+use crate::time::Timestamp;
+
+/// A 1-based place in one queue's line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Position(u64);
+
+impl Position {
+    pub const FIRST: Position = Position(1);
+
+    pub const fn new(value: u64) -> Option<Self> {
+        if value == 0 { None } else { Some(Self(value)) }
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} must be between {min} and {max}")]
+pub struct PolicyError {
+    pub field: &'static str,
+    pub min: u64,
+    pub max: u64,
+}
+
+impl DomainError for PolicyError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidField
+    }
+}
+
+/// How fast and how far the queue admits. Changed by operators while the queue runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionPolicy {
+    rate_per_sec: u32,
+    max_active: u32,
+    pass_ttl: Duration,
+    idle_timeout: Duration,
+}
+
+impl Default for AdmissionPolicy {
+    /// 50 admissions a second, 500 live passes, 10-minute passes, 2 minutes without a poll
+    /// before a waiting place is abandoned.
+    fn default() -> Self {
+        Self {
+            rate_per_sec: 50,
+            max_active: 500,
+            pass_ttl: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+fn within(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), PolicyError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(PolicyError { field, min, max })
+    }
+}
+
+impl AdmissionPolicy {
+    pub fn new(
+        rate_per_sec: u32,
+        max_active: u32,
+        pass_ttl: Duration,
+        idle_timeout: Duration,
+    ) -> Result<Self, PolicyError> {
+        within("ratePerSec", rate_per_sec.into(), 1, 100_000)?;
+        within("maxActive", max_active.into(), 1, 10_000_000)?;
+        within("passTtlSeconds", pass_ttl.as_secs(), 30, 86_400)?;
+        within("idleTimeoutSeconds", idle_timeout.as_secs(), 10, 3_600)?;
+        Ok(Self {
+            rate_per_sec,
+            max_active,
+            pass_ttl,
+            idle_timeout,
+        })
+    }
+
+    pub const fn rate_per_sec(&self) -> u32 {
+        self.rate_per_sec
+    }
+
+    pub const fn max_active(&self) -> u32 {
+        self.max_active
+    }
+
+    pub const fn pass_ttl(&self) -> Duration {
+        self.pass_ttl
+    }
+
+    pub const fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// The bucket holds one second of admissions, so a pause never turns into a stampede.
+    pub fn bucket_capacity_milli(&self) -> u64 {
+        u64::from(self.rate_per_sec) * 1000
+    }
+
+    /// When a pass issued at `admitted_at` stops being valid and frees its slot.
+    pub fn pass_expiry(&self, admitted_at: Timestamp) -> Timestamp {
+        admitted_at.saturating_add(self.pass_ttl)
+    }
+
+    /// A waiting place not polled since `last_seen` is abandoned from this instant on.
+    pub fn is_abandoned(&self, last_seen: Timestamp, now: Timestamp) -> bool {
+        now >= last_seen.saturating_add(self.idle_timeout)
+    }
+
+    /// Seconds until a user with `ahead` live users in front is admitted, assuming slots are
+    /// free: the rate is the only bound the queue can promise.
+    pub fn eta_secs(&self, ahead: u64) -> u64 {
+        (ahead + 1).div_ceil(u64::from(self.rate_per_sec))
+    }
+}
+
+/// The admission token bucket: milli-tokens, so that rates below one per millisecond
+/// accumulate exactly with integer arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionBucket {
+    pub tokens_milli: u64,
+    pub refilled_at: Timestamp,
+}
+
+impl AdmissionBucket {
+    /// A queue that just opened: nobody is admitted before time passes.
+    pub const fn empty(now: Timestamp) -> Self {
+        Self {
+            tokens_milli: 0,
+            refilled_at: now,
+        }
+    }
+
+    /// Adds the tokens earned since the last refill, up to the bucket's capacity. A clock
+    /// that went backwards earns nothing and does not move `refilled_at` back.
+    pub fn refill(self, policy: &AdmissionPolicy, now: Timestamp) -> Self {
+        if now <= self.refilled_at {
+            return self;
+        }
+        let elapsed_ms = now.unix_millis() - self.refilled_at.unix_millis();
+        let earned = elapsed_ms.saturating_mul(u64::from(policy.rate_per_sec));
+        Self {
+            tokens_milli: self
+                .tokens_milli
+                .saturating_add(earned)
+                .min(policy.bucket_capacity_milli()),
+            refilled_at: now,
+        }
+    }
+
+    pub const fn whole_tokens(self) -> u64 {
+        self.tokens_milli / 1000
+    }
+}
+
+/// A user at the head of the line, as the adapter reads it, in position order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub position: Position,
+    pub last_seen: Timestamp,
+}
+
+/// What one admission round decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdmissionRound {
+    /// Positions to admit now, in order.
+    pub admit: Vec<Position>,
+    /// Positions skipped because their holders stopped polling.
+    pub abandon: Vec<Position>,
+    /// The bucket after refilling and paying for `admit`.
+    pub bucket: AdmissionBucket,
+}
+
+/// Decides one admission round over the head of the line.
+///
+/// `live_passes` counts unexpired, unconsumed passes. The walk stops at the first live user
+/// who cannot be admitted, so nobody is ever admitted ahead of an earlier user still waiting.
+pub fn admission_round(
+    policy: &AdmissionPolicy,
+    bucket: AdmissionBucket,
+    now: Timestamp,
+    live_passes: u64,
+    head: &[Waiting],
+) -> AdmissionRound {
+    let bucket = bucket.refill(policy, now);
+    let free_slots = u64::from(policy.max_active).saturating_sub(live_passes);
+    let mut budget = bucket.whole_tokens().min(free_slots);
+    let mut admit = Vec::new();
+    let mut abandon = Vec::new();
+    for waiting in head {
+        if policy.is_abandoned(waiting.last_seen, now) {
+            abandon.push(waiting.position);
+        } else if budget > 0 {
+            admit.push(waiting.position);
+            budget -= 1;
+        } else {
+            break;
+        }
+    }
+    let spent = admit.len() as u64 * 1000;
+    AdmissionRound {
+        admit,
+        abandon,
+        bucket: AdmissionBucket {
+            tokens_milli: bucket.tokens_milli - spent,
+            ..bucket
+        },
+    }
+}
+
+/// Why a queue ticket or pass no longer counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExpiryReason {
+    /// The user stopped polling while waiting.
+    Abandoned,
+    /// The pass lived out its TTL.
+    PassExpired,
+    /// The pass was used up by a completed payment.
+    Consumed,
+}
+
+/// The answer to a status poll, as the API returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum QueueStatus {
+    #[serde(rename_all = "camelCase")]
+    Waiting {
+        position: Position,
+        ahead: u64,
+        eta_seconds: u64,
+    },
+    #[serde(rename_all = "camelCase")]
+    Active { pass: String, expires_at: Timestamp },
+    #[serde(rename_all = "camelCase")]
+    Expired { reason: ExpiryReason },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+
+    fn at(ms: u64) -> Timestamp {
+        T0.saturating_add(Duration::from_millis(ms))
+    }
+
+    fn policy(rate: u32, max_active: u32) -> AdmissionPolicy {
+        AdmissionPolicy::new(
+            rate,
+            max_active,
+            Duration::from_secs(600),
+            Duration::from_secs(60),
+        )
+        .unwrap()
+    }
+
+    fn line(positions: std::ops::RangeInclusive<u64>, last_seen: Timestamp) -> Vec<Waiting> {
+        positions
+            .map(|p| Waiting {
+                position: Position::new(p).unwrap(),
+                last_seen,
+            })
+            .collect()
+    }
+
+    fn positions(range: std::ops::RangeInclusive<u64>) -> Vec<Position> {
+        range.map(|p| Position::new(p).unwrap()).collect()
+    }
+
+    #[test]
+    fn nobody_is_admitted_the_instant_a_queue_opens() {
+        let round = admission_round(
+            &policy(10, 100),
+            AdmissionBucket::empty(T0),
+            T0,
+            0,
+            &line(1..=5, T0),
+        );
+        assert!(round.admit.is_empty());
+    }
+
+    #[test]
+    fn admission_follows_the_rate_in_position_order() {
+        let round = admission_round(
+            &policy(10, 100),
+            AdmissionBucket::empty(T0),
+            at(500),
+            0,
+            &line(1..=20, at(400)),
+        );
+        assert_eq!(round.admit, positions(1..=5));
+        assert_eq!(round.bucket.tokens_milli, 0);
+    }
+
+    #[test]
+    fn fractional_tokens_carry_over_between_rounds() {
+        let p = policy(3, 100);
+        let first = admission_round(
+            &p,
+            AdmissionBucket::empty(T0),
+            at(500),
+            0,
+            &line(1..=9, at(0)),
+        );
+        assert_eq!(first.admit.len(), 1);
+        assert_eq!(first.bucket.tokens_milli, 500);
+        // 500 carried + 1,500 earned = exactly two more.
+        let second = admission_round(&p, first.bucket, at(1000), 1, &line(2..=9, at(900)));
+        assert_eq!(second.admit, positions(2..=3));
+        assert_eq!(second.bucket.tokens_milli, 0);
+    }
+
+    #[test]
+    fn a_long_pause_admits_at_most_one_second_of_users() {
+        let round = admission_round(
+            &policy(10, 1_000),
+            AdmissionBucket::empty(T0),
+            at(3_600_000),
+            0,
+            &line(1..=100, at(3_599_000)),
+        );
+        assert_eq!(round.admit.len(), 10);
+    }
+
+    #[test]
+    fn the_active_cap_holds_however_many_tokens_there_are() {
+        let round = admission_round(
+            &policy(100, 5),
+            AdmissionBucket::empty(T0),
+            at(1000),
+            3,
+            &line(1..=50, at(900)),
+        );
+        assert_eq!(round.admit, positions(1..=2));
+        let full = admission_round(
+            &policy(100, 5),
+            AdmissionBucket::empty(T0),
+            at(1000),
+            5,
+            &line(1..=50, at(900)),
+        );
+        assert!(full.admit.is_empty());
+        assert_eq!(
+            full.bucket.whole_tokens(),
+            100,
+            "unspent tokens stay for when slots free"
+        );
+    }
+
+    #[test]
+    fn abandoned_users_are_skipped_without_spending_a_token() {
+        let mut head = line(1..=4, at(59_000));
+        head[0].last_seen = T0;
+        head[2].last_seen = T0;
+        let round = admission_round(
+            &policy(2, 100),
+            AdmissionBucket::empty(at(59_000)),
+            at(60_000),
+            0,
+            &head,
+        );
+        assert_eq!(round.abandon, vec![head[0].position, head[2].position]);
+        assert_eq!(round.admit, vec![head[1].position, head[3].position]);
+    }
+
+    #[test]
+    fn a_clock_that_goes_backwards_earns_no_tokens() {
+        let bucket = AdmissionBucket {
+            tokens_milli: 2_000,
+            refilled_at: at(5_000),
+        };
+        assert_eq!(bucket.refill(&policy(10, 10), at(1_000)), bucket);
+    }
+
+    #[test]
+    fn eta_rounds_up_to_whole_seconds_at_the_rate() {
+        let p = policy(10, 100);
+        assert_eq!(p.eta_secs(0), 1);
+        assert_eq!(p.eta_secs(9), 1);
+        assert_eq!(p.eta_secs(10), 2);
+    }
+
+    #[test]
+    fn a_pass_expires_after_its_ttl() {
+        let p = policy(10, 100);
+        assert_eq!(p.pass_expiry(T0), at(600_000));
+    }
+
+    #[test]
+    fn policies_outside_their_bounds_name_the_field() {
+        let err = AdmissionPolicy::new(0, 1, Duration::from_secs(60), Duration::from_secs(60))
+            .unwrap_err();
+        assert_eq!(err.field, "ratePerSec");
+        let err = AdmissionPolicy::new(1, 1, Duration::from_secs(5), Duration::from_secs(60))
+            .unwrap_err();
+        assert_eq!(err.field, "passTtlSeconds");
+    }
+
+    #[test]
+    fn statuses_serialize_in_the_api_shape() {
+        let waiting = QueueStatus::Waiting {
+            position: Position::new(12).unwrap(),
+            ahead: 11,
+            eta_seconds: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(&waiting).unwrap(),
+            serde_json::json!({ "status": "WAITING", "position": 12, "ahead": 11, "etaSeconds": 2 })
+        );
+        let expired = QueueStatus::Expired {
+            reason: ExpiryReason::Abandoned,
+        };
+        assert_eq!(
+            serde_json::to_value(&expired).unwrap(),
+            serde_json::json!({ "status": "EXPIRED", "reason": "ABANDONED" })
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    struct Step {
+        advance_ms: u64,
+        joins: u64,
+        consumed: u64,
+        idle: Vec<bool>,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        (
+            0u64..3_000,
+            0u64..20,
+            0u64..5,
+            proptest::collection::vec(any::<bool>(), 0..4),
+        )
+            .prop_map(|(advance_ms, joins, consumed, idle)| Step {
+                advance_ms,
+                joins,
+                consumed,
+                idle,
+            })
+    }
+
+    proptest! {
+        /// Simulates a queue over random rounds: joins, polls that stop, consumed passes and
+        /// time. Checks that admission is always in order, never passes the cap, and never
+        /// admits more than the rate allows over the whole run.
+        #[test]
+        fn admission_never_reorders_and_never_exceeds_rate_or_cap(
+            rate in 1u32..50,
+            max_active in 1u32..30,
+            steps in proptest::collection::vec(step(), 1..60),
+        ) {
+            let p = policy(rate, max_active);
+            let mut now = T0;
+            let mut bucket = AdmissionBucket::empty(now);
+            let mut next_position = 1u64;
+            let mut line: Vec<Waiting> = Vec::new();
+            let mut live = 0u64;
+            let mut admitted_total = 0u64;
+            let mut last_admitted = 0u64;
+            for step in steps {
+                now = now.saturating_add(Duration::from_millis(step.advance_ms));
+                for _ in 0..step.joins {
+                    line.push(Waiting { position: Position::new(next_position).unwrap(), last_seen: now });
+                    next_position += 1;
+                }
+                // Users who keep polling refresh last_seen; the ones flagged idle stop.
+                for (i, w) in line.iter_mut().enumerate() {
+                    if !step.idle.get(i).copied().unwrap_or(false) {
+                        w.last_seen = now;
+                    }
+                }
+                live = live.saturating_sub(step.consumed);
+                let round = admission_round(&p, bucket, now, live, &line);
+                prop_assert!(live + round.admit.len() as u64 <= u64::from(max_active));
+                for pos in &round.admit {
+                    prop_assert!(pos.get() > last_admitted, "admitted out of order");
+                    last_admitted = pos.get();
+                }
+                let decided: Vec<Position> = round.admit.iter().chain(&round.abandon).copied().collect();
+                let still_waiting: Vec<&Waiting> = line.iter().filter(|w| !decided.contains(&w.position)).collect();
+                if let (Some(last), Some(first_waiting)) = (round.admit.last(), still_waiting.first()) {
+                    prop_assert!(first_waiting.position > *last, "a later position passed an earlier waiting one");
+                }
+                line.retain(|w| !decided.contains(&w.position));
+                admitted_total += round.admit.len() as u64;
+                live += round.admit.len() as u64;
+                bucket = round.bucket;
+                prop_assert!(bucket.tokens_milli <= p.bucket_capacity_milli());
+            }
+            let elapsed_ms = now.since(T0).as_millis() as u64;
+            prop_assert!(admitted_total * 1000 <= elapsed_ms * u64::from(rate));
+        }
+    }
+}
