@@ -1,0 +1,46 @@
+# Two commands set up a fresh machine: `make up` runs the app with demo data,
+# `make test` runs every test. Everything else here is a building block of those two.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+SEED ?= demo
+
+.PHONY: help up down status services seed build lint test test-rust test-wasm test-infra
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+up: services seed ## Set up everything on this machine and run the app with demo data.
+	@infra/local/status
+
+down: ## Stop everything `make up` started.
+	infra/local/down
+
+status: ## Show which local services run.
+	infra/local/status
+
+services: ## Install what is missing; start Redis, MariaDB and the Kafka broker; migrate.
+	infra/local/up
+
+seed: ## Load seed data (SEED=demo or SEED=large); safe to repeat.
+	infra/mysql/seed $(SEED)
+
+build: ## Build native crates and the wasm32-wasip2 artifacts.
+	cargo build --workspace
+	cargo build -p ticketing-core --target wasm32-wasip2
+
+lint: ## Formatting and clippy, warnings are errors.
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: services lint test-rust test-wasm test-infra ## Set up everything and run every test.
+
+test-rust:
+	cargo test --workspace
+
+test-wasm: ## The core must build for the edge target too.
+	cargo build -p ticketing-core --target wasm32-wasip2
+
+test-infra: ## Schema, migrations, seed data and compose against the real local services.
+	infra/tests/run
