@@ -210,8 +210,22 @@ impl Envelope {
     }
 }
 
-/// Defines an event payload struct with camelCase JSON and its [`Event`] impl. Each event
-/// type has its own topic, so the type name is the topic name.
+/// Implements [`Event`] for a payload type. Each event type has its own topic, so the type
+/// name is the topic name; `$key` is the expression (over `self`) that orders its messages.
+macro_rules! impl_event {
+    ($name:ident, $topic:ident, |$this:ident| $key:expr) => {
+        impl Event for $name {
+            const TYPE: &'static str = Topic::$topic.name();
+            const VERSION: u16 = 1;
+            const TOPIC: Topic = Topic::$topic;
+            fn key(&$this) -> String {
+                $key.to_string()
+            }
+        }
+    };
+}
+
+/// Defines an event payload struct with camelCase JSON and its [`Event`] impl.
 macro_rules! event {
     ($(#[$meta:meta])* $name:ident, $topic:ident, key = $key:ident, { $($field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
@@ -221,14 +235,7 @@ macro_rules! event {
             $(pub $field: $ty),*
         }
 
-        impl Event for $name {
-            const TYPE: &'static str = Topic::$topic.name();
-            const VERSION: u16 = 1;
-            const TOPIC: Topic = Topic::$topic;
-            fn key(&self) -> String {
-                self.$key.to_string()
-            }
-        }
+        impl_event!($name, $topic, |self| self.$key);
     };
 }
 
@@ -264,31 +271,35 @@ event!(
     }
 );
 
-event!(
-    /// Money was debited and the seats sold. Drives the popularity ranking.
-    PaymentCompleted, PaymentCompleted, key = reservation_id, {
-        payment_id: PaymentId,
-        reservation_id: ReservationId,
-        user_id: UserId,
-        concert_id: ConcertId,
-        schedule_id: ScheduleId,
-        seat_ids: Vec<SeatId>,
-        amount: Amount,
-    }
-);
+/// The facts of one settled payment, shared by its completion and its refund so that a
+/// consumer (the ranking) can undo exactly what it did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentFacts {
+    pub payment_id: PaymentId,
+    pub reservation_id: ReservationId,
+    pub user_id: UserId,
+    pub concert_id: ConcertId,
+    pub schedule_id: ScheduleId,
+    pub seat_ids: Vec<SeatId>,
+    pub amount: Amount,
+}
 
-event!(
-    /// Money was credited back and the seats returned to sale.
-    PaymentRefunded, PaymentRefunded, key = reservation_id, {
-        payment_id: PaymentId,
-        reservation_id: ReservationId,
-        user_id: UserId,
-        concert_id: ConcertId,
-        schedule_id: ScheduleId,
-        seat_ids: Vec<SeatId>,
-        amount: Amount,
-    }
-);
+/// Money was debited and the seats sold. Drives the popularity ranking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PaymentCompleted(pub PaymentFacts);
+impl_event!(PaymentCompleted, PaymentCompleted, |self| self
+    .0
+    .reservation_id);
+
+/// Money was credited back and the seats returned to sale.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PaymentRefunded(pub PaymentFacts);
+impl_event!(PaymentRefunded, PaymentRefunded, |self| self
+    .0
+    .reservation_id);
 
 /// What a notification tells the user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,7 +328,7 @@ mod tests {
     const NOW: Timestamp = Timestamp::from_unix_millis(1_795_264_496_789);
 
     fn completed() -> PaymentCompleted {
-        PaymentCompleted {
+        PaymentCompleted(PaymentFacts {
             payment_id: PaymentId::new(9).unwrap(),
             reservation_id: ReservationId::new(5).unwrap(),
             user_id: UserId::new(42).unwrap(),
@@ -325,7 +336,7 @@ mod tests {
             schedule_id: ScheduleId::new(101).unwrap(),
             seat_ids: vec![SeatId::new(1_010_001).unwrap()],
             amount: Amount::new(50_000).unwrap(),
-        }
+        })
     }
 
     #[test]

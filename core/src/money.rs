@@ -15,6 +15,11 @@ use crate::error::{DomainError, ErrorCode};
 /// column range, so sums of many amounts still cannot overflow.
 pub const MAX_AMOUNT: u64 = 1_000_000_000_000;
 
+/// SQL columns and JSON give money as signed integers; the domain has no negative money.
+fn unsigned(minor_units: i64) -> Result<u64, MoneyError> {
+    u64::try_from(minor_units).map_err(|_| MoneyError::NotPositive)
+}
+
 /// A strictly positive amount of money in minor units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Amount(u64);
@@ -58,9 +63,7 @@ impl Amount {
 
     /// Parses a signed amount as clients and SQL rows give it.
     pub fn from_signed(minor_units: i64) -> Result<Self, MoneyError> {
-        u64::try_from(minor_units)
-            .map_err(|_| MoneyError::NotPositive)
-            .and_then(Self::new)
+        unsigned(minor_units).and_then(Self::new)
     }
 
     pub const fn minor_units(self) -> u64 {
@@ -135,9 +138,7 @@ impl Balance {
 
     /// Reads a stored balance; a negative stored value is corruption and is refused.
     pub fn from_signed(minor_units: i64) -> Result<Self, MoneyError> {
-        u64::try_from(minor_units)
-            .map_err(|_| MoneyError::NotPositive)
-            .and_then(Self::new)
+        unsigned(minor_units).and_then(Self::new)
     }
 
     pub const fn minor_units(self) -> u64 {
