@@ -1,0 +1,26 @@
+//! `edge`: a Spin-compatible runtime on wasmtime for machines without the Spin CLI.
+//!
+//! It reads a Spin 2 manifest (`spin.toml`), routes HTTP exactly like Spin 4.1's HTTP
+//! trigger, reuses `wasi:http@0.3` instances like Spin does, and implements the Spin
+//! interfaces the components import (`spin:redis`, `spin:mysql`, `spin:variables`, outbound
+//! `wasi:http`), with Redis and MySQL behind per-address connection pools. The same manifest
+//! and component files run unchanged under `spin up`.
+//!
+//! Layout, after Spin's factors: [`app`] wires a manifest into handlers, [`server`] is the
+//! HTTP front, [`instance`] the reuse policy, and each host interface has its own module
+//! ([`redis`], [`mysql`], [`variables`], [`outbound_http`]) split into wiring, host
+//! implementation and configuration.
+
+pub mod admin;
+pub mod app;
+pub mod bindings;
+pub mod build_cmd;
+pub mod engine;
+pub mod instance;
+pub mod metrics;
+pub mod mysql;
+pub mod outbound_http;
+pub mod redis;
+pub mod server;
+pub mod state;
+pub mod variables;

@@ -1,0 +1,212 @@
+//! The `edge` command: `edge up` serves a Spin application, `edge build` builds it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use edge::app::{self, Shared};
+use edge::engine::{self, EngineSettings};
+use edge::instance::ReuseSettings;
+use edge::metrics::Metrics;
+use edge::mysql::{MysqlPools, MysqlSettings};
+use edge::redis::{RedisPools, RedisSettings};
+use edge::server::{self, ServerSettings};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Run Spin applications on wasmtime, without the Spin CLI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "EDGE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the application's HTTP triggers (like `spin up`).
+    Up(Box<UpArgs>),
+    /// Run each component's build command (like `spin build`).
+    Build {
+        /// The application manifest.
+        #[arg(long = "from", short = 'f', default_value = "spin.toml")]
+        manifest: PathBuf,
+        /// Build only these components.
+        #[arg(long = "component-id", short = 'c')]
+        components: Vec<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct UpArgs {
+    /// The application manifest.
+    #[arg(long = "from", short = 'f', default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// Address of the HTTP trigger.
+    #[arg(long, default_value = "127.0.0.1:3000", env = "SPIN_HTTP_LISTEN_ADDR")]
+    listen: SocketAddr,
+    /// Address of the admin listener (`/metrics`, `/health`).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: SocketAddr,
+    /// Requests one instance serves before it is replaced; 1 = a fresh instance per request.
+    #[arg(long, default_value_t = 128)]
+    max_instance_reuse_count: usize,
+    /// Requests one instance serves at the same time.
+    #[arg(long, default_value_t = 16)]
+    max_instance_concurrent_reuse_count: usize,
+    /// Time after which a request is answered 504 (e.g. `30s`, `500ms`).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// How long an idle instance is kept for reuse.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    idle_instance_timeout: Duration,
+    /// Requests handled at once by the whole server; more get 503.
+    #[arg(long, default_value_t = 1000)]
+    max_concurrent_requests: usize,
+    /// Largest request body, in bytes; larger gets 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_request_body: usize,
+    /// Linear memory limit of one instance, in MiB.
+    #[arg(long, default_value_t = 128)]
+    max_instance_memory_mib: usize,
+    /// Instance slots preallocated by the pooling allocator.
+    #[arg(long, default_value_t = 1000)]
+    max_instances: u32,
+    /// Where compiled components are cached across restarts; `none` disables the cache.
+    #[arg(long, default_value = ".state/edge-cache")]
+    cache_dir: String,
+    /// Multiplexed Redis connections per address.
+    #[arg(long, default_value_t = 4)]
+    redis_connections: usize,
+    /// MySQL connections per address.
+    #[arg(long, default_value_t = 64)]
+    mysql_max_connections: usize,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let engine = engine::build(&EngineSettings {
+        cache_dir: (args.cache_dir != "none").then(|| PathBuf::from(&args.cache_dir)),
+        max_instances: args.max_instances,
+        max_instance_memory: args.max_instance_memory_mib << 20,
+    })?;
+    engine::spawn_epoch_ticker(&engine)?;
+    let shared = Shared {
+        engine,
+        redis: Arc::new(RedisPools::new(RedisSettings {
+            connections_per_address: args.redis_connections,
+            ..RedisSettings::default()
+        })),
+        mysql: Arc::new(MysqlPools::new(MysqlSettings {
+            max_connections: args.mysql_max_connections,
+            ..MysqlSettings::default()
+        })),
+        metrics: Arc::new(Metrics::default()),
+        reuse: ReuseSettings {
+            max_requests_per_instance: args.max_instance_reuse_count.max(1),
+            max_concurrent_per_instance: args.max_instance_concurrent_reuse_count.max(1),
+            idle_timeout: args.idle_instance_timeout,
+            request_timeout: args.request_timeout,
+        },
+        max_instance_memory: args.max_instance_memory_mib << 20,
+    };
+    let mysql = shared.mysql.clone();
+    let metrics = shared.metrics.clone();
+    let app = app::load(&args.manifest, |name| std::env::var(name).ok(), shared)
+        .with_context(|| format!("loading {}", args.manifest.display()))?;
+    let app = Arc::new(app);
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let admin = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.admin_listen))?;
+    println!("Serving http://{}", listener.local_addr()?);
+    println!("Available Routes:");
+    for (route, component) in app.router.routes() {
+        println!("  {component}: http://{}{route}", listener.local_addr()?);
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_task = tokio::spawn(edge::admin::serve(admin, metrics, stopped(stop_rx.clone())));
+    let settings = ServerSettings {
+        max_concurrent_requests: args.max_concurrent_requests,
+        max_request_body: args.max_request_body,
+        ..ServerSettings::default()
+    };
+    let serving = server::serve(listener, app, settings, async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    serving.await?;
+    admin_task.await??;
+    mysql.disconnect_all().await;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Up(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(up(*args)),
+        Command::Build {
+            manifest,
+            components,
+        } => edge::build_cmd::run(&manifest, &components),
+    }
+}

@@ -1,0 +1,214 @@
+//! Prometheus metrics of the host, served on the admin listener at `/metrics`.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    component: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    component: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabels {
+    component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    reason: &'static str,
+}
+
+/// Which backing service a call went to.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Redis,
+    Mysql,
+}
+
+/// Latency buckets from 0.1 ms to ~6.5 s: the host's own overhead is sub-millisecond, and a
+/// timeout is tens of seconds.
+fn latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_1, 2.0, 17,
+    ))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    rejected: Family<RejectLabels, Counter>,
+    instances_created: Family<ComponentLabels, Counter>,
+    instances_live: Family<ComponentLabels, Gauge>,
+    redis_calls: Family<CallLabels, Counter>,
+    redis_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    mysql_calls: Family<CallLabels, Counter>,
+    mysql_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut metrics = Self {
+            registry: Registry::with_prefix("edge"),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            rejected: Family::default(),
+            instances_created: Family::default(),
+            instances_live: Family::default(),
+            redis_calls: Family::default(),
+            redis_duration: Family::new_with_constructor(latency_histogram),
+            mysql_calls: Family::default(),
+            mysql_duration: Family::new_with_constructor(latency_histogram),
+            in_flight: Gauge::default(),
+        };
+        let r = &mut metrics.registry;
+        r.register(
+            "requests",
+            "HTTP requests by component, route and status",
+            metrics.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request head to response head",
+            metrics.request_duration.clone(),
+        );
+        r.register(
+            "requests_rejected",
+            "Requests answered by the host itself (no route, too large, overload)",
+            metrics.rejected.clone(),
+        );
+        r.register(
+            "requests_in_flight",
+            "Requests being handled now",
+            metrics.in_flight.clone(),
+        );
+        r.register(
+            "instances_created",
+            "Component instances created; requests / instances is the reuse factor",
+            metrics.instances_created.clone(),
+        );
+        r.register(
+            "instances_live",
+            "Component instances alive now",
+            metrics.instances_live.clone(),
+        );
+        r.register(
+            "redis_calls",
+            "Redis calls by operation and outcome",
+            metrics.redis_calls.clone(),
+        );
+        r.register(
+            "redis_call_duration_seconds",
+            "Redis call latency",
+            metrics.redis_duration.clone(),
+        );
+        r.register(
+            "mysql_calls",
+            "MySQL calls by operation and outcome",
+            metrics.mysql_calls.clone(),
+        );
+        r.register(
+            "mysql_call_duration_seconds",
+            "MySQL call latency (acquire included for open)",
+            metrics.mysql_duration.clone(),
+        );
+        metrics
+    }
+}
+
+impl Metrics {
+    pub fn request_started(&self) {
+        self.in_flight.inc();
+    }
+
+    pub fn request_finished(&self, component: &str, route: &str, status: u16, elapsed: Duration) {
+        self.in_flight.dec();
+        self.requests
+            .get_or_create(&RequestLabels {
+                component: component.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&RouteLabels {
+                component: component.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    pub fn instance_created(&self, component: &str) {
+        let labels = ComponentLabels {
+            component: component.to_owned(),
+        };
+        self.instances_created.get_or_create(&labels).inc();
+        self.instances_live.get_or_create(&labels).inc();
+    }
+
+    pub fn instance_dropped(&self, component: &str) {
+        let labels = ComponentLabels {
+            component: component.to_owned(),
+        };
+        self.instances_live.get_or_create(&labels).dec();
+    }
+
+    pub fn backend_call(
+        &self,
+        backend: Backend,
+        operation: &'static str,
+        ok: bool,
+        elapsed: Duration,
+    ) {
+        let outcome = if ok { "ok" } else { "error" };
+        let (calls, duration) = match backend {
+            Backend::Redis => (&self.redis_calls, &self.redis_duration),
+            Backend::Mysql => (&self.mysql_calls, &self.mysql_duration),
+        };
+        calls
+            .get_or_create(&CallLabels { operation, outcome })
+            .inc();
+        duration
+            .get_or_create(&OperationLabels { operation })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,249 @@
+//! The host functions of `spin:mysql/mysql@3.0.0`.
+//!
+//! `query` returns the columns as soon as MySQL sends them and streams rows to the guest as
+//! they arrive, through a bounded channel, so a large result never sits in host memory. The
+//! final outcome (an error mid-stream, or success) arrives on the returned future.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use mysql_async::prelude::{Protocol, Queryable};
+use mysql_async::{Params, QueryResult};
+use tokio::sync::{mpsc, oneshot};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{
+    Accessor, Destination, FutureReader, HasSelf, Resource, StreamProducer, StreamReader,
+    StreamResult, VecBuffer,
+};
+
+use super::MysqlConnection;
+use super::convert;
+use crate::bindings::mysql::{self as wit, Column, DbDataType, Error, ParameterValue, Row};
+use crate::metrics::Backend;
+use crate::state::HostState;
+
+type Outcome<T> = wasmtime::Result<Result<T, Error>>;
+type QueryOutput = (
+    Vec<Column>,
+    StreamReader<Row>,
+    FutureReader<Result<(), Error>>,
+);
+
+/// Rows buffered between MySQL and a guest that reads slowly.
+const ROW_BUFFER: usize = 64;
+
+fn query_failed(error: mysql_async::Error) -> Error {
+    match error {
+        mysql_async::Error::Io(e) => Error::ConnectionFailed(e.to_string()),
+        mysql_async::Error::Driver(e) => Error::ConnectionFailed(e.to_string()),
+        other => Error::QueryFailed(other.to_string()),
+    }
+}
+
+fn params(values: Vec<ParameterValue>) -> Params {
+    if values.is_empty() {
+        Params::Empty
+    } else {
+        Params::Positional(values.into_iter().map(convert::parameter).collect())
+    }
+}
+
+fn shared_connection(
+    accessor: &Accessor<HostState, HasSelf<HostState>>,
+    resource: &Resource<MysqlConnection>,
+) -> wasmtime::Result<Arc<tokio::sync::Mutex<mysql_async::Conn>>> {
+    accessor.with(|mut access| Ok(access.get().table.get(resource)?.connection.clone()))
+}
+
+/// Feeds the rows of a result set into `rows`, after sending its columns on `columns`.
+async fn stream_result<P: Protocol>(
+    mut result: QueryResult<'_, '_, P>,
+    columns: oneshot::Sender<Vec<Column>>,
+    rows: mpsc::Sender<Row>,
+) -> Result<(), Error> {
+    let meta = result.columns().unwrap_or_default();
+    let types: Vec<DbDataType> = meta.iter().map(convert::data_type).collect();
+    // The receiver is gone only if the host function itself went away.
+    let _ = columns.send(meta.iter().map(convert::column).collect());
+    while let Some(row) = result.next().await.map_err(query_failed)? {
+        let converted = row
+            .unwrap()
+            .into_iter()
+            .zip(types.iter().zip(meta.iter()))
+            .map(|(value, (ty, column))| {
+                let shown = format!("{value:?}");
+                convert::db_value(value, *ty).ok_or_else(|| {
+                    Error::ValueConversionFailed(format!(
+                        "column `{}` ({:?}): {shown} does not fit {ty:?}",
+                        column.name_str(),
+                        column.column_type()
+                    ))
+                })
+            })
+            .collect::<Result<Row, Error>>()?;
+        if rows.send(converted).await.is_err() {
+            // The guest stopped reading: discard the rest so the session stays usable.
+            return result.drop_result().await.map_err(query_failed);
+        }
+    }
+    result.drop_result().await.map_err(query_failed)
+}
+
+/// Delivers rows from the channel to the guest's `stream<row>`.
+struct RowProducer(mpsc::Receiver<Row>);
+
+impl<D> StreamProducer<D> for RowProducer {
+    type Item = Row;
+    type Buffer = VecBuffer<Row>;
+
+    fn poll_produce<'a>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut store: StoreContextMut<'a, D>,
+        mut destination: Destination<'a, Row, VecBuffer<Row>>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        let capacity = destination.remaining(&mut store);
+        if capacity == Some(0) {
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        let receiver = &mut self.get_mut().0;
+        match receiver.poll_recv(cx) {
+            Poll::Ready(Some(first)) => {
+                let mut batch = vec![first];
+                let limit = capacity.unwrap_or(ROW_BUFFER).min(ROW_BUFFER);
+                while batch.len() < limit {
+                    match receiver.try_recv() {
+                        Ok(row) => batch.push(row),
+                        Err(_) => break,
+                    }
+                }
+                destination.set_buffer(batch.into());
+                Poll::Ready(Ok(StreamResult::Completed))
+            }
+            Poll::Ready(None) => Poll::Ready(Ok(StreamResult::Dropped)),
+            Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl wit::HostConnection for HostState {
+    fn drop(&mut self, resource: Resource<MysqlConnection>) -> wasmtime::Result<()> {
+        self.table.delete(resource)?;
+        Ok(())
+    }
+}
+
+impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
+    async fn open(
+        accessor: &Accessor<HostState, Self>,
+        address: String,
+    ) -> Outcome<Resource<MysqlConnection>> {
+        let component = accessor.with(|mut access| access.get().component.clone());
+        if !component.allowed_hosts.allows(&address, "mysql") {
+            tracing::info!(component = %component.id, "mysql address refused: not in allowed_outbound_hosts");
+            return Ok(Err(Error::ConnectionFailed(
+                "address not permitted by allowed_outbound_hosts".to_owned(),
+            )));
+        }
+        let started = Instant::now();
+        let acquired = component.mysql.acquire(&address).await;
+        let elapsed = started.elapsed();
+        component
+            .metrics
+            .backend_call(Backend::Mysql, "open", acquired.is_ok(), elapsed);
+        let connection = match acquired {
+            Ok(connection) => connection,
+            Err(error) => return Ok(Err(Error::ConnectionFailed(error.to_string()))),
+        };
+        let resource = accessor.with(|mut access| {
+            access.get().table.push(MysqlConnection {
+                connection: Arc::new(tokio::sync::Mutex::new(connection)),
+            })
+        })?;
+        Ok(Ok(resource))
+    }
+
+    async fn query(
+        accessor: &Accessor<HostState, Self>,
+        this: Resource<MysqlConnection>,
+        statement: String,
+        parameters: Vec<ParameterValue>,
+    ) -> Outcome<QueryOutput> {
+        let connection = shared_connection(accessor, &this)?;
+        let metrics = accessor.with(|mut access| access.get().component.metrics.clone());
+        let started = Instant::now();
+        let (columns_tx, columns_rx) = oneshot::channel();
+        let (rows_tx, rows_rx) = mpsc::channel(ROW_BUFFER);
+        let (done_tx, done_rx) = oneshot::channel();
+        // The query runs on its own task so rows keep flowing after this call returns.
+        tokio::spawn(async move {
+            let mut connection = connection.lock_owned().await;
+            let outcome = match params(parameters) {
+                // No parameters: the text protocol, which accepts every statement
+                // (START TRANSACTION, COMMIT, ...) and needs no prepare round trip.
+                Params::Empty => match connection.query_iter(statement).await {
+                    Ok(result) => stream_result(result, columns_tx, rows_tx).await,
+                    Err(error) => Err(query_failed(error)),
+                },
+                positional => match connection.exec_iter(statement, positional).await {
+                    Ok(result) => stream_result(result, columns_tx, rows_tx).await,
+                    Err(error) => Err(query_failed(error)),
+                },
+            };
+            let _ = done_tx.send(outcome);
+        });
+        let columns = columns_rx.await;
+        metrics.backend_call(Backend::Mysql, "query", columns.is_ok(), started.elapsed());
+        let columns = match columns {
+            Ok(columns) => columns,
+            // The task ended before any columns: the statement failed.
+            Err(_) => {
+                let error =
+                    done_rx.await.ok().and_then(Result::err).unwrap_or_else(|| {
+                        Error::Other("the query ended without a result".to_owned())
+                    });
+                return Ok(Err(error));
+            }
+        };
+        let (rows, outcome) = accessor.with(|mut access| -> wasmtime::Result<_> {
+            let rows = StreamReader::new(&mut access, RowProducer(rows_rx))?;
+            let outcome = FutureReader::new(&mut access, async move {
+                let outcome = done_rx.await.unwrap_or_else(|_| {
+                    Err(Error::Other("the query task ended unexpectedly".to_owned()))
+                });
+                Ok::<_, wasmtime::Error>(outcome)
+            })?;
+            Ok((rows, outcome))
+        })?;
+        Ok(Ok((columns, rows, outcome)))
+    }
+
+    async fn execute(
+        accessor: &Accessor<HostState, Self>,
+        this: Resource<MysqlConnection>,
+        statement: String,
+        parameters: Vec<ParameterValue>,
+    ) -> Outcome<()> {
+        let connection = shared_connection(accessor, &this)?;
+        let metrics = accessor.with(|mut access| access.get().component.metrics.clone());
+        let started = Instant::now();
+        let mut connection = connection.lock().await;
+        let outcome = match params(parameters) {
+            Params::Empty => connection.query_drop(statement).await,
+            positional => connection.exec_drop(statement, positional).await,
+        };
+        metrics.backend_call(
+            Backend::Mysql,
+            "execute",
+            outcome.is_ok(),
+            started.elapsed(),
+        );
+        Ok(outcome.map_err(query_failed))
+    }
+}

@@ -1,0 +1,19 @@
+//! `spin:mysql/mysql@3.0.0` backed by `mysql_async`: pools per address ([`pool`]), value
+//! conversion between the WIT types and MySQL's ([`convert`]), and the host functions with
+//! streamed query rows ([`host`]).
+
+mod convert;
+mod host;
+mod pool;
+
+use std::sync::Arc;
+
+pub use pool::{MysqlPools, MysqlSettings};
+
+/// A guest's open connection. It owns one pooled connection until the guest drops it, so an
+/// explicit `START TRANSACTION … COMMIT` runs on one session. When it goes back to the pool
+/// the session is reset, which rolls back a transaction the guest left open.
+#[derive(Debug)]
+pub struct MysqlConnection {
+    connection: Arc<tokio::sync::Mutex<mysql_async::Conn>>,
+}

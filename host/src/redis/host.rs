@@ -1,0 +1,212 @@
+//! The host functions of `spin:redis/redis@3.0.0`.
+//!
+//! Every failure the guest can expect (refused address, Redis down, wrong type) is a WIT
+//! error value; only a broken resource table (a host bug) traps.
+
+use std::time::Instant;
+
+use redis::aio::ConnectionManager;
+use redis::{Cmd, ErrorKind, RedisError, Value};
+use wasmtime::component::{Accessor, HasSelf, Resource};
+
+use super::RedisConnection;
+use crate::bindings::redis::{self as wit, Error, RedisParameter, RedisResult};
+use crate::metrics::Backend;
+use crate::state::HostState;
+
+type Outcome<T> = wasmtime::Result<Result<T, Error>>;
+
+fn to_wit_error(error: RedisError) -> Error {
+    let wrong_type =
+        error.kind() == ErrorKind::UnexpectedReturnType || error.code() == Some("WRONGTYPE");
+    if wrong_type {
+        Error::TypeError
+    } else {
+        Error::Other(error.to_string())
+    }
+}
+
+/// The pooled connection behind a guest's resource.
+fn connection(
+    accessor: &Accessor<HostState, HasSelf<HostState>>,
+    resource: &Resource<RedisConnection>,
+) -> wasmtime::Result<ConnectionManager> {
+    accessor.with(|mut access| Ok(access.get().table.get(resource)?.connection.clone()))
+}
+
+/// Runs one command on the resource's connection, recording it as `operation`.
+async fn run<T: redis::FromRedisValue>(
+    accessor: &Accessor<HostState, HasSelf<HostState>>,
+    resource: &Resource<RedisConnection>,
+    operation: &'static str,
+    command: Cmd,
+) -> Outcome<T> {
+    let mut connection = connection(accessor, resource)?;
+    let metrics = accessor.with(|mut access| access.get().component.metrics.clone());
+    let started = Instant::now();
+    let result = command.query_async::<T>(&mut connection).await;
+    metrics.backend_call(Backend::Redis, operation, result.is_ok(), started.elapsed());
+    Ok(result.map_err(to_wit_error))
+}
+
+/// Flattens a reply into the interface's flat list of results (arrays, sets and maps
+/// become their elements in order, as Spin does).
+fn flatten(value: Value, out: &mut Vec<RedisResult>) {
+    match value {
+        Value::Nil => out.push(RedisResult::Nil),
+        Value::Int(n) => out.push(RedisResult::Int64(n)),
+        Value::BulkString(bytes) => out.push(RedisResult::Binary(bytes)),
+        Value::SimpleString(text) => out.push(RedisResult::Status(text)),
+        Value::Okay => out.push(RedisResult::Status("OK".to_owned())),
+        Value::Boolean(b) => out.push(RedisResult::Int64(i64::from(b))),
+        Value::Double(d) => out.push(RedisResult::Status(d.to_string())),
+        Value::VerbatimString { text, .. } => out.push(RedisResult::Binary(text.into_bytes())),
+        Value::Array(values) | Value::Set(values) => {
+            values.into_iter().for_each(|v| flatten(v, out));
+        }
+        Value::Map(pairs) => pairs.into_iter().for_each(|(k, v)| {
+            flatten(k, out);
+            flatten(v, out);
+        }),
+        Value::Attribute { data, .. } => flatten(*data, out),
+        Value::Push { data, .. } => data.into_iter().for_each(|v| flatten(v, out)),
+        other => out.push(RedisResult::Status(format!("{other:?}"))),
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl wit::HostConnection for HostState {
+    fn drop(&mut self, resource: Resource<RedisConnection>) -> wasmtime::Result<()> {
+        self.table.delete(resource)?;
+        Ok(())
+    }
+}
+
+impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
+    async fn open(
+        accessor: &Accessor<HostState, Self>,
+        address: String,
+    ) -> Outcome<Resource<RedisConnection>> {
+        let component = accessor.with(|mut access| access.get().component.clone());
+        if !component.allowed_hosts.allows(&address, "redis") {
+            tracing::info!(component = %component.id, "redis address refused: not in allowed_outbound_hosts");
+            return Ok(Err(Error::InvalidAddress));
+        }
+        let connection = match component.redis.connection(&address).await {
+            Ok(connection) => connection,
+            Err(error) => return Ok(Err(Error::Other(format!("connecting to Redis: {error}")))),
+        };
+        let resource =
+            accessor.with(|mut access| access.get().table.push(RedisConnection { connection }))?;
+        Ok(Ok(resource))
+    }
+
+    async fn publish(
+        accessor: &Accessor<HostState, Self>,
+        this: Resource<RedisConnection>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> Outcome<()> {
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(channel).arg(payload);
+        run::<i64>(accessor, &this, "publish", command)
+            .await
+            .map(|r| r.map(drop))
+    }
+
+    async fn get(
+        accessor: &Accessor<HostState, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+    ) -> Outcome<Option<Vec<u8>>> {
+        let mut command = redis::cmd("GET");
+        command.arg(key);
+        run(accessor, &this, "get", command).await
+    }
+
+    async fn set(
+        accessor: &Accessor<HostState, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Outcome<()> {
+        let mut command = redis::cmd("SET");
+        command.arg(key).arg(value);
+        run(accessor, &this, "set", command).await
+    }
+
+    async fn incr(
+        accessor: &Accessor<HostState, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+    ) -> Outcome<i64> {
+        let mut command = redis::cmd("INCR");
+        command.arg(key);
+        run(accessor, &this, "incr", command).await
+    }
+
+    async fn del(
+        accessor: &Accessor<HostState, Self>,
+        this: Resource<RedisConnection>,
+        keys: Vec<String>,
+    ) -> Outcome<u32> {
+        let mut command = redis::cmd("DEL");
+        command.arg(keys);
+        run(accessor, &this, "del", command).await
+    }
+
+    async fn sadd(
+        accessor: &Accessor<HostState, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Outcome<u32> {
+        let mut command = redis::cmd("SADD");
+        command.arg(key).arg(values);
+        run(accessor, &this, "sadd", command).await
+    }
+
+    async fn smembers(
+        accessor: &Accessor<HostState, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+    ) -> Outcome<Vec<String>> {
+        let mut command = redis::cmd("SMEMBERS");
+        command.arg(key);
+        run(accessor, &this, "smembers", command).await
+    }
+
+    async fn srem(
+        accessor: &Accessor<HostState, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Outcome<u32> {
+        let mut command = redis::cmd("SREM");
+        command.arg(key).arg(values);
+        run(accessor, &this, "srem", command).await
+    }
+
+    async fn execute(
+        accessor: &Accessor<HostState, Self>,
+        this: Resource<RedisConnection>,
+        command_name: String,
+        arguments: Vec<RedisParameter>,
+    ) -> Outcome<Vec<RedisResult>> {
+        let mut command = redis::cmd(&command_name);
+        for argument in arguments {
+            match argument {
+                RedisParameter::Int64(n) => command.arg(n),
+                RedisParameter::Binary(bytes) => command.arg(bytes),
+            };
+        }
+        Ok(run::<Value>(accessor, &this, "execute", command)
+            .await?
+            .map(|value| {
+                let mut results = Vec::new();
+                flatten(value, &mut results);
+                results
+            }))
+    }
+}

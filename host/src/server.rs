@@ -1,0 +1,330 @@
+//! The HTTP front: accepts connections, routes like Spin's HTTP trigger, enforces the body
+//! limit and the concurrency bound, and hands requests to component instances.
+//!
+//! Requests the host answers itself (no route, body too large, overload, timeout, a failed
+//! component) get a JSON body `{ "error": code, "message": … }`, the same shape the
+//! components use, and never any internal detail: the cause goes to the log.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use wasmtime_wasi_http::WasiBody;
+use wasmtime_wasi_http::handler::{ExpirationError, TrapOrPanicError};
+
+use edge_app::routes::{WellKnown, full_url, well_known};
+
+use crate::app::LoadedApp;
+
+#[derive(Clone, Copy, Debug)]
+pub struct ServerSettings {
+    /// Requests handled at once; beyond it the host answers 503 at once instead of queueing
+    /// without bound.
+    pub max_concurrent_requests: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_request_body: usize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_requests: 1000,
+            max_request_body: 1 << 20,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Server {
+    app: Arc<LoadedApp>,
+    settings: ServerSettings,
+    in_flight: Semaphore,
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits up
+/// to the drain timeout for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<LoadedApp>,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let server = Arc::new(Server {
+        app,
+        settings,
+        in_flight: Semaphore::new(settings.max_concurrent_requests),
+    });
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small responses must not wait for Nagle's algorithm.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "setting TCP_NODELAY");
+        }
+        let server = server.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let server = server.clone();
+            async move { Ok::<_, Infallible>(server.handle(peer, request).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(settings.drain_timeout) => {
+            tracing::warn!("drain timeout reached; closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+impl Server {
+    async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<WasiBody> {
+        let started = Instant::now();
+        let metrics = &self.app.shared.metrics;
+        let path = request.uri().path().to_owned();
+        match well_known(&path) {
+            Some(WellKnown::Health) => return text_response(StatusCode::OK, "OK"),
+            Some(WellKnown::Info) => return self.info(),
+            Some(WellKnown::NotFound) => {
+                return error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+            }
+            None => {}
+        }
+        let Some(route) = self.app.router.route(&path) else {
+            metrics.rejected("no_route");
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no route matches {path}"),
+            );
+        };
+        let component = route.component.to_string();
+        let raw_route = route.raw_route().to_owned();
+        let Some(instances) = self.app.components.get(&component) else {
+            tracing::error!(%component, "routed to a component that was not loaded");
+            return internal_error();
+        };
+
+        let (mut parts, body) = request.into_parts();
+        let declared_length = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_length.is_some_and(|n| n > self.settings.max_request_body as u64) {
+            metrics.rejected("body_too_large");
+            return self.too_large();
+        }
+        let body = match Limited::new(body, self.settings.max_request_body)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+                metrics.rejected("body_too_large");
+                return self.too_large();
+            }
+            Err(error) => {
+                tracing::debug!(%error, "reading a request body");
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request body could not be read",
+                );
+            }
+        };
+
+        // The guest sees an absolute URL, as under Spin, built from the Host header.
+        let host = parts.headers.get(HOST).and_then(|v| v.to_str().ok());
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let full_url = full_url("http", host, path_and_query);
+        parts.uri = match full_url.parse() {
+            Ok(uri) => uri,
+            Err(_) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the Host header is not a valid authority",
+                );
+            }
+        };
+        // Clients must not be able to forge the routing headers the guest trusts.
+        let forged: Vec<_> = parts
+            .headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("spin-"))
+            .cloned()
+            .collect();
+        for name in forged {
+            parts.headers.remove(name);
+        }
+        for (name, value) in route.spin_headers(&full_url, peer) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                parts.headers.insert(name, value);
+            }
+        }
+
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            metrics.rejected("overloaded");
+            let mut response = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "the server is at capacity, retry shortly",
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        };
+        metrics.request_started();
+        let request = Request::from_parts(parts, full_body(body));
+        let response = match instances.handle((), request).await {
+            Ok(response) => response,
+            // A guest that computes without yielding can stall its instance's event loop;
+            // then the instance itself is stopped for time, which surfaces as a trap.
+            Err(error)
+                if error.is::<ExpirationError>()
+                    || (error.is::<TrapOrPanicError>()
+                        && started.elapsed() >= self.app.shared.reuse.request_timeout) =>
+            {
+                tracing::warn!(%component, "request timed out");
+                error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the request took too long",
+                )
+            }
+            Err(error) => {
+                tracing::error!(%component, error = ?error, "component failed");
+                internal_error()
+            }
+        };
+        metrics.request_finished(
+            &component,
+            &raw_route,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        response
+    }
+
+    /// `/.well-known/spin/info`: what is being served.
+    fn info(&self) -> Response<WasiBody> {
+        let body = format!(
+            r#"{{"name":{},"host":"edge","version":"{}"}}"#,
+            json_string(&self.app.name),
+            env!("CARGO_PKG_VERSION")
+        );
+        let mut response = Response::new(full_body(Bytes::from(body)));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+
+    fn too_large(&self) -> Response<WasiBody> {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!(
+                "the request body exceeds {} bytes",
+                self.settings.max_request_body
+            ),
+        )
+    }
+}
+
+fn full_body(bytes: Bytes) -> WasiBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn text_response(status: StatusCode, text: &'static str) -> Response<WasiBody> {
+    let mut response = Response::new(full_body(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+/// A JSON error in the API's shape. `message` is ours, never a guest's or a library's text.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<WasiBody> {
+    let body = format!(r#"{{"error":"{code}","message":{}}}"#, json_string(message));
+    let mut response = Response::new(full_body(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn internal_error() -> Response<WasiBody> {
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the request failed inside the server",
+    )
+}
+
+/// A JSON string literal of `text`.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_escape_their_message() {
+        assert_eq!(json_string("a \"b\"\n\\"), r#""a \"b\"\u000a\\""#);
+    }
+}

@@ -1,0 +1,88 @@
+//! The data each wasmtime `Store` carries: WASI and wasi-http contexts, the resource table
+//! shared by every interface, and the calling component's configuration.
+//!
+//! One store serves one component instance, which with instance reuse serves many requests
+//! (sequentially and concurrently), so nothing request-specific lives here.
+
+use std::sync::Arc;
+
+use edge_app::outbound::AllowedHosts;
+use edge_app::variables::ComponentVariables;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::metrics::Metrics;
+use crate::mysql::MysqlPools;
+use crate::outbound_http::OutboundHttp;
+use crate::redis::RedisPools;
+
+/// What a component may reach and read, shared by all its instances.
+#[derive(Debug)]
+pub struct ComponentContext {
+    pub id: String,
+    pub variables: ComponentVariables,
+    pub allowed_hosts: AllowedHosts,
+    pub redis: Arc<RedisPools>,
+    pub mysql: Arc<MysqlPools>,
+    pub metrics: Arc<Metrics>,
+    /// Most bytes one instance's linear memories may grow to.
+    pub max_memory_bytes: usize,
+}
+
+/// The store data of one component instance.
+pub struct HostState {
+    pub table: ResourceTable,
+    pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
+    pub outbound: OutboundHttp,
+    pub component: Arc<ComponentContext>,
+    pub limits: StoreLimits,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("component", &self.component.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostState {
+    pub fn new(component: Arc<ComponentContext>) -> Self {
+        // Guests log to the host's stdout/stderr, as under `spin up`.
+        let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(component.max_memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        Self {
+            table: ResourceTable::new(),
+            wasi,
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHttp::new(component.clone()),
+            component,
+            limits,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}

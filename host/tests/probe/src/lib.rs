@@ -1,0 +1,247 @@
+//! The probe component: one route per host capability the integration tests check.
+
+use anyhow::{Context as _, anyhow};
+use serde_json::{Value, json};
+use spin_sdk::http::body::IncomingBodyExt;
+use spin_sdk::http::{HeaderMap, HeaderValue, IntoResponse, Request, StatusCode};
+use spin_sdk::{http_service, mysql, redis, variables};
+
+fn query_param<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.uri().query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+fn json_response(status: StatusCode, body: Value) -> impl IntoResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    (status, headers, body.to_string())
+}
+
+async fn redis_connection() -> anyhow::Result<redis::Connection> {
+    let address = variables::get("redis_url").await.map_err(|e| anyhow!("{e:?}"))?;
+    redis::Connection::open(address).await.map_err(|e| anyhow!("{e:?}"))
+}
+
+async fn mysql_connection() -> anyhow::Result<mysql::Connection> {
+    let address = variables::get("mysql_url").await.map_err(|e| anyhow!("{e:?}"))?;
+    mysql::Connection::open(address).await.map_err(|e| anyhow!("{e:?}"))
+}
+
+/// Every function of spin:redis, on keys under `prefix`.
+async fn redis_all(prefix: &str) -> anyhow::Result<Value> {
+    let c = redis_connection().await?;
+    let e = |e: redis::Error| anyhow!("{e:?}");
+    let key = format!("{prefix}:k");
+    let set = format!("{prefix}:s");
+    let counter = format!("{prefix}:n");
+    c.set(&key, b"value").await.map_err(e)?;
+    let got = c.get(&key).await.map_err(e)?;
+    let missing = c.get(format!("{prefix}:missing")).await.map_err(e)?;
+    let incr = c.incr(&counter).await.map_err(e)?;
+    let added = c.sadd(&set, ["a", "b", "c"]).await.map_err(e)?;
+    let removed = c.srem(&set, ["b"]).await.map_err(e)?;
+    let mut members = c.smembers(&set).await.map_err(e)?;
+    members.sort();
+    c.publish(format!("{prefix}:channel"), b"hello").await.map_err(e)?;
+    let script = "return {KEYS[1], ARGV[1], tonumber(ARGV[2]) + 1}";
+    let loaded = c
+        .execute("SCRIPT", [redis::RedisParameter::Binary(b"LOAD".to_vec()), redis::RedisParameter::Binary(script.as_bytes().to_vec())])
+        .await
+        .map_err(e)?;
+    let sha = match loaded.first() {
+        Some(redis::RedisResult::Binary(sha)) => sha.clone(),
+        other => return Err(anyhow!("SCRIPT LOAD gave {other:?}")),
+    };
+    let evalsha = c
+        .execute(
+            "EVALSHA",
+            [
+                redis::RedisParameter::Binary(sha),
+                redis::RedisParameter::Int64(1),
+                redis::RedisParameter::Binary(b"key1".to_vec()),
+                redis::RedisParameter::Binary(b"arg".to_vec()),
+                redis::RedisParameter::Int64(41),
+            ],
+        )
+        .await
+        .map_err(e)?;
+    let wrong_type = c.incr(&set).await;
+    let deleted = c.del([key.clone(), set.clone(), counter.clone()]).await.map_err(e)?;
+    Ok(json!({
+        "get": got.map(|v| String::from_utf8_lossy(&v).into_owned()),
+        "missing": missing.is_none(),
+        "incr": incr,
+        "sadd": added,
+        "srem": removed,
+        "smembers": members,
+        "evalsha": evalsha.iter().map(|r| match r {
+            redis::RedisResult::Binary(b) => json!(String::from_utf8_lossy(b)),
+            redis::RedisResult::Int64(n) => json!(n),
+            redis::RedisResult::Status(s) => json!(s),
+            redis::RedisResult::Nil => Value::Null,
+        }).collect::<Vec<_>>(),
+        "wrong_type": format!("{:?}", wrong_type.err()),
+        "del": deleted,
+    }))
+}
+
+/// Runs `statements` on one connection; `SELECT`s return their rows.
+async fn mysql_script(statements: &[&str]) -> anyhow::Result<Value> {
+    let c = mysql_connection().await?;
+    let mut results = Vec::new();
+    for statement in statements {
+        if statement.starts_with("SELECT") {
+            let rows = c.query(*statement, vec![]).await.map_err(|e| anyhow!("{e:?}"))?;
+            let rows = rows.collect().await.map_err(|e| anyhow!("{e:?}"))?;
+            results.push(json!(rows.iter().map(|r| format!("{:?}", r[0])).collect::<Vec<_>>()));
+        } else {
+            c.execute(*statement, vec![]).await.map_err(|e| anyhow!("{statement}: {e:?}"))?;
+        }
+    }
+    Ok(json!(results))
+}
+
+/// Round-trips a value of every parameter type through a prepared statement.
+async fn mysql_types() -> anyhow::Result<Value> {
+    use mysql::ParameterValue as P;
+    let c = mysql_connection().await?;
+    let params: Vec<mysql::ParameterValue> = vec![
+        P::Boolean(true), P::Int8(-8), P::Int16(-16), P::Int32(-32), P::Int64(-64),
+        P::Uint8(8), P::Uint16(16), P::Uint32(32), P::Uint64(u64::MAX), P::Floating32(1.5),
+        P::Floating64(2.25), P::Str("text é".to_owned()), P::Binary(vec![0, 255]), P::DbNull,
+    ];
+    let sql = "SELECT ?, CAST(? AS SIGNED), CAST(? AS SIGNED), CAST(? AS SIGNED), CAST(? AS SIGNED), \
+               CAST(? AS UNSIGNED), CAST(? AS UNSIGNED), CAST(? AS UNSIGNED), CAST(? AS UNSIGNED), \
+               ?, ?, ?, ?, ?";
+    let result = c.query(sql, params).await.map_err(|e| anyhow!("{e:?}"))?;
+    let columns: Vec<String> = result.columns().iter().map(|c| format!("{:?}", c.data_type)).collect();
+    let rows = result.collect().await.map_err(|e| anyhow!("{e:?}"))?;
+    let row = rows.first().context("no row")?;
+    let values: Vec<String> = (0..14).map(|i| format!("{:?}", row[i])).collect();
+    Ok(json!({ "columns": columns, "values": values }))
+}
+
+/// Streams `n` generated rows and counts them.
+async fn mysql_stream(n: u32) -> anyhow::Result<Value> {
+    let c = mysql_connection().await?;
+    let sql = "SELECT seq FROM (SELECT a.n + b.n * 100 + c.n * 10000 AS seq FROM \
+               (SELECT 0 n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4) a \
+               CROSS JOIN (SELECT 0 n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4) b \
+               CROSS JOIN (SELECT 0 n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4) c) t \
+               ORDER BY seq LIMIT ?";
+    let mut result = c.query(sql, vec![mysql::ParameterValue::Uint32(n)]).await.map_err(|e| anyhow!("{e:?}"))?;
+    let mut count = 0;
+    while let Some(_row) = result.next().await {
+        count += 1;
+    }
+    result.result().await.map_err(|e| anyhow!("{e:?}"))?;
+    Ok(json!({ "rows": count }))
+}
+
+#[http_service]
+async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
+    let path = request.uri().path().to_owned();
+    let tail = path.trim_start_matches("/probe").trim_start_matches("/locked");
+    let ok = |body: Value| Ok(json_response(StatusCode::OK, body));
+    match tail {
+        "/hello" => ok(json!("hello")),
+        "/headers" => {
+            let headers: serde_json::Map<String, Value> = request
+                .headers()
+                .iter()
+                .filter(|(name, _)| name.as_str().starts_with("spin-"))
+                .map(|(name, value)| (name.to_string(), json!(value.to_str().unwrap_or("?"))))
+                .collect();
+            ok(json!({ "uri": request.uri().to_string(), "headers": headers }))
+        }
+        "/echo" => {
+            let body = request.into_body().bytes().await.map_err(|e| anyhow!("{e:?}"))?;
+            ok(json!({ "length": body.len() }))
+        }
+        "/var" => {
+            let name = query_param(&request, "name").unwrap_or_default();
+            match variables::get(name).await {
+                Ok(value) => ok(json!({ "value": value })),
+                Err(error) => ok(json!({ "error": format!("{error:?}") })),
+            }
+        }
+        "/incr" => {
+            let c = redis_connection().await?;
+            let n = c.incr("edge-probe:incr").await.map_err(|e| anyhow!("{e:?}"))?;
+            ok(json!(n))
+        }
+        "/redis" => {
+            let prefix = query_param(&request, "prefix").unwrap_or("edge-probe");
+            match redis_all(prefix).await {
+                Ok(value) => ok(value),
+                Err(error) => ok(json!({ "error": error.to_string() })),
+            }
+        }
+        "/redis-open" => {
+            let address = query_param(&request, "address").unwrap_or_default().replace("%3A", ":").replace("%2F", "/");
+            let result = redis::Connection::open(address).await.map(drop);
+            ok(json!({ "result": format!("{result:?}") }))
+        }
+        "/mysql-open" => {
+            let result = mysql_connection().await.map(drop);
+            ok(json!({ "result": format!("{result:?}") }))
+        }
+        "/mysql/commit" => ok(mysql_script(&[
+            "START TRANSACTION",
+            "INSERT INTO edge_probe (label) VALUES ('committed')",
+            "COMMIT",
+            "SELECT COUNT(*) FROM edge_probe WHERE label = 'committed'",
+        ]).await?),
+        "/mysql/rollback" => ok(mysql_script(&[
+            "START TRANSACTION",
+            "INSERT INTO edge_probe (label) VALUES ('rolled-back')",
+            "ROLLBACK",
+            "SELECT COUNT(*) FROM edge_probe WHERE label = 'rolled-back'",
+        ]).await?),
+        "/mysql/abandon" => ok(mysql_script(&[
+            "START TRANSACTION",
+            "INSERT INTO edge_probe (label) VALUES ('abandoned')",
+        ]).await?),
+        "/mysql/count" => {
+            let label = query_param(&request, "label").unwrap_or_default();
+            let c = mysql_connection().await?;
+            let rows = c
+                .query("SELECT COUNT(*) AS n FROM edge_probe WHERE label = ?", vec![mysql::ParameterValue::Str(label.to_owned())])
+                .await
+                .map_err(|e| anyhow!("{e:?}"))?
+                .collect()
+                .await
+                .map_err(|e| anyhow!("{e:?}"))?;
+            ok(json!(rows.first().and_then(|r| r.get::<i64>("n"))))
+        }
+        "/mysql/types" => ok(mysql_types().await?),
+        "/mysql/stream" => {
+            let n = query_param(&request, "n").and_then(|n| n.parse().ok()).unwrap_or(1000);
+            ok(mysql_stream(n).await?)
+        }
+        "/mysql/error" => {
+            let c = mysql_connection().await?;
+            let result = c.execute("SELECT * FROM no_such_table", vec![]).await;
+            ok(json!({ "error": format!("{:?}", result.err()) }))
+        }
+        "/outbound" => {
+            let url = query_param(&request, "url").unwrap_or_default().replace("%3A", ":").replace("%2F", "/");
+            let result = spin_sdk::http::get(url).await;
+            ok(json!({ "result": match result {
+                Ok(response) => format!("status {}", response.status()),
+                Err(error) => format!("{error:?}"),
+            }}))
+        }
+        "/trap" => panic!("the probe was asked to trap"),
+        "/spin" => {
+            // Burns CPU without yielding until the host interrupts it.
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        _ => Ok(json_response(StatusCode::NOT_FOUND, json!({ "error": "not_found", "message": path }))),
+    }
+}

@@ -1,0 +1,510 @@
+//! The host end to end: the probe component (tests/probe) served through `edge` against the
+//! real local Redis and MariaDB that `infra/local/up` starts.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge::app::{self, Shared};
+use edge::engine::{self, EngineSettings};
+use edge::instance::ReuseSettings;
+use edge::metrics::Metrics;
+use edge::mysql::{MysqlPools, MysqlSettings};
+use edge::redis::{RedisPools, RedisSettings};
+use edge::server::{self, ServerSettings};
+use http_body_util::{BodyExt, Full};
+use mysql_async::prelude::Queryable;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// REDIS_URL and MYSQL_URL from the environment, else from `.state/env`.
+fn service_env() -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = std::fs::read_to_string(repo_root().join(".state/env"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for key in ["REDIS_URL", "MYSQL_URL"] {
+        if let Ok(value) = std::env::var(key) {
+            env.insert(key.to_owned(), value);
+        }
+    }
+    assert!(
+        env.contains_key("REDIS_URL") && env.contains_key("MYSQL_URL"),
+        "start the local services first: infra/local/up"
+    );
+    env
+}
+
+/// Builds the probe component once per test run.
+fn build_probe() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = repo_root();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(root.join("host/tests/probe/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(root.join("target/test-components"))
+            .status()
+            .expect("running cargo to build the probe component");
+        assert!(status.success(), "building the probe component failed");
+    });
+}
+
+const TEST_DB: &str = "ticketing_test_edge";
+
+/// A throwaway database with the probe's table, and its URL.
+async fn test_database(mysql_url: &str) -> String {
+    let base = mysql_url
+        .rsplit_once('/')
+        .expect("a database in MYSQL_URL")
+        .0;
+    let pool = mysql_async::Pool::new(mysql_url);
+    let mut conn = pool.get_conn().await.expect("connecting to MySQL");
+    conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {TEST_DB}"))
+        .await
+        .expect("creating the test database");
+    conn.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS {TEST_DB}.edge_probe \
+         (id BIGINT AUTO_INCREMENT PRIMARY KEY, label VARCHAR(32) NOT NULL)"
+    ))
+    .await
+    .expect("creating the probe table");
+    drop(conn);
+    pool.disconnect().await.ok();
+    format!("{base}/{TEST_DB}")
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    async fn start(reuse: ReuseSettings, settings: ServerSettings) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("info")
+            .try_init();
+        build_probe();
+        let env = service_env();
+        let mysql_url = test_database(&env["MYSQL_URL"]).await;
+        let mysql_host = {
+            let after_at = mysql_url
+                .rsplit_once('@')
+                .expect("credentials in MYSQL_URL")
+                .1;
+            format!("mysql://{}", after_at.split('/').next().unwrap_or_default())
+        };
+        let variables: HashMap<String, String> = [
+            ("SPIN_VARIABLE_REDIS_URL", env["REDIS_URL"].clone()),
+            ("SPIN_VARIABLE_MYSQL_URL", mysql_url),
+            ("SPIN_VARIABLE_MYSQL_HOST", mysql_host),
+            ("SPIN_VARIABLE_API_KEY", "s3cret".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+
+        let engine = engine::build(&EngineSettings {
+            cache_dir: Some(repo_root().join("target/test-components/cache")),
+            max_instances: 100,
+            max_instance_memory: 64 << 20,
+        })
+        .expect("engine");
+        engine::spawn_epoch_ticker(&engine).expect("epoch ticker");
+        let metrics = Arc::new(Metrics::default());
+        let shared = Shared {
+            engine,
+            redis: Arc::new(RedisPools::new(RedisSettings::default())),
+            mysql: Arc::new(MysqlPools::new(MysqlSettings::default())),
+            metrics: metrics.clone(),
+            reuse,
+            max_instance_memory: 64 << 20,
+        };
+        let manifest = repo_root().join("host/tests/fixtures/probe.toml");
+        let app = app::load(&manifest, |name| variables.get(name).cloned(), shared)
+            .expect("loading the probe application");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(listener, Arc::new(app), settings, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            metrics,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn default() -> Self {
+        Self::start(ReuseSettings::default(), ServerSettings::default()).await
+    }
+
+    async fn request(&self, method: &str, path: &str, body: Bytes) -> (u16, String) {
+        self.request_with(method, path, body, &[]).await
+    }
+
+    async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let stream = TcpStream::connect(self.addr).await.expect("connecting");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(connection);
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("localhost:{}", self.addr.port()));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body)).expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, Bytes::new()).await
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        self.metrics
+            .encode()
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(15), &mut self.task).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_answers_through_the_host() {
+    let server = TestServer::default().await;
+    assert_eq!(server.get_json("/probe/hello").await, "hello");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_sees_spins_routing_headers_and_cannot_be_sent_forged_ones() {
+    let server = TestServer::default().await;
+    let (status, body) = server
+        .request_with(
+            "GET",
+            "/probe/headers?x=1",
+            Bytes::new(),
+            &[("spin-path-info", "/forged")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).expect("json");
+    let port = server.addr.port();
+    let headers = &seen["headers"];
+    assert_eq!(
+        seen["uri"],
+        format!("http://localhost:{port}/probe/headers?x=1")
+    );
+    assert_eq!(
+        headers["spin-full-url"],
+        format!("http://localhost:{port}/probe/headers?x=1")
+    );
+    assert_eq!(headers["spin-path-info"], "/headers");
+    assert_eq!(headers["spin-matched-route"], "/probe/...");
+    assert_eq!(headers["spin-component-route"], "/probe");
+    assert_eq!(headers["spin-raw-component-route"], "/probe/...");
+    assert_eq!(headers["spin-base-path"], "/");
+    assert!(
+        headers["spin-client-addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{headers}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_without_a_route_is_a_json_404() {
+    let server = TestServer::default().await;
+    let (status, body) = server.get("/nowhere").await;
+    assert_eq!(status, 404);
+    let body: Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(body["error"], "not_found");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_redis_function_works_against_real_redis() {
+    let server = TestServer::default().await;
+    let prefix = format!("edge-test-{}", std::process::id());
+    let result = server
+        .get_json(&format!("/probe/redis?prefix={prefix}"))
+        .await;
+    assert_eq!(result["get"], "value", "{result}");
+    assert_eq!(result["missing"], true);
+    assert_eq!(result["incr"], 1);
+    assert_eq!(result["sadd"], 3);
+    assert_eq!(result["srem"], 1);
+    assert_eq!(result["smembers"], serde_json::json!(["a", "c"]));
+    assert_eq!(result["evalsha"], serde_json::json!(["key1", "arg", 42]));
+    assert_eq!(result["wrong_type"], "Some(Error::TypeError)");
+    assert_eq!(result["del"], 3);
+    assert!(server.metric("edge_redis_calls_total") >= 10.0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_mysql_transaction_persists_and_a_rolled_back_one_does_not() {
+    let server = TestServer::default().await;
+    let committed = server.get_json("/probe/mysql/commit").await;
+    assert!(
+        committed[0][0]
+            .as_str()
+            .is_some_and(|n| n != "DbValue::Int64(0)"),
+        "{committed}"
+    );
+    let rolled_back = server.get_json("/probe/mysql/rollback").await;
+    assert_eq!(rolled_back, serde_json::json!([["DbValue::Int64(0)"]]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_inside_a_transaction_is_rolled_back() {
+    let server = TestServer::default().await;
+    for _ in 0..3 {
+        server.get_json("/probe/mysql/abandon").await;
+    }
+    // The pooled connections come back reset: nothing of the open transactions survives,
+    // and the next guest does not inherit them.
+    assert_eq!(
+        server.get_json("/probe/mysql/count?label=abandoned").await,
+        0
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_parameters_of_every_type_round_trip() {
+    let server = TestServer::default().await;
+    let result = server.get_json("/probe/mysql/types").await;
+    let values: Vec<&str> = result["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "DbValue::Int64(1)",
+            "DbValue::Int64(-8)",
+            "DbValue::Int64(-16)",
+            "DbValue::Int64(-32)",
+            "DbValue::Int64(-64)",
+            "DbValue::Uint64(8)",
+            "DbValue::Uint64(16)",
+            "DbValue::Uint64(32)",
+            "DbValue::Uint64(18446744073709551615)",
+            "DbValue::Floating32(1.5)",
+            "DbValue::Floating64(2.25)",
+            "DbValue::Str(\"text é\")",
+            "DbValue::Binary([0, 255])",
+            "DbValue::DbNull",
+        ],
+        "{result}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_rows_stream_to_the_guest() {
+    let server = TestServer::default().await;
+    assert_eq!(
+        server.get_json("/probe/mysql/stream?n=100").await["rows"],
+        100
+    );
+    let error = server.get_json("/probe/mysql/error").await;
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("QueryFailed")),
+        "{error}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_resolve_from_templates_env_and_defaults() {
+    let server = TestServer::default().await;
+    let value = |name: &str| {
+        let server = &server;
+        let path = format!("/probe/var?name={name}");
+        async move { server.get_json(&path).await }
+    };
+    assert_eq!(value("greeting").await["value"], "hello, world");
+    assert_eq!(value("api_key").await["value"], "s3cret");
+    assert!(
+        value("nope").await["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Error::Undefined"))
+    );
+    assert!(
+        value("Bad-Name").await["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Error::InvalidName"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_outside_allowed_outbound_hosts_are_error_values_not_traps() {
+    let server = TestServer::default().await;
+    let env = service_env();
+    let redis = server
+        .get_json(&format!("/locked/redis-open?address={}", env["REDIS_URL"]))
+        .await;
+    assert_eq!(redis["result"], "Err(Error::InvalidAddress)");
+    let mysql = server.get_json("/locked/mysql-open").await;
+    assert!(
+        mysql["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("not permitted")),
+        "{mysql}"
+    );
+    let http = server
+        .get_json("/locked/outbound?url=http://127.0.0.1:9/x")
+        .await;
+    assert!(
+        http["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("HttpRequestDenied")),
+        "{http}"
+    );
+    // The allowed component reaches the same Redis.
+    let allowed = server
+        .get_json(&format!("/probe/redis-open?address={}", env["REDIS_URL"]))
+        .await;
+    assert_eq!(allowed["result"], "Ok(())");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_is_a_500_without_internal_detail() {
+    let server = TestServer::default().await;
+    let (status, body) = server.get("/probe/trap").await;
+    assert_eq!(status, 500);
+    assert!(!body.contains("probe was asked"), "{body}");
+    let body: Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(body["error"], "internal_error");
+    // The host keeps serving.
+    assert_eq!(server.get_json("/probe/hello").await, "hello");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_never_yields_is_stopped_with_a_504() {
+    let reuse = ReuseSettings {
+        request_timeout: Duration::from_millis(500),
+        ..ReuseSettings::default()
+    };
+    let server = TestServer::start(reuse, ServerSettings::default()).await;
+    let started = std::time::Instant::now();
+    let (status, _) = server.get("/probe/spin").await;
+    assert_eq!(status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.get_json("/probe/hello").await, "hello");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_a_413_and_one_under_it_passes() {
+    let settings = ServerSettings {
+        max_request_body: 1024,
+        ..ServerSettings::default()
+    };
+    let server = TestServer::start(ReuseSettings::default(), settings).await;
+    let (status, body) = server
+        .request("POST", "/probe/echo", Bytes::from(vec![b'x'; 1000]))
+        .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"length":1000}"#));
+    let (status, body) = server
+        .request("POST", "/probe/echo", Bytes::from(vec![b'x'; 2048]))
+        .await;
+    assert_eq!(status, 413);
+    assert!(body.contains("payload_too_large"), "{body}");
+    server.stop().await;
+}
+
+async fn instances_for_sequential_requests(reuse_count: usize, requests: usize) -> f64 {
+    let reuse = ReuseSettings {
+        max_requests_per_instance: reuse_count,
+        ..ReuseSettings::default()
+    };
+    let server = TestServer::start(reuse, ServerSettings::default()).await;
+    for _ in 0..requests {
+        assert_eq!(server.get_json("/probe/hello").await, "hello");
+    }
+    let created = server.metric("edge_instances_created_total");
+    server.stop().await;
+    created
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_reuse_on_one_instance_serves_many_requests() {
+    assert_eq!(instances_for_sequential_requests(128, 20).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_reuse_count_of_one_every_request_gets_a_fresh_instance() {
+    assert_eq!(instances_for_sequential_requests(1, 20).await, 20.0);
+}
