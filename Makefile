@@ -6,12 +6,12 @@ SHELL := bash
 
 SEED ?= demo
 
-.PHONY: help up down status services seed build lint test test-rust test-wasm test-infra
+.PHONY: help up down status services seed app build lint test test-rust test-wasm test-infra
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-up: services seed ## Set up everything on this machine and run the app with demo data.
+up: services seed app ## Set up everything on this machine and run the app with demo data.
 	@infra/local/status
 
 down: ## Stop everything `make up` started.
@@ -26,21 +26,29 @@ services: ## Install what is missing; start Redis, MariaDB and the Kafka broker;
 seed: ## Load seed data (SEED=demo or SEED=large); safe to repeat.
 	infra/mysql/seed $(SEED)
 
-build: ## Build native crates and the wasm32-wasip2 artifacts.
+app: ## Build the host and the components, (re)start the app on 127.0.0.1:3000.
+	infra/local/app
+
+build: ## Build native crates and the wasm32-wasip2 components.
 	cargo build --workspace
 	cargo build -p ticketing-core --target wasm32-wasip2
+	cargo build --release --target wasm32-wasip2 --manifest-path functions/Cargo.toml
 
-lint: ## Formatting and clippy, warnings are errors.
+lint: ## Formatting and clippy of both workspaces (native, and the wasm components), warnings are errors.
 	cargo fmt --all -- --check
+	cargo fmt --all --manifest-path functions/Cargo.toml -- --check
+	cargo fmt --all --manifest-path host/tests/probe/Cargo.toml -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip2 --manifest-path functions/Cargo.toml --all-targets -- -D warnings
 
 test: services lint test-rust test-wasm test-infra ## Set up everything and run every test.
 
 test-rust:
 	cargo test --workspace
 
-test-wasm: ## The core must build for the edge target too.
+test-wasm: ## The core and the components build for the edge target.
 	cargo build -p ticketing-core --target wasm32-wasip2
+	cargo build --release --target wasm32-wasip2 --manifest-path functions/Cargo.toml
 
 test-infra: ## Schema, migrations, seed data and compose against the real local services.
 	infra/tests/run

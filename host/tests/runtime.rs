@@ -46,26 +46,31 @@ fn service_env() -> HashMap<String, String> {
     env
 }
 
-/// Builds the probe component once per test run.
-fn build_probe() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = repo_root();
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("host/tests/probe/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(root.join("target/test-components"))
-            .status()
-            .expect("running cargo to build the probe component");
-        assert!(status.success(), "building the probe component failed");
-    });
+/// Builds a wasm workspace with cargo (release, wasm32-wasip2), once per test run each.
+fn build_wasm(manifest: &str, target_dir: Option<&str>) {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|m| m == manifest) {
+        return;
+    }
+    let root = repo_root();
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join(manifest));
+    if let Some(dir) = target_dir {
+        command.arg("--target-dir").arg(root.join(dir));
+    }
+    let status = command.status().expect("running cargo to build components");
+    assert!(status.success(), "building {manifest} failed");
+    built.push(manifest.to_owned());
 }
 
 const TEST_DB: &str = "ticketing_test_edge";
@@ -92,6 +97,15 @@ async fn test_database(mysql_url: &str) -> String {
     format!("{base}/{TEST_DB}")
 }
 
+/// `mysql://host:port` of a MySQL URL, the form allowed_outbound_hosts takes.
+fn mysql_host(mysql_url: &str) -> String {
+    let after_at = mysql_url
+        .rsplit_once('@')
+        .expect("credentials in MYSQL_URL")
+        .1;
+    format!("mysql://{}", after_at.split('/').next().unwrap_or_default())
+}
+
 struct TestServer {
     addr: SocketAddr,
     metrics: Arc<Metrics>,
@@ -100,31 +114,38 @@ struct TestServer {
 }
 
 impl TestServer {
+    /// The probe application (tests/fixtures/probe.toml).
     async fn start(reuse: ReuseSettings, settings: ServerSettings) -> Self {
+        build_wasm(
+            "host/tests/probe/Cargo.toml",
+            Some("target/test-components"),
+        );
+        let env = service_env();
+        let mysql_url = test_database(&env["MYSQL_URL"]).await;
+        let variables = [
+            ("SPIN_VARIABLE_REDIS_URL", env["REDIS_URL"].clone()),
+            ("SPIN_VARIABLE_MYSQL_HOST", mysql_host(&mysql_url)),
+            ("SPIN_VARIABLE_MYSQL_URL", mysql_url),
+            ("SPIN_VARIABLE_API_KEY", "s3cret".to_owned()),
+        ];
+        let manifest = repo_root().join("host/tests/fixtures/probe.toml");
+        Self::serve(&manifest, &variables, reuse, settings).await
+    }
+
+    async fn serve(
+        manifest: &Path,
+        variables: &[(&str, String)],
+        reuse: ReuseSettings,
+        settings: ServerSettings,
+    ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter("info")
             .try_init();
-        build_probe();
-        let env = service_env();
-        let mysql_url = test_database(&env["MYSQL_URL"]).await;
-        let mysql_host = {
-            let after_at = mysql_url
-                .rsplit_once('@')
-                .expect("credentials in MYSQL_URL")
-                .1;
-            format!("mysql://{}", after_at.split('/').next().unwrap_or_default())
-        };
-        let variables: HashMap<String, String> = [
-            ("SPIN_VARIABLE_REDIS_URL", env["REDIS_URL"].clone()),
-            ("SPIN_VARIABLE_MYSQL_URL", mysql_url),
-            ("SPIN_VARIABLE_MYSQL_HOST", mysql_host),
-            ("SPIN_VARIABLE_API_KEY", "s3cret".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-
+        let variables: HashMap<String, String> = variables
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
         let engine = engine::build(&EngineSettings {
             cache_dir: Some(repo_root().join("target/test-components/cache")),
             max_instances: 100,
@@ -141,8 +162,7 @@ impl TestServer {
             reuse,
             max_instance_memory: 64 << 20,
         };
-        let manifest = repo_root().join("host/tests/fixtures/probe.toml");
-        let app = app::load(&manifest, |name| variables.get(name).cloned(), shared)
+        let app = app::load(manifest, |name| variables.get(name).cloned(), shared)
             .expect("loading the probe application");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
         let addr = listener.local_addr().expect("address");
@@ -507,4 +527,29 @@ async fn with_reuse_on_one_instance_serves_many_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_reuse_count_of_one_every_request_gets_a_fresh_instance() {
     assert_eq!(instances_for_sequential_requests(1, 20).await, 20.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applications_own_spin_toml_serves_health_with_live_dependencies() {
+    build_wasm("functions/Cargo.toml", None);
+    let env = service_env();
+    let variables = [
+        ("SPIN_VARIABLE_REDIS_URL", env["REDIS_URL"].clone()),
+        ("SPIN_VARIABLE_MYSQL_HOST", mysql_host(&env["MYSQL_URL"])),
+        ("SPIN_VARIABLE_MYSQL_URL", env["MYSQL_URL"].clone()),
+        ("SPIN_VARIABLE_PASS_SIGNING_KEY", "k".repeat(32)),
+        ("SPIN_VARIABLE_ADMIN_KEY", "admin".to_owned()),
+    ];
+    let server = TestServer::serve(
+        &repo_root().join("spin.toml"),
+        &variables,
+        ReuseSettings::default(),
+        ServerSettings::default(),
+    )
+    .await;
+    assert_eq!(
+        server.get_json("/health").await,
+        serde_json::json!({ "status": "ok", "checks": { "redis": "ok", "mysql": "ok" } })
+    );
+    server.stop().await;
 }

@@ -14,6 +14,9 @@ VENV=$STATE/venv
 REDIS_PORT=${REDIS_PORT:-16379}
 MYSQL_PORT=${MYSQL_PORT:-13306}
 KAFKA_PORT=${KAFKA_PORT:-19092}
+# The app (the edge host serving spin.toml) and its admin listener (/metrics).
+APP_PORT=${APP_PORT:-3000}
+APP_ADMIN_PORT=${APP_ADMIN_PORT:-9090}
 BIND=127.0.0.1
 
 SERVICES=(redis mysql kafka)
@@ -49,6 +52,7 @@ svc_comm() {
     redis) printf 'redis-server' ;;
     mysql) printf 'mariadbd' ;;
     kafka) printf 'tansu' ;;
+    app) printf 'edge' ;;
   esac
 }
 
@@ -57,6 +61,7 @@ svc_port() {
     redis) printf '%s' "$REDIS_PORT" ;;
     mysql) printf '%s' "$MYSQL_PORT" ;;
     kafka) printf '%s' "$KAFKA_PORT" ;;
+    app) printf '%s' "$APP_PORT" ;;
   esac
 }
 

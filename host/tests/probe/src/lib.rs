@@ -20,13 +20,21 @@ fn json_response(status: StatusCode, body: Value) -> impl IntoResponse {
 }
 
 async fn redis_connection() -> anyhow::Result<redis::Connection> {
-    let address = variables::get("redis_url").await.map_err(|e| anyhow!("{e:?}"))?;
-    redis::Connection::open(address).await.map_err(|e| anyhow!("{e:?}"))
+    let address = variables::get("redis_url")
+        .await
+        .map_err(|e| anyhow!("{e:?}"))?;
+    redis::Connection::open(address)
+        .await
+        .map_err(|e| anyhow!("{e:?}"))
 }
 
 async fn mysql_connection() -> anyhow::Result<mysql::Connection> {
-    let address = variables::get("mysql_url").await.map_err(|e| anyhow!("{e:?}"))?;
-    mysql::Connection::open(address).await.map_err(|e| anyhow!("{e:?}"))
+    let address = variables::get("mysql_url")
+        .await
+        .map_err(|e| anyhow!("{e:?}"))?;
+    mysql::Connection::open(address)
+        .await
+        .map_err(|e| anyhow!("{e:?}"))
 }
 
 /// Every function of spin:redis, on keys under `prefix`.
@@ -44,10 +52,18 @@ async fn redis_all(prefix: &str) -> anyhow::Result<Value> {
     let removed = c.srem(&set, ["b"]).await.map_err(e)?;
     let mut members = c.smembers(&set).await.map_err(e)?;
     members.sort();
-    c.publish(format!("{prefix}:channel"), b"hello").await.map_err(e)?;
+    c.publish(format!("{prefix}:channel"), b"hello")
+        .await
+        .map_err(e)?;
     let script = "return {KEYS[1], ARGV[1], tonumber(ARGV[2]) + 1}";
     let loaded = c
-        .execute("SCRIPT", [redis::RedisParameter::Binary(b"LOAD".to_vec()), redis::RedisParameter::Binary(script.as_bytes().to_vec())])
+        .execute(
+            "SCRIPT",
+            [
+                redis::RedisParameter::Binary(b"LOAD".to_vec()),
+                redis::RedisParameter::Binary(script.as_bytes().to_vec()),
+            ],
+        )
         .await
         .map_err(e)?;
     let sha = match loaded.first() {
@@ -68,7 +84,10 @@ async fn redis_all(prefix: &str) -> anyhow::Result<Value> {
         .await
         .map_err(e)?;
     let wrong_type = c.incr(&set).await;
-    let deleted = c.del([key.clone(), set.clone(), counter.clone()]).await.map_err(e)?;
+    let deleted = c
+        .del([key.clone(), set.clone(), counter.clone()])
+        .await
+        .map_err(e)?;
     Ok(json!({
         "get": got.map(|v| String::from_utf8_lossy(&v).into_owned()),
         "missing": missing.is_none(),
@@ -93,11 +112,20 @@ async fn mysql_script(statements: &[&str]) -> anyhow::Result<Value> {
     let mut results = Vec::new();
     for statement in statements {
         if statement.starts_with("SELECT") {
-            let rows = c.query(*statement, vec![]).await.map_err(|e| anyhow!("{e:?}"))?;
+            let rows = c
+                .query(*statement, vec![])
+                .await
+                .map_err(|e| anyhow!("{e:?}"))?;
             let rows = rows.collect().await.map_err(|e| anyhow!("{e:?}"))?;
-            results.push(json!(rows.iter().map(|r| format!("{:?}", r[0])).collect::<Vec<_>>()));
+            results.push(json!(
+                rows.iter()
+                    .map(|r| format!("{:?}", r[0]))
+                    .collect::<Vec<_>>()
+            ));
         } else {
-            c.execute(*statement, vec![]).await.map_err(|e| anyhow!("{statement}: {e:?}"))?;
+            c.execute(*statement, vec![])
+                .await
+                .map_err(|e| anyhow!("{statement}: {e:?}"))?;
         }
     }
     Ok(json!(results))
@@ -108,15 +136,30 @@ async fn mysql_types() -> anyhow::Result<Value> {
     use mysql::ParameterValue as P;
     let c = mysql_connection().await?;
     let params: Vec<mysql::ParameterValue> = vec![
-        P::Boolean(true), P::Int8(-8), P::Int16(-16), P::Int32(-32), P::Int64(-64),
-        P::Uint8(8), P::Uint16(16), P::Uint32(32), P::Uint64(u64::MAX), P::Floating32(1.5),
-        P::Floating64(2.25), P::Str("text é".to_owned()), P::Binary(vec![0, 255]), P::DbNull,
+        P::Boolean(true),
+        P::Int8(-8),
+        P::Int16(-16),
+        P::Int32(-32),
+        P::Int64(-64),
+        P::Uint8(8),
+        P::Uint16(16),
+        P::Uint32(32),
+        P::Uint64(u64::MAX),
+        P::Floating32(1.5),
+        P::Floating64(2.25),
+        P::Str("text é".to_owned()),
+        P::Binary(vec![0, 255]),
+        P::DbNull,
     ];
     let sql = "SELECT ?, CAST(? AS SIGNED), CAST(? AS SIGNED), CAST(? AS SIGNED), CAST(? AS SIGNED), \
                CAST(? AS UNSIGNED), CAST(? AS UNSIGNED), CAST(? AS UNSIGNED), CAST(? AS UNSIGNED), \
                ?, ?, ?, ?, ?";
     let result = c.query(sql, params).await.map_err(|e| anyhow!("{e:?}"))?;
-    let columns: Vec<String> = result.columns().iter().map(|c| format!("{:?}", c.data_type)).collect();
+    let columns: Vec<String> = result
+        .columns()
+        .iter()
+        .map(|c| format!("{:?}", c.data_type))
+        .collect();
     let rows = result.collect().await.map_err(|e| anyhow!("{e:?}"))?;
     let row = rows.first().context("no row")?;
     let values: Vec<String> = (0..14).map(|i| format!("{:?}", row[i])).collect();
@@ -131,7 +174,10 @@ async fn mysql_stream(n: u32) -> anyhow::Result<Value> {
                CROSS JOIN (SELECT 0 n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4) b \
                CROSS JOIN (SELECT 0 n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4) c) t \
                ORDER BY seq LIMIT ?";
-    let mut result = c.query(sql, vec![mysql::ParameterValue::Uint32(n)]).await.map_err(|e| anyhow!("{e:?}"))?;
+    let mut result = c
+        .query(sql, vec![mysql::ParameterValue::Uint32(n)])
+        .await
+        .map_err(|e| anyhow!("{e:?}"))?;
     let mut count = 0;
     while let Some(_row) = result.next().await {
         count += 1;
@@ -143,7 +189,9 @@ async fn mysql_stream(n: u32) -> anyhow::Result<Value> {
 #[http_service]
 async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
     let path = request.uri().path().to_owned();
-    let tail = path.trim_start_matches("/probe").trim_start_matches("/locked");
+    let tail = path
+        .trim_start_matches("/probe")
+        .trim_start_matches("/locked");
     let ok = |body: Value| Ok(json_response(StatusCode::OK, body));
     match tail {
         "/hello" => ok(json!("hello")),
@@ -157,7 +205,11 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             ok(json!({ "uri": request.uri().to_string(), "headers": headers }))
         }
         "/echo" => {
-            let body = request.into_body().bytes().await.map_err(|e| anyhow!("{e:?}"))?;
+            let body = request
+                .into_body()
+                .bytes()
+                .await
+                .map_err(|e| anyhow!("{e:?}"))?;
             ok(json!({ "length": body.len() }))
         }
         "/var" => {
@@ -169,7 +221,10 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
         }
         "/incr" => {
             let c = redis_connection().await?;
-            let n = c.incr("edge-probe:incr").await.map_err(|e| anyhow!("{e:?}"))?;
+            let n = c
+                .incr("edge-probe:incr")
+                .await
+                .map_err(|e| anyhow!("{e:?}"))?;
             ok(json!(n))
         }
         "/redis" => {
@@ -180,7 +235,10 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             }
         }
         "/redis-open" => {
-            let address = query_param(&request, "address").unwrap_or_default().replace("%3A", ":").replace("%2F", "/");
+            let address = query_param(&request, "address")
+                .unwrap_or_default()
+                .replace("%3A", ":")
+                .replace("%2F", "/");
             let result = redis::Connection::open(address).await.map(drop);
             ok(json!({ "result": format!("{result:?}") }))
         }
@@ -193,22 +251,28 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             "INSERT INTO edge_probe (label) VALUES ('committed')",
             "COMMIT",
             "SELECT COUNT(*) FROM edge_probe WHERE label = 'committed'",
-        ]).await?),
+        ])
+        .await?),
         "/mysql/rollback" => ok(mysql_script(&[
             "START TRANSACTION",
             "INSERT INTO edge_probe (label) VALUES ('rolled-back')",
             "ROLLBACK",
             "SELECT COUNT(*) FROM edge_probe WHERE label = 'rolled-back'",
-        ]).await?),
+        ])
+        .await?),
         "/mysql/abandon" => ok(mysql_script(&[
             "START TRANSACTION",
             "INSERT INTO edge_probe (label) VALUES ('abandoned')",
-        ]).await?),
+        ])
+        .await?),
         "/mysql/count" => {
             let label = query_param(&request, "label").unwrap_or_default();
             let c = mysql_connection().await?;
             let rows = c
-                .query("SELECT COUNT(*) AS n FROM edge_probe WHERE label = ?", vec![mysql::ParameterValue::Str(label.to_owned())])
+                .query(
+                    "SELECT COUNT(*) AS n FROM edge_probe WHERE label = ?",
+                    vec![mysql::ParameterValue::Str(label.to_owned())],
+                )
                 .await
                 .map_err(|e| anyhow!("{e:?}"))?
                 .collect()
@@ -218,7 +282,9 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
         }
         "/mysql/types" => ok(mysql_types().await?),
         "/mysql/stream" => {
-            let n = query_param(&request, "n").and_then(|n| n.parse().ok()).unwrap_or(1000);
+            let n = query_param(&request, "n")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1000);
             ok(mysql_stream(n).await?)
         }
         "/mysql/error" => {
@@ -227,7 +293,10 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             ok(json!({ "error": format!("{:?}", result.err()) }))
         }
         "/outbound" => {
-            let url = query_param(&request, "url").unwrap_or_default().replace("%3A", ":").replace("%2F", "/");
+            let url = query_param(&request, "url")
+                .unwrap_or_default()
+                .replace("%3A", ":")
+                .replace("%2F", "/");
             let result = spin_sdk::http::get(url).await;
             ok(json!({ "result": match result {
                 Ok(response) => format!("status {}", response.status()),
@@ -242,6 +311,9 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
                 x = std::hint::black_box(x.wrapping_add(1));
             }
         }
-        _ => Ok(json_response(StatusCode::NOT_FOUND, json!({ "error": "not_found", "message": path }))),
+        _ => Ok(json_response(
+            StatusCode::NOT_FOUND,
+            json!({ "error": "not_found", "message": path }),
+        )),
     }
 }
