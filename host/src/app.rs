@@ -16,7 +16,7 @@ use wasmtime_wasi_http::handler::{ProxyHandler, ProxyPre};
 
 use crate::bindings::SpinImports;
 use crate::instance::{ComponentInstances, ReuseSettings};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::mysql::MysqlPools;
 use crate::redis::RedisPools;
 use crate::state::{ComponentContext, HostState};
@@ -37,6 +37,8 @@ pub struct LoadedApp {
     pub name: String,
     pub router: Router,
     pub components: HashMap<String, ProxyHandler<ComponentInstances>>,
+    /// Request metrics per `[[trigger.http]]`, by trigger index.
+    pub route_metrics: Vec<RouteMetrics>,
     pub shared: Shared,
 }
 
@@ -91,10 +93,22 @@ pub fn load(
             .with_context(|| format!("component `{id}`"))?;
         components.insert(id, handler);
     }
+    let route_metrics = manifest
+        .http_triggers
+        .iter()
+        .map(|trigger| {
+            let route = match &trigger.route {
+                RouteSpec::Route(route) => route.as_str(),
+                RouteSpec::Private => "private",
+            };
+            shared.metrics.route(trigger.component.as_str(), route)
+        })
+        .collect();
     Ok(LoadedApp {
         name: manifest.name,
         router,
         components,
+        route_metrics,
         shared,
     })
 }

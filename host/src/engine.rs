@@ -43,6 +43,8 @@ pub fn build(settings: &EngineSettings) -> anyhow::Result<Engine> {
     if let Some(dir) = &settings.cache_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the compile cache {}", dir.display()))?;
+        // wasmtime's cache wants an absolute path; the default is relative to the cwd.
+        let dir = &std::path::absolute(dir)?;
         let mut cache = CacheConfig::new();
         cache.with_directory(dir.clone());
         let cache = Cache::new(cache)

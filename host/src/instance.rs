@@ -121,7 +121,7 @@ impl WorkerState for Worker {
     fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
         if let Err(error) = result {
             // The cause goes to the log only; clients get a bare 500.
-            tracing::error!(component = %self.component, error = ?error, "instance failed");
+            tracing::error!(component = %self.component, error = format!("{error:#}"), "instance failed");
         }
         self.metrics.instance_dropped(&self.component);
         drop(store);

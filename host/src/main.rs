@@ -191,6 +191,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     serving.await?;
+    // Idle instances expire after the idle timeout; waiting for it lets every worker end
+    // cleanly instead of being cut off by the runtime's shutdown.
+    tokio::time::sleep(args.idle_instance_timeout + Duration::from_millis(100)).await;
     admin_task.await??;
     mysql.disconnect_all().await;
     Ok(())

@@ -1,5 +1,7 @@
 //! Prometheus metrics of the host, served on the admin listener at `/metrics`.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -56,6 +58,50 @@ fn latency_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.000_1, 2.0, 17,
     ))
+}
+
+/// Request metrics of one route. The request path only reads a map keyed by status code:
+/// no label strings are built or hashed per request.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    labels: RouteLabels,
+    duration: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    by_status: RwLock<HashMap<u16, Counter>>,
+    in_flight: Gauge,
+}
+
+impl RouteMetrics {
+    pub fn started(&self) {
+        self.in_flight.inc();
+    }
+
+    pub fn finished(&self, status: u16, elapsed: Duration) {
+        self.in_flight.dec();
+        self.duration.observe(elapsed.as_secs_f64());
+        let known = self
+            .by_status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&status)
+            .cloned();
+        let counter = known.unwrap_or_else(|| {
+            let counter = self
+                .requests
+                .get_or_create(&RequestLabels {
+                    component: self.labels.component.clone(),
+                    route: self.labels.route.clone(),
+                    status,
+                })
+                .clone();
+            self.by_status
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(status, counter.clone());
+            counter
+        });
+        counter.inc();
+    }
 }
 
 #[derive(Debug)]
@@ -144,25 +190,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn request_started(&self) {
-        self.in_flight.inc();
-    }
-
-    pub fn request_finished(&self, component: &str, route: &str, status: u16, elapsed: Duration) {
-        self.in_flight.dec();
-        self.requests
-            .get_or_create(&RequestLabels {
-                component: component.to_owned(),
-                route: route.to_owned(),
-                status,
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&RouteLabels {
-                component: component.to_owned(),
-                route: route.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
+    /// The handles of one route's metrics, resolved once when the app loads.
+    pub fn route(&self, component: &str, route: &str) -> RouteMetrics {
+        let labels = RouteLabels {
+            component: component.to_owned(),
+            route: route.to_owned(),
+        };
+        RouteMetrics {
+            duration: self.request_duration.get_or_create(&labels).clone(),
+            labels,
+            requests: self.requests.clone(),
+            by_status: RwLock::default(),
+            in_flight: self.in_flight.clone(),
+        }
     }
 
     pub fn rejected(&self, reason: &'static str) {

@@ -133,9 +133,9 @@ impl Server {
                 &format!("no route matches {path}"),
             );
         };
-        let component = route.component.to_string();
-        let raw_route = route.raw_route().to_owned();
-        let Some(instances) = self.app.components.get(&component) else {
+        let component = route.component;
+        let route_metrics = &self.app.route_metrics[route.trigger_index()];
+        let Some(instances) = self.app.components.get(component.as_str()) else {
             tracing::error!(%component, "routed to a component that was not loaded");
             return internal_error();
         };
@@ -194,10 +194,7 @@ impl Server {
             parts.headers.remove(name);
         }
         for (name, value) in route.spin_headers(&full_url, peer) {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
+            if let (Some(name), Ok(value)) = (header_name(name), HeaderValue::from_str(&value)) {
                 parts.headers.insert(name, value);
             }
         }
@@ -214,7 +211,7 @@ impl Server {
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
             return response;
         };
-        metrics.request_started();
+        route_metrics.started();
         let request = Request::from_parts(parts, full_body(body));
         let response = match instances.handle((), request).await {
             Ok(response) => response,
@@ -233,16 +230,11 @@ impl Server {
                 )
             }
             Err(error) => {
-                tracing::error!(%component, error = ?error, "component failed");
+                tracing::error!(%component, error = format!("{error:#}"), "component failed");
                 internal_error()
             }
         };
-        metrics.request_finished(
-            &component,
-            &raw_route,
-            response.status().as_u16(),
-            started.elapsed(),
-        );
+        route_metrics.finished(response.status().as_u16(), started.elapsed());
         response
     }
 
@@ -270,6 +262,43 @@ impl Server {
             ),
         )
     }
+}
+
+/// The fixed `spin-*` names as preparsed constants; only `spin-path-match-*` is parsed.
+fn header_name(name: &str) -> Option<HeaderName> {
+    use edge_app::routes::header;
+    static FIXED: [(&str, HeaderName); 7] = [
+        (
+            header::PATH_INFO,
+            HeaderName::from_static(header::PATH_INFO),
+        ),
+        (header::FULL_URL, HeaderName::from_static(header::FULL_URL)),
+        (
+            header::MATCHED_ROUTE,
+            HeaderName::from_static(header::MATCHED_ROUTE),
+        ),
+        (
+            header::BASE_PATH,
+            HeaderName::from_static(header::BASE_PATH),
+        ),
+        (
+            header::RAW_COMPONENT_ROUTE,
+            HeaderName::from_static(header::RAW_COMPONENT_ROUTE),
+        ),
+        (
+            header::COMPONENT_ROUTE,
+            HeaderName::from_static(header::COMPONENT_ROUTE),
+        ),
+        (
+            header::CLIENT_ADDR,
+            HeaderName::from_static(header::CLIENT_ADDR),
+        ),
+    ];
+    FIXED
+        .iter()
+        .find(|(fixed, _)| *fixed == name)
+        .map(|(_, parsed)| parsed.clone())
+        .or_else(|| HeaderName::from_bytes(name.as_bytes()).ok())
 }
 
 fn full_body(bytes: Bytes) -> WasiBody {
