@@ -31,6 +31,18 @@ pub struct ComponentContext {
     pub max_memory_bytes: usize,
 }
 
+impl ComponentContext {
+    /// Whether the component may connect to `address` (a `scheme://` URL); a refusal is
+    /// logged, because the guest only sees an error value.
+    pub fn permits(&self, address: &str, scheme: &str) -> bool {
+        let allowed = self.allowed_hosts.allows(address, scheme);
+        if !allowed {
+            tracing::info!(component = %self.id, scheme, "address refused: not in allowed_outbound_hosts");
+        }
+        allowed
+    }
+}
+
 /// The store data of one component instance.
 pub struct HostState {
     pub table: ResourceTable,

@@ -47,26 +47,13 @@ pub(super) fn data_type(column: &mysql_async::Column) -> DbDataType {
         (ColumnType::MYSQL_TYPE_LONGLONG, true) => DbDataType::Uint64,
         (ColumnType::MYSQL_TYPE_FLOAT, _) => DbDataType::Floating32,
         (ColumnType::MYSQL_TYPE_DOUBLE, _) => DbDataType::Floating64,
-        (
-            ColumnType::MYSQL_TYPE_STRING
-            | ColumnType::MYSQL_TYPE_VAR_STRING
-            | ColumnType::MYSQL_TYPE_VARCHAR
-            | ColumnType::MYSQL_TYPE_BLOB
-            | ColumnType::MYSQL_TYPE_TINY_BLOB
-            | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
-            | ColumnType::MYSQL_TYPE_LONG_BLOB,
-            _,
-        ) if column.character_set() == BINARY_CHARSET => DbDataType::Binary,
+        (ty, _) if is_string_type(ty) && column.character_set() == BINARY_CHARSET => {
+            DbDataType::Binary
+        }
         (ColumnType::MYSQL_TYPE_BIT | ColumnType::MYSQL_TYPE_GEOMETRY, _) => DbDataType::Binary,
+        (ty, _) if is_string_type(ty) => DbDataType::Str,
         (
-            ColumnType::MYSQL_TYPE_STRING
-            | ColumnType::MYSQL_TYPE_VAR_STRING
-            | ColumnType::MYSQL_TYPE_VARCHAR
-            | ColumnType::MYSQL_TYPE_BLOB
-            | ColumnType::MYSQL_TYPE_TINY_BLOB
-            | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
-            | ColumnType::MYSQL_TYPE_LONG_BLOB
-            | ColumnType::MYSQL_TYPE_DECIMAL
+            ColumnType::MYSQL_TYPE_DECIMAL
             | ColumnType::MYSQL_TYPE_NEWDECIMAL
             | ColumnType::MYSQL_TYPE_ENUM
             | ColumnType::MYSQL_TYPE_SET
@@ -83,6 +70,20 @@ pub(super) fn data_type(column: &mysql_async::Column) -> DbDataType {
         ) => DbDataType::Str,
         _ => DbDataType::Other,
     }
+}
+
+/// Character and byte strings: text or binary depending on the column's character set.
+fn is_string_type(ty: ColumnType) -> bool {
+    matches!(
+        ty,
+        ColumnType::MYSQL_TYPE_STRING
+            | ColumnType::MYSQL_TYPE_VAR_STRING
+            | ColumnType::MYSQL_TYPE_VARCHAR
+            | ColumnType::MYSQL_TYPE_BLOB
+            | ColumnType::MYSQL_TYPE_TINY_BLOB
+            | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
+            | ColumnType::MYSQL_TYPE_LONG_BLOB
+    )
 }
 
 pub(super) fn column(column: &mysql_async::Column) -> Column {

@@ -145,8 +145,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         address: String,
     ) -> Outcome<Resource<MysqlConnection>> {
         let component = accessor.with(|mut access| access.get().component.clone());
-        if !component.allowed_hosts.allows(&address, "mysql") {
-            tracing::info!(component = %component.id, "mysql address refused: not in allowed_outbound_hosts");
+        if !component.permits(&address, "mysql") {
             return Ok(Err(Error::ConnectionFailed(
                 "address not permitted by allowed_outbound_hosts".to_owned(),
             )));

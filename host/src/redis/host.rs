@@ -89,8 +89,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         address: String,
     ) -> Outcome<Resource<RedisConnection>> {
         let component = accessor.with(|mut access| access.get().component.clone());
-        if !component.allowed_hosts.allows(&address, "redis") {
-            tracing::info!(component = %component.id, "redis address refused: not in allowed_outbound_hosts");
+        if !component.permits(&address, "redis") {
             return Ok(Err(Error::InvalidAddress));
         }
         let connection = match component.redis.connection(&address).await {
