@@ -139,17 +139,21 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         max_instance_memory: args.max_instance_memory_mib << 20,
     })?;
     engine::spawn_epoch_ticker(&engine)?;
+    let metrics = Arc::new(Metrics::default());
     let shared = Shared {
         engine,
-        redis: Arc::new(RedisPools::new(RedisSettings {
-            connections_per_address: args.redis_connections,
-            ..RedisSettings::default()
-        })),
+        redis: Arc::new(RedisPools::new(
+            RedisSettings {
+                connections_per_address: args.redis_connections,
+                ..RedisSettings::default()
+            },
+            metrics.redis_connections.clone(),
+        )),
         mysql: Arc::new(MysqlPools::new(MysqlSettings {
             max_connections: args.mysql_max_connections,
             ..MysqlSettings::default()
         })),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         reuse: ReuseSettings {
             max_requests_per_instance: args.max_instance_reuse_count.max(1),
             max_concurrent_per_instance: args.max_instance_concurrent_reuse_count.max(1),

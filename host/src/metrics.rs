@@ -117,6 +117,10 @@ pub struct Metrics {
     mysql_calls: Family<CallLabels, Counter>,
     mysql_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
+    /// Open Redis connections across all address pools.
+    pub redis_connections: Gauge,
+    /// MySQL connections held by guests right now (checked out of the pools).
+    pub mysql_connections_in_use: Gauge,
 }
 
 impl Default for Metrics {
@@ -133,6 +137,8 @@ impl Default for Metrics {
             mysql_calls: Family::default(),
             mysql_duration: Family::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
+            redis_connections: Gauge::default(),
+            mysql_connections_in_use: Gauge::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -149,6 +155,16 @@ impl Default for Metrics {
             "requests_rejected",
             "Requests answered by the host itself (no route, too large, overload)",
             metrics.rejected.clone(),
+        );
+        r.register(
+            "redis_connections",
+            "Open Redis connections across all address pools",
+            metrics.redis_connections.clone(),
+        );
+        r.register(
+            "mysql_connections_in_use",
+            "MySQL connections checked out of the pools by guests",
+            metrics.mysql_connections_in_use.clone(),
         );
         r.register(
             "requests_in_flight",

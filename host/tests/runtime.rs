@@ -156,7 +156,10 @@ impl TestServer {
         let metrics = Arc::new(Metrics::default());
         let shared = Shared {
             engine,
-            redis: Arc::new(RedisPools::new(RedisSettings::default())),
+            redis: Arc::new(RedisPools::new(
+                RedisSettings::default(),
+                metrics.redis_connections.clone(),
+            )),
             mysql: Arc::new(MysqlPools::new(MysqlSettings::default())),
             metrics: metrics.clone(),
             reuse,
@@ -316,6 +319,7 @@ async fn every_redis_function_works_against_real_redis() {
     assert_eq!(result["wrong_type"], "Some(Error::TypeError)");
     assert_eq!(result["del"], 3);
     assert!(server.metric("edge_redis_calls_total") >= 10.0);
+    assert_eq!(server.metric("edge_redis_connections"), 4.0);
     server.stop().await;
 }
 

@@ -18,8 +18,8 @@ use wasmtime::component::{
     StreamResult, VecBuffer,
 };
 
-use super::MysqlConnection;
 use super::convert;
+use super::{InUse, MysqlConnection};
 use crate::bindings::mysql::{self as wit, Column, DbDataType, Error, ParameterValue, Row};
 use crate::metrics::Backend;
 use crate::state::HostState;
@@ -163,6 +163,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         let resource = accessor.with(|mut access| {
             access.get().table.push(MysqlConnection {
                 connection: Arc::new(tokio::sync::Mutex::new(connection)),
+                _in_use: InUse::new(&component.metrics.mysql_connections_in_use),
             })
         })?;
         Ok(Ok(resource))

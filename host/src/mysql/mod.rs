@@ -16,4 +16,22 @@ pub use pool::{MysqlPools, MysqlSettings};
 #[derive(Debug)]
 pub struct MysqlConnection {
     connection: Arc<tokio::sync::Mutex<mysql_async::Conn>>,
+    _in_use: InUse,
+}
+
+/// Counts a checked-out connection in `edge_mysql_connections_in_use` while it lives.
+#[derive(Debug)]
+struct InUse(prometheus_client::metrics::gauge::Gauge);
+
+impl InUse {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

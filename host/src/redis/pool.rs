@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
@@ -48,13 +49,16 @@ impl AddressPool {
 pub struct RedisPools {
     settings: RedisSettings,
     pools: std::sync::Mutex<HashMap<String, Arc<OnceCell<AddressPool>>>>,
+    /// Reported as `edge_redis_connections`.
+    connections: Gauge,
 }
 
 impl RedisPools {
-    pub fn new(settings: RedisSettings) -> Self {
+    pub fn new(settings: RedisSettings, connections: Gauge) -> Self {
         Self {
             settings,
             pools: Default::default(),
+            connections,
         }
     }
 
@@ -81,6 +85,7 @@ impl RedisPools {
             connections
                 .push(ConnectionManager::new_with_config(client.clone(), config.clone()).await?);
         }
+        self.connections.inc_by(connections.len() as i64);
         Ok(AddressPool {
             connections,
             next: AtomicUsize::new(0),
