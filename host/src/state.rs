@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use edge_app::outbound::AllowedHosts;
 use edge_app::variables::ComponentVariables;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Accessor, HasSelf, ResourceTable};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -29,6 +29,14 @@ pub struct ComponentContext {
     pub metrics: Arc<Metrics>,
     /// Most bytes one instance's linear memories may grow to.
     pub max_memory_bytes: usize,
+}
+
+/// The context of the component making a concurrent host call. Cloned out, because the
+/// store may not stay borrowed across the call's awaits.
+pub fn calling_component(
+    accessor: &Accessor<HostState, HasSelf<HostState>>,
+) -> Arc<ComponentContext> {
+    accessor.with(|mut access| access.get().component.clone())
 }
 
 impl ComponentContext {

@@ -22,7 +22,7 @@ use super::convert;
 use super::{InUse, MysqlConnection};
 use crate::bindings::mysql::{self as wit, Column, DbDataType, Error, ParameterValue, Row};
 use crate::metrics::Backend;
-use crate::state::HostState;
+use crate::state::{HostState, calling_component};
 
 type Outcome<T> = wasmtime::Result<Result<T, Error>>;
 type QueryOutput = (
@@ -144,7 +144,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         accessor: &Accessor<HostState, Self>,
         address: String,
     ) -> Outcome<Resource<MysqlConnection>> {
-        let component = accessor.with(|mut access| access.get().component.clone());
+        let component = calling_component(accessor);
         if !component.permits(&address, "mysql") {
             return Ok(Err(Error::ConnectionFailed(
                 "address not permitted by allowed_outbound_hosts".to_owned(),
@@ -176,7 +176,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         parameters: Vec<ParameterValue>,
     ) -> Outcome<QueryOutput> {
         let connection = shared_connection(accessor, &this)?;
-        let metrics = accessor.with(|mut access| access.get().component.metrics.clone());
+        let metrics = calling_component(accessor).metrics.clone();
         let started = Instant::now();
         let (columns_tx, columns_rx) = oneshot::channel();
         let (rows_tx, rows_rx) = mpsc::channel(ROW_BUFFER);
@@ -231,7 +231,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         parameters: Vec<ParameterValue>,
     ) -> Outcome<()> {
         let connection = shared_connection(accessor, &this)?;
-        let metrics = accessor.with(|mut access| access.get().component.metrics.clone());
+        let metrics = calling_component(accessor).metrics.clone();
         let started = Instant::now();
         let mut connection = connection.lock().await;
         let outcome = match params(parameters) {

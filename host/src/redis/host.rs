@@ -12,7 +12,7 @@ use wasmtime::component::{Accessor, HasSelf, Resource};
 use super::RedisConnection;
 use crate::bindings::redis::{self as wit, Error, RedisParameter, RedisResult};
 use crate::metrics::Backend;
-use crate::state::HostState;
+use crate::state::{HostState, calling_component};
 
 type Outcome<T> = wasmtime::Result<Result<T, Error>>;
 
@@ -42,7 +42,7 @@ async fn run<T: redis::FromRedisValue>(
     command: Cmd,
 ) -> Outcome<T> {
     let mut connection = connection(accessor, resource)?;
-    let metrics = accessor.with(|mut access| access.get().component.metrics.clone());
+    let metrics = calling_component(accessor).metrics.clone();
     let started = Instant::now();
     let result = command.query_async::<T>(&mut connection).await;
     metrics.backend_call(Backend::Redis, operation, result.is_ok(), started.elapsed());
@@ -88,7 +88,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         accessor: &Accessor<HostState, Self>,
         address: String,
     ) -> Outcome<Resource<RedisConnection>> {
-        let component = accessor.with(|mut access| access.get().component.clone());
+        let component = calling_component(accessor);
         if !component.permits(&address, "redis") {
             return Ok(Err(Error::InvalidAddress));
         }
