@@ -245,11 +245,7 @@ impl Server {
             json_string(&self.app.name),
             env!("CARGO_PKG_VERSION")
         );
-        let mut response = Response::new(full_body(Bytes::from(body)));
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response
+        json_response(StatusCode::OK, body)
     }
 
     fn too_large(&self) -> Response<WasiBody> {
@@ -316,6 +312,10 @@ fn text_response(status: StatusCode, text: &'static str) -> Response<WasiBody> {
 /// A JSON error in the API's shape. `message` is ours, never a guest's or a library's text.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<WasiBody> {
     let body = format!(r#"{{"error":"{code}","message":{}}}"#, json_string(message));
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<WasiBody> {
     let mut response = Response::new(full_body(Bytes::from(body)));
     *response.status_mut() = status;
     response
