@@ -74,21 +74,56 @@ macro_rules! numeric_id {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                match NumberOrText::deserialize(deserializer)? {
-                    NumberOrText::Number(n) => Self::new(n),
-                    NumberOrText::Text(text) => Self::parse(&text),
-                }
-                .map_err(serde::de::Error::custom)
+                deserializer.deserialize_any(IdVisitor {
+                    what: $what,
+                    new: Self::new,
+                    parse: Self::parse,
+                })
             }
         }
     };
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumberOrText {
-    Number(u64),
-    Text(String),
+/// Reads a numeric id from a JSON number or a decimal string, so every wrong value (negative,
+/// fractional, not a number) is reported with the field's name and rule.
+struct IdVisitor<T> {
+    what: &'static str,
+    new: fn(u64) -> Result<T, IdError>,
+    parse: fn(&str) -> Result<T, IdError>,
+}
+
+impl<T> IdVisitor<T> {
+    fn not_positive<E: serde::de::Error>(&self) -> E {
+        E::custom(IdError {
+            what: self.what,
+            reason: "must be a positive integer",
+        })
+    }
+}
+
+impl<T> serde::de::Visitor<'_> for IdVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} as a positive integer", self.what)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<T, E> {
+        (self.new)(value).map_err(E::custom)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<T, E> {
+        let value = u64::try_from(value).map_err(|_| self.not_positive())?;
+        self.visit_u64(value)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<T, E> {
+        Err(self.not_positive())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        (self.parse)(text).map_err(E::custom)
+    }
 }
 
 numeric_id!(
@@ -243,6 +278,10 @@ mod tests {
         assert!(serde_json::from_str::<UserId>("-7").is_err());
         assert!(serde_json::from_str::<UserId>("7.5").is_err());
         assert!(serde_json::from_str::<UserId>(r#""seven""#).is_err());
+        for bad in ["-7", "7.5", "true", "null", "[7]"] {
+            let message = serde_json::from_str::<UserId>(bad).unwrap_err().to_string();
+            assert!(message.contains("userId"), "{bad}: {message}");
+        }
         assert_eq!(serde_json::to_string(&from_number).unwrap(), "7");
     }
 

@@ -5,9 +5,11 @@
 //! The crate builds for native targets and `wasm32-wasip2` alike, so the same rules run in
 //! the edge functions, the bridge and the test suite.
 
+pub mod admin;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod limits;
 pub mod money;
 pub mod pass;
 pub mod payment;

@@ -8,6 +8,8 @@
 //! in constant time, and the signature is checked before any claim is trusted, so a forged
 //! token is always reported as a bad signature, never as "expired" or "wrong queue".
 
+use std::time::Duration;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -60,6 +62,48 @@ pub struct Claims {
     pub position: Position,
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
+}
+
+impl Claims {
+    /// How long a queue ticket stays valid: longer than any wait, short enough that a leaked
+    /// ticket lapses by the next sale.
+    pub const TICKET_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// The ticket for a place taken at `joined_at`. Deterministic, so a user who joins again
+    /// is handed the very same ticket.
+    pub fn queue_ticket(
+        queue_id: QueueId,
+        user_id: UserId,
+        position: Position,
+        joined_at: Timestamp,
+    ) -> Self {
+        Self {
+            kind: TokenKind::QueueTicket,
+            queue_id,
+            user_id,
+            position,
+            issued_at: joined_at,
+            expires_at: joined_at.saturating_add(Self::TICKET_TTL),
+        }
+    }
+
+    /// The pass for a place admitted at `admitted_at`, valid until `expires_at`.
+    pub fn pass(
+        queue_id: QueueId,
+        user_id: UserId,
+        position: Position,
+        admitted_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Self {
+        Self {
+            kind: TokenKind::Pass,
+            queue_id,
+            user_id,
+            position,
+            issued_at: admitted_at,
+            expires_at,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,18 +182,24 @@ impl PassKey {
         now: Timestamp,
     ) -> Result<Claims, PassError> {
         let claims = self.verify_signature(token)?;
-        if claims.kind != kind {
-            return Err(PassError::WrongKind {
-                expected: kind,
-                presented: claims.kind,
-            });
-        }
+        check_kind(&claims, kind)?;
         if &claims.queue_id != queue_id {
             return Err(PassError::WrongQueue);
         }
-        if now >= claims.expires_at {
-            return Err(PassError::Expired);
-        }
+        check_expiry(&claims, now)?;
+        Ok(claims)
+    }
+
+    /// Verifies a token of `kind` whose queue the caller learns from the token itself.
+    pub fn verify_any_queue(
+        &self,
+        token: &str,
+        kind: TokenKind,
+        now: Timestamp,
+    ) -> Result<Claims, PassError> {
+        let claims = self.verify_signature(token)?;
+        check_kind(&claims, kind)?;
+        check_expiry(&claims, now)?;
         Ok(claims)
     }
 
@@ -172,6 +222,25 @@ impl PassKey {
         mac.verify_slice(signature)
             .map_err(|_| PassError::BadSignature)?;
         decode_payload(payload).ok_or(PassError::Malformed)
+    }
+}
+
+fn check_kind(claims: &Claims, kind: TokenKind) -> Result<(), PassError> {
+    if claims.kind == kind {
+        Ok(())
+    } else {
+        Err(PassError::WrongKind {
+            expected: kind,
+            presented: claims.kind,
+        })
+    }
+}
+
+fn check_expiry(claims: &Claims, now: Timestamp) -> Result<(), PassError> {
+    if now < claims.expires_at {
+        Ok(())
+    } else {
+        Err(PassError::Expired)
     }
 }
 
@@ -238,6 +307,39 @@ mod tests {
 
     fn verify(token: &str) -> Result<Claims, PassError> {
         key().verify(token, TokenKind::Pass, &QueueId::default(), NOW)
+    }
+
+    #[test]
+    fn joining_again_yields_the_very_same_ticket() {
+        let ticket = || {
+            Claims::queue_ticket(
+                QueueId::default(),
+                UserId::new(42).unwrap(),
+                Position::new(7).unwrap(),
+                NOW,
+            )
+        };
+        assert_eq!(key().sign(&ticket()), key().sign(&ticket()));
+        assert_eq!(ticket().expires_at, NOW.saturating_add(Claims::TICKET_TTL));
+    }
+
+    #[test]
+    fn a_token_verifies_for_the_queue_it_names_but_still_checks_kind_and_expiry() {
+        let mut ticket = claims(TokenKind::QueueTicket);
+        ticket.queue_id = QueueId::parse("concert-7").unwrap();
+        let token = key().sign(&ticket);
+        assert_eq!(
+            key().verify_any_queue(&token, TokenKind::QueueTicket, NOW),
+            Ok(ticket.clone())
+        );
+        assert!(matches!(
+            key().verify_any_queue(&token, TokenKind::Pass, NOW),
+            Err(PassError::WrongKind { .. })
+        ));
+        assert_eq!(
+            key().verify_any_queue(&token, TokenKind::QueueTicket, ticket.expires_at),
+            Err(PassError::Expired)
+        );
     }
 
     #[test]

@@ -12,9 +12,10 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{DomainError, ErrorCode};
+use crate::ids::QueueId;
 use crate::time::Timestamp;
 
 /// A 1-based place in one queue's line.
@@ -131,6 +132,64 @@ impl AdmissionPolicy {
     /// free: the rate is the only bound the queue can promise.
     pub fn eta_secs(&self, ahead: u64) -> u64 {
         (ahead + 1).div_ceil(u64::from(self.rate_per_sec))
+    }
+}
+
+/// A queue as operators configure it: whether it takes new joiners, and its pace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub open: bool,
+    pub policy: AdmissionPolicy,
+}
+
+/// An operator's change to a running queue; absent fields keep their value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueueSettingsPatch {
+    pub open: Option<bool>,
+    pub rate_per_sec: Option<u32>,
+    pub max_active: Option<u32>,
+    pub pass_ttl_seconds: Option<u64>,
+    pub idle_timeout_seconds: Option<u64>,
+}
+
+impl QueueSettingsPatch {
+    /// The settings after this change, validated as a whole.
+    pub fn apply(self, current: QueueSettings) -> Result<QueueSettings, PolicyError> {
+        let policy = current.policy;
+        let policy = AdmissionPolicy::new(
+            self.rate_per_sec.unwrap_or(policy.rate_per_sec),
+            self.max_active.unwrap_or(policy.max_active),
+            self.pass_ttl_seconds
+                .map_or(policy.pass_ttl, Duration::from_secs),
+            self.idle_timeout_seconds
+                .map_or(policy.idle_timeout, Duration::from_secs),
+        )?;
+        Ok(QueueSettings {
+            open: self.open.unwrap_or(current.open),
+            policy,
+        })
+    }
+}
+
+/// Why a queue operation cannot go ahead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue {0} does not exist")]
+    UnknownQueue(QueueId),
+    #[error("queue {0} is closed to new joiners")]
+    Closed(QueueId),
+    /// The ticket is genuine but the queue no longer knows the place (its data was reset).
+    #[error("this place in queue {0} no longer exists; join the queue again")]
+    PlaceGone(QueueId),
+}
+
+impl DomainError for QueueError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            QueueError::UnknownQueue(_) | QueueError::PlaceGone(_) => ErrorCode::NotFound,
+            QueueError::Closed(_) => ErrorCode::QueueClosed,
+        }
     }
 }
 
@@ -417,6 +476,31 @@ mod tests {
         let err = AdmissionPolicy::new(1, 1, Duration::from_secs(5), Duration::from_secs(60))
             .unwrap_err();
         assert_eq!(err.field, "passTtlSeconds");
+    }
+
+    #[test]
+    fn a_settings_patch_changes_only_what_it_names_and_validates_the_result() {
+        let current = QueueSettings {
+            open: true,
+            policy: AdmissionPolicy::default(),
+        };
+        let closed = QueueSettingsPatch {
+            open: Some(false),
+            max_active: Some(20),
+            ..Default::default()
+        }
+        .apply(current)
+        .unwrap();
+        assert!(!closed.open);
+        assert_eq!(closed.policy.max_active(), 20);
+        assert_eq!(closed.policy.rate_per_sec(), 50);
+        let err = QueueSettingsPatch {
+            rate_per_sec: Some(0),
+            ..Default::default()
+        }
+        .apply(current)
+        .unwrap_err();
+        assert_eq!(err.field, "ratePerSec");
     }
 
     #[test]

@@ -119,9 +119,17 @@ impl WorkerState for Worker {
     }
 
     fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
-        if let Err(error) = result {
+        match result {
+            // wasmtime reports a worker whose task was cancelled (the runtime shutting down
+            // under it) with this message too; only a real panic unwinds.
+            Err(error) if error.to_string() == "worker panicked" && !std::thread::panicking() => {
+                tracing::debug!(component = %self.component, "instance worker cancelled");
+            }
             // The cause goes to the log only; clients get a bare 500.
-            tracing::error!(component = %self.component, error = format!("{error:#}"), "instance failed");
+            Err(error) => {
+                tracing::error!(component = %self.component, error = format!("{error:#}"), "instance failed");
+            }
+            Ok(()) => {}
         }
         self.metrics.instance_dropped(&self.component);
         drop(store);

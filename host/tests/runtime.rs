@@ -1,77 +1,14 @@
 //! The host end to end: the probe component (tests/probe) served through `edge` against the
 //! real local Redis and MariaDB that `infra/local/up` starts.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge::app::{self, Shared};
-use edge::engine::{self, EngineSettings};
 use edge::instance::ReuseSettings;
-use edge::metrics::Metrics;
-use edge::mysql::{MysqlPools, MysqlSettings};
-use edge::redis::{RedisPools, RedisSettings};
-use edge::server::{self, ServerSettings};
-use http_body_util::{BodyExt, Full};
+use edge::server::ServerSettings;
+use edge_testkit::{TestServer, build_wasm, mysql_host, repo_root, service_env};
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// REDIS_URL and MYSQL_URL from the environment, else from `.state/env`.
-fn service_env() -> HashMap<String, String> {
-    let mut env: HashMap<String, String> = std::fs::read_to_string(repo_root().join(".state/env"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    for key in ["REDIS_URL", "MYSQL_URL"] {
-        if let Ok(value) = std::env::var(key) {
-            env.insert(key.to_owned(), value);
-        }
-    }
-    assert!(
-        env.contains_key("REDIS_URL") && env.contains_key("MYSQL_URL"),
-        "start the local services first: infra/local/up"
-    );
-    env
-}
-
-/// Builds a wasm workspace with cargo (release, wasm32-wasip2), once per test run each.
-fn build_wasm(manifest: &str, target_dir: Option<&str>) {
-    static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
-    let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    if built.iter().any(|m| m == manifest) {
-        return;
-    }
-    let root = repo_root();
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(root.join(manifest));
-    if let Some(dir) = target_dir {
-        command.arg("--target-dir").arg(root.join(dir));
-    }
-    let status = command.status().expect("running cargo to build components");
-    assert!(status.success(), "building {manifest} failed");
-    built.push(manifest.to_owned());
-}
 
 const TEST_DB: &str = "ticketing_test_edge";
 
@@ -97,167 +34,38 @@ async fn test_database(mysql_url: &str) -> String {
     format!("{base}/{TEST_DB}")
 }
 
-/// `mysql://host:port` of a MySQL URL, the form allowed_outbound_hosts takes.
-fn mysql_host(mysql_url: &str) -> String {
-    let after_at = mysql_url
-        .rsplit_once('@')
-        .expect("credentials in MYSQL_URL")
-        .1;
-    format!("mysql://{}", after_at.split('/').next().unwrap_or_default())
+/// The probe application (tests/fixtures/probe.toml) with its test database.
+async fn probe_server(reuse: ReuseSettings, settings: ServerSettings) -> TestServer {
+    build_wasm(
+        "host/tests/probe/Cargo.toml",
+        Some("target/test-components"),
+    );
+    let env = service_env();
+    let mysql_url = test_database(&env["MYSQL_URL"]).await;
+    let variables = [
+        ("SPIN_VARIABLE_REDIS_URL", env["REDIS_URL"].clone()),
+        ("SPIN_VARIABLE_MYSQL_HOST", mysql_host(&mysql_url)),
+        ("SPIN_VARIABLE_MYSQL_URL", mysql_url),
+        ("SPIN_VARIABLE_API_KEY", "s3cret".to_owned()),
+    ];
+    let manifest = repo_root().join("host/tests/fixtures/probe.toml");
+    TestServer::serve(&manifest, &variables, reuse, settings).await
 }
 
-struct TestServer {
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl TestServer {
-    /// The probe application (tests/fixtures/probe.toml).
-    async fn start(reuse: ReuseSettings, settings: ServerSettings) -> Self {
-        build_wasm(
-            "host/tests/probe/Cargo.toml",
-            Some("target/test-components"),
-        );
-        let env = service_env();
-        let mysql_url = test_database(&env["MYSQL_URL"]).await;
-        let variables = [
-            ("SPIN_VARIABLE_REDIS_URL", env["REDIS_URL"].clone()),
-            ("SPIN_VARIABLE_MYSQL_HOST", mysql_host(&mysql_url)),
-            ("SPIN_VARIABLE_MYSQL_URL", mysql_url),
-            ("SPIN_VARIABLE_API_KEY", "s3cret".to_owned()),
-        ];
-        let manifest = repo_root().join("host/tests/fixtures/probe.toml");
-        Self::serve(&manifest, &variables, reuse, settings).await
-    }
-
-    async fn serve(
-        manifest: &Path,
-        variables: &[(&str, String)],
-        reuse: ReuseSettings,
-        settings: ServerSettings,
-    ) -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter("info")
-            .try_init();
-        let variables: HashMap<String, String> = variables
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect();
-        let engine = engine::build(&EngineSettings {
-            cache_dir: Some(repo_root().join("target/test-components/cache")),
-            max_instances: 100,
-            max_instance_memory: 64 << 20,
-        })
-        .expect("engine");
-        engine::spawn_epoch_ticker(&engine).expect("epoch ticker");
-        let metrics = Arc::new(Metrics::default());
-        let shared = Shared {
-            engine,
-            redis: Arc::new(RedisPools::new(
-                RedisSettings::default(),
-                metrics.redis_connections.clone(),
-            )),
-            mysql: Arc::new(MysqlPools::new(MysqlSettings::default())),
-            metrics: metrics.clone(),
-            reuse,
-            max_instance_memory: 64 << 20,
-        };
-        let app = app::load(manifest, |name| variables.get(name).cloned(), shared)
-            .expect("loading the probe application");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
-        let addr = listener.local_addr().expect("address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(listener, Arc::new(app), settings, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            metrics,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn default() -> Self {
-        Self::start(ReuseSettings::default(), ServerSettings::default()).await
-    }
-
-    async fn request(&self, method: &str, path: &str, body: Bytes) -> (u16, String) {
-        self.request_with(method, path, body, &[]).await
-    }
-
-    async fn request_with(
-        &self,
-        method: &str,
-        path: &str,
-        body: Bytes,
-        headers: &[(&str, &str)],
-    ) -> (u16, String) {
-        let stream = TcpStream::connect(self.addr).await.expect("connecting");
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("handshake");
-        tokio::spawn(connection);
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", format!("localhost:{}", self.addr.port()));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(body)).expect("request");
-        let response = sender.send_request(request).await.expect("response");
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        self.request("GET", path, Bytes::new()).await
-    }
-
-    async fn get_json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        self.metrics
-            .encode()
-            .lines()
-            .filter(|line| line.starts_with(name))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(15), &mut self.task).await;
-    }
+async fn default_server() -> TestServer {
+    probe_server(ReuseSettings::default(), ServerSettings::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_answers_through_the_host() {
-    let server = TestServer::default().await;
+    let server = default_server().await;
     assert_eq!(server.get_json("/probe/hello").await, "hello");
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guest_sees_spins_routing_headers_and_cannot_be_sent_forged_ones() {
-    let server = TestServer::default().await;
+    let server = default_server().await;
     let (status, body) = server
         .request_with(
             "GET",
@@ -294,7 +102,7 @@ async fn the_guest_sees_spins_routing_headers_and_cannot_be_sent_forged_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_without_a_route_is_a_json_404() {
-    let server = TestServer::default().await;
+    let server = default_server().await;
     let (status, body) = server.get("/nowhere").await;
     assert_eq!(status, 404);
     let body: Value = serde_json::from_str(&body).expect("a JSON body");
@@ -304,7 +112,7 @@ async fn a_path_without_a_route_is_a_json_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_redis_function_works_against_real_redis() {
-    let server = TestServer::default().await;
+    let server = default_server().await;
     let prefix = format!("edge-test-{}", std::process::id());
     let result = server
         .get_json(&format!("/probe/redis?prefix={prefix}"))
@@ -325,7 +133,7 @@ async fn every_redis_function_works_against_real_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_mysql_transaction_persists_and_a_rolled_back_one_does_not() {
-    let server = TestServer::default().await;
+    let server = default_server().await;
     let committed = server.get_json("/probe/mysql/commit").await;
     assert!(
         committed[0][0]
@@ -340,7 +148,7 @@ async fn a_committed_mysql_transaction_persists_and_a_rolled_back_one_does_not()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_dropped_inside_a_transaction_is_rolled_back() {
-    let server = TestServer::default().await;
+    let server = default_server().await;
     for _ in 0..3 {
         server.get_json("/probe/mysql/abandon").await;
     }
@@ -355,7 +163,7 @@ async fn a_connection_dropped_inside_a_transaction_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_parameters_of_every_type_round_trip() {
-    let server = TestServer::default().await;
+    let server = default_server().await;
     let result = server.get_json("/probe/mysql/types").await;
     let values: Vec<&str> = result["values"]
         .as_array()
@@ -388,7 +196,7 @@ async fn mysql_parameters_of_every_type_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_rows_stream_to_the_guest() {
-    let server = TestServer::default().await;
+    let server = default_server().await;
     assert_eq!(
         server.get_json("/probe/mysql/stream?n=100").await["rows"],
         100
@@ -405,7 +213,7 @@ async fn mysql_rows_stream_to_the_guest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variables_resolve_from_templates_env_and_defaults() {
-    let server = TestServer::default().await;
+    let server = default_server().await;
     let value = |name: &str| {
         let server = &server;
         let path = format!("/probe/var?name={name}");
@@ -428,7 +236,7 @@ async fn variables_resolve_from_templates_env_and_defaults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destinations_outside_allowed_outbound_hosts_are_error_values_not_traps() {
-    let server = TestServer::default().await;
+    let server = default_server().await;
     let env = service_env();
     let redis = server
         .get_json(&format!("/locked/redis-open?address={}", env["REDIS_URL"]))
@@ -460,7 +268,7 @@ async fn destinations_outside_allowed_outbound_hosts_are_error_values_not_traps(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_is_a_500_without_internal_detail() {
-    let server = TestServer::default().await;
+    let server = default_server().await;
     let (status, body) = server.get("/probe/trap").await;
     assert_eq!(status, 500);
     assert!(!body.contains("probe was asked"), "{body}");
@@ -477,7 +285,7 @@ async fn a_guest_that_never_yields_is_stopped_with_a_504() {
         request_timeout: Duration::from_millis(500),
         ..ReuseSettings::default()
     };
-    let server = TestServer::start(reuse, ServerSettings::default()).await;
+    let server = probe_server(reuse, ServerSettings::default()).await;
     let started = std::time::Instant::now();
     let (status, _) = server.get("/probe/spin").await;
     assert_eq!(status, 504);
@@ -496,7 +304,7 @@ async fn a_body_over_the_limit_is_a_413_and_one_under_it_passes() {
         max_request_body: 1024,
         ..ServerSettings::default()
     };
-    let server = TestServer::start(ReuseSettings::default(), settings).await;
+    let server = probe_server(ReuseSettings::default(), settings).await;
     let (status, body) = server
         .request("POST", "/probe/echo", Bytes::from(vec![b'x'; 1000]))
         .await;
@@ -514,7 +322,7 @@ async fn instances_for_sequential_requests(reuse_count: usize, requests: usize) 
         max_requests_per_instance: reuse_count,
         ..ReuseSettings::default()
     };
-    let server = TestServer::start(reuse, ServerSettings::default()).await;
+    let server = probe_server(reuse, ServerSettings::default()).await;
     for _ in 0..requests {
         assert_eq!(server.get_json("/probe/hello").await, "hello");
     }

@@ -1,0 +1,294 @@
+//! The waiting-room script against the core's rules: random sequences of joins, polls,
+//! consumed passes and clock steps run both through `waiting_room.lua` on real Redis (with
+//! a simulated clock, which the script takes as an argument) and through
+//! `ticketing_core::queue::admission_round`; every reply and count must agree.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use redis::Value;
+use ticketing_core::queue::{AdmissionBucket, AdmissionPolicy, Position, Waiting, admission_round};
+use ticketing_core::time::Timestamp;
+
+const SCRIPT: &str = include_str!("../../functions/waiting-room/src/waiting_room.lua");
+const T0: u64 = 1_800_000_000_000;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Advance(u64),
+    Join(u8),
+    Poll(usize),
+    Consume(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        // The boundaries (one second of tokens, the idle timeout, the pass lifetime) exactly,
+        // and anything in between.
+        1 => prop_oneof![Just(1_000u64), Just(10_000), Just(30_000)].prop_map(Op::Advance),
+        2 => (1u64..4_000).prop_map(Op::Advance),
+        1 => (1u8..4).prop_map(Op::Join),
+        4 => any::<usize>().prop_map(Op::Poll),
+        2 => any::<usize>().prop_map(Op::Consume),
+    ]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Active { admitted_at: u64, expires_at: u64 },
+    Ended(&'static str),
+}
+
+/// The core's view of one queue.
+struct Model {
+    policy: AdmissionPolicy,
+    bucket: AdmissionBucket,
+    line: Vec<Waiting>,
+    places: HashMap<u64, State>,
+    joined: u64,
+}
+
+impl Model {
+    fn round(&mut self, now: u64) {
+        let now_ts = Timestamp::from_unix_millis(now);
+        for state in self.places.values_mut() {
+            if let State::Active { expires_at, .. } = *state
+                && expires_at <= now
+            {
+                *state = State::Ended("PASS_EXPIRED");
+            }
+        }
+        let live = self
+            .places
+            .values()
+            .filter(|s| matches!(s, State::Active { .. }))
+            .count() as u64;
+        let round = admission_round(&self.policy, self.bucket, now_ts, live, &self.line);
+        for position in &round.admit {
+            self.places.insert(
+                position.get(),
+                State::Active {
+                    admitted_at: now,
+                    expires_at: now + self.policy.pass_ttl().as_millis() as u64,
+                },
+            );
+        }
+        for position in &round.abandon {
+            self.places
+                .insert(position.get(), State::Ended("ABANDONED"));
+        }
+        self.line
+            .retain(|w| !round.admit.contains(&w.position) && !round.abandon.contains(&w.position));
+        self.bucket = round.bucket;
+    }
+}
+
+struct Queue {
+    keys: Vec<String>,
+    connection: redis::Connection,
+}
+
+impl Queue {
+    fn call(&mut self, args: &[String]) -> Vec<Value> {
+        let script = redis::Script::new(SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        match invocation
+            .invoke::<Value>(&mut self.connection)
+            .expect("script")
+        {
+            Value::Array(values) => values,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        other => panic!("not text: {other:?}"),
+    }
+}
+
+fn int(value: &Value) -> u64 {
+    match value {
+        Value::Int(n) => *n as u64,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+fn args(items: &[&dyn ToString]) -> Vec<String> {
+    items.iter().map(|i| i.to_string()).collect()
+}
+
+fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    static QUEUES: AtomicU64 = AtomicU64::new(0);
+    let id = format!(
+        "t-script-{}-{}",
+        std::process::id(),
+        QUEUES.fetch_add(1, Ordering::Relaxed)
+    );
+    let tag = format!("{{q:{id}}}");
+    let connection = redis::Client::open(e2e::redis_url())
+        .expect("redis url")
+        .get_connection()
+        .expect("connecting to redis");
+    let mut queue = Queue {
+        keys: ["meta", "users", "line", "places", "passes", "rl:u", "rl:a"]
+            .iter()
+            .map(|k| format!("{tag}:{k}"))
+            .collect(),
+        connection,
+    };
+    let policy = AdmissionPolicy::new(
+        rate,
+        max_active,
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+    )
+    .expect("policy");
+    let mut now = T0;
+    queue.call(&args(&[
+        &"configure",
+        &now,
+        &1,
+        &rate,
+        &max_active,
+        &30_000,
+        &10_000,
+    ]));
+    let mut model = Model {
+        policy,
+        bucket: AdmissionBucket::empty(Timestamp::from_unix_millis(now)),
+        line: Vec::new(),
+        places: HashMap::new(),
+        joined: 0,
+    };
+    let no_limits = [0, 1000, 0, 1000];
+    for op in ops {
+        match op {
+            Op::Advance(ms) => now += ms,
+            Op::Join(count) => {
+                for _ in 0..count {
+                    if model.joined >= 40 {
+                        break;
+                    }
+                    model.joined += 1;
+                    let user = model.joined;
+                    let mut a = args(&[&"join", &now, &user]);
+                    a.extend(no_limits.iter().map(u64::to_string));
+                    a.extend(args(&[&0, &1, &1, &30_000, &10_000]));
+                    let reply = queue.call(&a);
+                    prop_assert_eq!(text(&reply[0]), "JOINED");
+                    prop_assert_eq!(int(&reply[1]), user);
+                    model.line.push(Waiting {
+                        position: Position::new(user).expect("position"),
+                        last_seen: Timestamp::from_unix_millis(now),
+                    });
+                    model.places.insert(user, State::Waiting);
+                }
+            }
+            Op::Poll(pick) if model.joined > 0 => {
+                let position = pick as u64 % model.joined + 1;
+                let mut a = args(&[&"status", &now, &position, &position]);
+                a.extend(no_limits.iter().map(u64::to_string));
+                let reply = queue.call(&a);
+                // The poll is the holder's sign of life, unless it came too late.
+                if let Some(index) = model.line.iter().position(|w| w.position.get() == position) {
+                    let seen = model.line[index].last_seen;
+                    if policy.is_abandoned(seen, Timestamp::from_unix_millis(now)) {
+                        model.line.remove(index);
+                        model.places.insert(position, State::Ended("ABANDONED"));
+                    } else {
+                        model.line[index].last_seen = Timestamp::from_unix_millis(now);
+                    }
+                }
+                model.round(now);
+                let expected = model.places[&position];
+                match text(&reply[0]).as_str() {
+                    "WAITING" => {
+                        prop_assert_eq!(expected, State::Waiting);
+                        let ahead = model
+                            .line
+                            .iter()
+                            .position(|w| w.position.get() == position)
+                            .expect("in line");
+                        prop_assert_eq!(int(&reply[1]), ahead as u64);
+                    }
+                    "ACTIVE" => prop_assert_eq!(
+                        expected,
+                        State::Active {
+                            admitted_at: int(&reply[1]),
+                            expires_at: int(&reply[2]),
+                        }
+                    ),
+                    "ENDED" => {
+                        let reason = text(&reply[1]);
+                        prop_assert!(
+                            matches!(expected, State::Ended(r) if r == reason),
+                            "script says ENDED {reason}, core says {expected:?}"
+                        );
+                    }
+                    other => prop_assert!(false, "unexpected outcome {other}"),
+                }
+            }
+            Op::Consume(pick) if model.joined > 0 => {
+                let position = pick as u64 % model.joined + 1;
+                let reply = queue.call(&args(&[&"consume", &now, &position, &position]));
+                let state = model.places[&position];
+                let expected = match state {
+                    State::Active { expires_at, .. } if now < expires_at => {
+                        model.places.insert(position, State::Ended("CONSUMED"));
+                        "CONSUMED"
+                    }
+                    State::Ended("CONSUMED") => "CONSUMED",
+                    _ => "NOT_ACTIVE",
+                };
+                prop_assert_eq!(text(&reply[0]), expected);
+            }
+            Op::Poll(_) | Op::Consume(_) => {}
+        }
+        let overview = queue.call(&args(&[&"settings", &now]));
+        prop_assert_eq!(int(&overview[6]), model.joined);
+        prop_assert_eq!(int(&overview[7]), model.line.len() as u64, "waiting");
+        let active = model
+            .places
+            .values()
+            .filter(|s| matches!(s, State::Active { expires_at, .. } if *expires_at > now))
+            .count() as u64;
+        prop_assert_eq!(int(&overview[8]), active, "active");
+    }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{tag}:*"))
+        .query(&mut queue.connection)
+        .expect("keys");
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query(&mut queue.connection)
+            .expect("cleanup");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn the_script_admits_exactly_as_the_core_rules_decide(
+        rate in 1u32..12,
+        max_active in 1u32..30,
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        run(rate, max_active, ops)?;
+    }
+}

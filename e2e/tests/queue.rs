@@ -1,0 +1,520 @@
+//! The waiting room through the host against real Redis (functions/queue and the
+//! waiting-room script).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use e2e::{App, PASS_SIGNING_KEY};
+use serde_json::{Value, json};
+use ticketing_core::ids::{QueueId, UserId};
+use ticketing_core::pass::{Claims, PassKey, TokenKind};
+use ticketing_core::queue::Position;
+use ticketing_core::time::Timestamp;
+
+/// A queue id no other test (or earlier run) uses.
+fn fresh_queue(label: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("t-{label}-{}-{n}", nanos % 1_000_000_000_000)
+}
+
+fn pass_key() -> PassKey {
+    PassKey::new(PASS_SIGNING_KEY.as_bytes()).expect("a strong test key")
+}
+
+/// Creates `queue` open with the given policy fields.
+async fn configure(app: &App, queue: &str, settings: Value) {
+    let response = app
+        .admin(
+            "PUT",
+            &format!("/api/admin/queue?queueId={queue}"),
+            Some(&settings),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+}
+
+async fn overview(app: &App, queue: &str) -> Value {
+    let response = app
+        .admin("GET", &format!("/api/admin/queue?queueId={queue}"), None)
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()
+}
+
+async fn join(app: &App, queue: &str, user: u64) -> (u16, Value) {
+    let response = app
+        .call(
+            "POST",
+            "/api/queue/tokens",
+            Some(&json!({ "userId": user, "queueId": queue })),
+            &[],
+        )
+        .await;
+    (response.status, response.json())
+}
+
+async fn status(app: &App, token: &str) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let response = app
+        .call(
+            "GET",
+            "/api/queue/status",
+            None,
+            &[("authorization", &auth)],
+        )
+        .await;
+    (response.status, response.json())
+}
+
+const NO_LIMITS: [(&str, &str); 4] = [
+    ("QUEUE_JOIN_LIMIT_PER_USER", "0"),
+    ("QUEUE_JOIN_LIMIT_PER_ADDRESS", "0"),
+    ("QUEUE_STATUS_LIMIT_PER_USER", "0"),
+    ("QUEUE_STATUS_LIMIT_PER_ADDRESS", "0"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_joins_get_positions_one_to_ten_thousand() {
+    let app = Arc::new(App::start(&NO_LIMITS).await);
+    let queue = fresh_queue("spike");
+    configure(&app, &queue, json!({ "ratePerSec": 1 })).await;
+    let joins: Vec<_> = (1..=10_000u64)
+        .map(|user| {
+            let app = app.clone();
+            let queue = queue.clone();
+            tokio::spawn(async move { join(&app, &queue, 1_000_000 + user).await })
+        })
+        .collect();
+    let mut positions = Vec::new();
+    for handle in joins {
+        let (status, body) = handle.await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        positions.push(body["position"].as_u64().unwrap());
+    }
+    positions.sort_unstable();
+    assert_eq!(positions, (1..=10_000).collect::<Vec<_>>());
+    let overview = overview(&app, &queue).await;
+    assert_eq!(overview["joined"], 10_000);
+    assert_eq!(overview["waiting"], 10_000);
+    Arc::into_inner(app).unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rejoins_by_the_same_users_create_no_extra_places() {
+    let app = Arc::new(App::start(&NO_LIMITS).await);
+    let queue = fresh_queue("rejoin");
+    configure(&app, &queue, json!({ "ratePerSec": 1 })).await;
+    let joins: Vec<_> = (0..2_000u64)
+        .map(|attempt| {
+            let app = app.clone();
+            let queue = queue.clone();
+            let user = 500 + attempt % 200;
+            tokio::spawn(async move { (user, join(&app, &queue, user).await) })
+        })
+        .collect();
+    let mut seen: HashMap<u64, (u64, String)> = HashMap::new();
+    let mut created = 0;
+    for handle in joins {
+        let (user, (status, body)) = handle.await.unwrap();
+        assert!(status == 201 || status == 200, "{status} {body}");
+        created += usize::from(status == 201);
+        let place = (
+            body["position"].as_u64().unwrap(),
+            body["token"].as_str().unwrap().to_owned(),
+        );
+        let first = seen.entry(user).or_insert_with(|| place.clone());
+        assert_eq!(*first, place, "user {user} got a second place or token");
+    }
+    assert_eq!(created, 200, "exactly one 201 per user");
+    let positions: BTreeSet<u64> = seen.values().map(|(p, _)| *p).collect();
+    assert_eq!(positions, (1..=200).collect());
+    let overview = overview(&app, &queue).await;
+    assert_eq!(overview["joined"], 200);
+    Arc::into_inner(app).unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_keeps_the_order_and_the_cap_holds_under_concurrent_polling() {
+    let app = Arc::new(App::start(&NO_LIMITS).await);
+    let queue = fresh_queue("cap");
+    configure(&app, &queue, json!({ "ratePerSec": 40, "maxActive": 25 })).await;
+    let mut tickets = Vec::new();
+    for user in 1..=60u64 {
+        let (status, body) = join(&app, &queue, user).await;
+        assert_eq!(status, 201, "{body}");
+        tickets.push(body["token"].as_str().unwrap().to_owned());
+    }
+    let key = pass_key();
+    let mut admitted: BTreeSet<u64> = BTreeSet::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        // Everyone polls at once, in random-ish order (tasks race).
+        let polls: Vec<_> = tickets
+            .iter()
+            .cloned()
+            .map(|ticket| {
+                let app = app.clone();
+                tokio::spawn(async move { status(&app, &ticket).await })
+            })
+            .collect();
+        let mut active_now = BTreeSet::new();
+        let mut waiting_now = BTreeSet::new();
+        for (index, handle) in polls.into_iter().enumerate() {
+            let (code, body) = handle.await.unwrap();
+            assert_eq!(code, 200, "{body}");
+            let position = index as u64 + 1;
+            match body["status"].as_str().unwrap() {
+                "ACTIVE" => {
+                    let claims = key
+                        .verify(
+                            body["pass"].as_str().unwrap(),
+                            TokenKind::Pass,
+                            &QueueId::parse(&queue).unwrap(),
+                            Timestamp::from_unix_millis(now_ms()),
+                        )
+                        .expect("a valid pass");
+                    assert_eq!(claims.position.get(), position);
+                    assert_eq!(claims.user_id.get(), position);
+                    active_now.insert(position);
+                }
+                "WAITING" => {
+                    assert_eq!(body["position"], position);
+                    waiting_now.insert(position);
+                }
+                other => panic!("unexpected status {other}: {body}"),
+            }
+        }
+        assert!(active_now.len() <= 25, "cap broken: {active_now:?}");
+        assert!(
+            admitted.is_subset(&active_now),
+            "a pass disappeared before its expiry"
+        );
+        admitted = active_now;
+        // Admitted positions are always the front of the line: 1..=k.
+        assert_eq!(
+            admitted.iter().copied().collect::<Vec<_>>(),
+            (1..=admitted.len() as u64).collect::<Vec<_>>(),
+            "someone was admitted before an earlier waiting position"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(admitted.len(), 25, "the cap is reached and held");
+    Arc::into_inner(app).unwrap().stop().await;
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tampered_and_wrong_kind_tokens_are_rejected() {
+    let app = App::start(&NO_LIMITS).await;
+    let queue = fresh_queue("tokens");
+    configure(&app, &queue, json!({})).await;
+    let (_, joined) = join(&app, &queue, 77).await;
+    let ticket = joined["token"].as_str().unwrap();
+    assert_eq!(status(&app, ticket).await.0, 200);
+
+    let queue_id = QueueId::parse(&queue).unwrap();
+    let key = pass_key();
+    let expired = key.sign(&Claims::queue_ticket(
+        queue_id.clone(),
+        UserId::new(77).unwrap(),
+        Position::new(1).unwrap(),
+        Timestamp::from_unix_millis(now_ms() - Claims::TICKET_TTL.as_millis() as u64 - 1),
+    ));
+    let mut tampered = ticket.as_bytes().to_vec();
+    tampered[10] = if tampered[10] == b'A' { b'B' } else { b'A' };
+    let forged = PassKey::new(&[7u8; 32])
+        .unwrap()
+        .sign(&Claims::queue_ticket(
+            queue_id.clone(),
+            UserId::new(77).unwrap(),
+            Position::new(1).unwrap(),
+            Timestamp::from_unix_millis(now_ms()),
+        ));
+    let pass_as_ticket = key.sign(&Claims::pass(
+        queue_id,
+        UserId::new(77).unwrap(),
+        Position::new(1).unwrap(),
+        Timestamp::from_unix_millis(now_ms()),
+        Timestamp::from_unix_millis(now_ms() + 60_000),
+    ));
+    for (token, code) in [
+        (expired.as_str(), "token_expired"),
+        (
+            std::str::from_utf8(&tampered).unwrap(),
+            "token_bad_signature",
+        ),
+        (forged.as_str(), "token_bad_signature"),
+        (pass_as_ticket.as_str(), "token_wrong_kind"),
+        ("not-a-token!", "token_malformed"),
+    ] {
+        let (status_code, body) = status(&app, token).await;
+        assert_eq!(status_code, 401, "{body}");
+        assert_eq!(body["error"], code, "{body}");
+    }
+    let response = app.call("GET", "/api/queue/status", None, &[]).await;
+    assert_eq!(response.status, 401);
+    assert_eq!(response.json()["error"], "unauthenticated");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_json_4xx_that_names_the_problem() {
+    let app = App::start(&NO_LIMITS).await;
+    let queue = fresh_queue("input");
+    configure(&app, &queue, json!({})).await;
+    let cases: [(&str, &str, u16, &str); 8] = [
+        (r#"{}"#, "missing field `userId`", 400, "bad_request"),
+        (r#"{"userId":"abc"}"#, "userId", 400, "invalid_field"),
+        (r#"{"userId":0}"#, "userId", 400, "invalid_field"),
+        (r#"{"userId":-5}"#, "userId", 400, "invalid_field"),
+        (
+            r#"{"userId":1,"queueId":"No Such"}"#,
+            "queueId",
+            400,
+            "invalid_field",
+        ),
+        (
+            r#"{"userId":1,"extra":1}"#,
+            "unknown field",
+            400,
+            "bad_request",
+        ),
+        (r#"{"userId":"#, "invalid request body", 400, "bad_request"),
+        (
+            r#"{"userId":1,"queueId":"nope-404"}"#,
+            "nope-404",
+            404,
+            "not_found",
+        ),
+    ];
+    for (body, mentions, status_code, code) in cases {
+        let response = app
+            .server
+            .send(
+                "POST",
+                "/api/queue/tokens",
+                bytes::Bytes::from(body),
+                &[("content-type", "application/json")],
+            )
+            .await;
+        assert_eq!(response.status, status_code, "{body}: {}", response.body);
+        let reply = response.json();
+        assert_eq!(reply["error"], code, "{body}: {reply}");
+        assert!(
+            reply["message"].as_str().unwrap().contains(mentions),
+            "{body}: {reply}"
+        );
+    }
+    // An empty body, a wrong method and the closed queue.
+    let response = app.call("POST", "/api/queue/tokens", None, &[]).await;
+    assert_eq!(
+        (response.status, response.json()["error"].clone()),
+        (400, json!("bad_request"))
+    );
+    let response = app.call("DELETE", "/api/queue/tokens", None, &[]).await;
+    assert_eq!(response.status, 404);
+    configure(&app, &queue, json!({ "open": false })).await;
+    let (code, body) = join(&app, &queue, 5).await;
+    assert_eq!((code, body["error"].clone()), (409, json!("queue_closed")));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_needs_the_admin_key_and_validates_changes() {
+    let app = App::start(&NO_LIMITS).await;
+    let queue = fresh_queue("admin");
+    let path = format!("/api/admin/queue?queueId={queue}");
+    let response = app.call("GET", &path, None, &[]).await;
+    assert_eq!(response.status, 401);
+    let response = app
+        .call(
+            "GET",
+            &path,
+            None,
+            &[("authorization", "Bearer wrong-key-wrong-key")],
+        )
+        .await;
+    assert_eq!(
+        (response.status, response.json()["error"].clone()),
+        (403, json!("forbidden"))
+    );
+    let response = app.admin("GET", &path, None).await;
+    assert_eq!(
+        (response.status, response.json()["error"].clone()),
+        (404, json!("not_found"))
+    );
+
+    let created = app
+        .admin(
+            "PUT",
+            &path,
+            Some(&json!({ "ratePerSec": 7, "maxActive": 3 })),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let created = created.json();
+    assert_eq!(created["open"], true);
+    assert_eq!(created["ratePerSec"], 7);
+    assert_eq!(created["maxActive"], 3);
+    assert_eq!(created["passTtlSeconds"], 600);
+
+    let changed = app
+        .admin("PUT", &path, Some(&json!({ "open": false })))
+        .await
+        .json();
+    assert_eq!(
+        (changed["open"].clone(), changed["ratePerSec"].clone()),
+        (json!(false), json!(7))
+    );
+    for bad in [
+        json!({ "ratePerSec": 0 }),
+        json!({ "maxActive": -1 }),
+        json!({ "passTtlSeconds": 5 }),
+    ] {
+        let response = app.admin("PUT", &path, Some(&bad)).await;
+        assert_eq!(response.status, 400, "{bad}: {}", response.body);
+    }
+    assert_eq!(app.admin("GET", &path, None).await.json(), changed);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_429_with_retry_after() {
+    let app = App::start(&[
+        ("QUEUE_JOIN_LIMIT_PER_USER", "3"),
+        ("QUEUE_JOIN_LIMIT_PER_ADDRESS", "8"),
+        ("QUEUE_STATUS_LIMIT_PER_USER", "4"),
+        ("QUEUE_STATUS_LIMIT_PER_ADDRESS", "0"),
+        ("QUEUE_LIMIT_WINDOW_SECONDS", "30"),
+    ])
+    .await;
+    let queue = fresh_queue("limits");
+    configure(&app, &queue, json!({})).await;
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(join(&app, &queue, 1).await.0);
+    }
+    assert_eq!(codes, [201, 200, 200, 429], "per-user join limit");
+    // Refused requests count too: four more users fill the address's 8, the ninth is refused.
+    let mut codes = Vec::new();
+    for user in 2..=6 {
+        codes.push(join(&app, &queue, user).await.0);
+    }
+    assert_eq!(codes, [201, 201, 201, 201, 429], "per-address join limit");
+
+    let (_, joined) = join(&app, &fresh_queue_joined(&app).await, 9).await;
+    let ticket = joined["token"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {ticket}");
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(
+            app.call(
+                "GET",
+                "/api/queue/status",
+                None,
+                &[("authorization", &auth)],
+            )
+            .await,
+        );
+    }
+    let limited = last.unwrap();
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.json()["error"], "rate_limited");
+    let retry_after: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    app.stop().await;
+}
+
+/// A second queue, so that a test can get a fresh per-address budget for joins.
+async fn fresh_queue_joined(app: &App) -> String {
+    let queue = fresh_queue("limits2");
+    configure(app, &queue, json!({})).await;
+    queue
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_queue_is_created_on_the_first_join() {
+    let mut redis = redis::Client::open(e2e::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("{q:default}:*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    let app = App::start(&[("QUEUE_RATE_PER_SEC", "12"), ("QUEUE_MAX_ACTIVE", "34")]).await;
+    let response = app
+        .call(
+            "POST",
+            "/api/queue/tokens",
+            Some(&json!({ "userId": "42" })),
+            &[],
+        )
+        .await;
+    assert_eq!(response.status, 201, "{}", response.body);
+    assert_eq!(response.json()["queueId"], "default");
+    let overview = app.admin("GET", "/api/admin/queue", None).await.json();
+    assert_eq!(overview["ratePerSec"], 12);
+    assert_eq!(overview["maxActive"], 34);
+    assert_eq!(overview["joined"], 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_is_a_json_503() {
+    let app = App::start(&[
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("REDIS_HOST", "redis://127.0.0.1:1"),
+    ])
+    .await;
+    let response = app
+        .call(
+            "POST",
+            "/api/queue/tokens",
+            Some(&json!({ "userId": 1 })),
+            &[],
+        )
+        .await;
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert_eq!(response.json()["error"], "service_unavailable");
+    assert!(
+        response.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("redis")
+    );
+    app.stop().await;
+}
+
+#[test]
+fn distinct_helper_queues_never_collide() {
+    let ids: HashSet<String> = (0..100).map(|_| fresh_queue("x")).collect();
+    assert_eq!(ids.len(), 100);
+    assert!(ids.iter().all(|id| QueueId::parse(id).is_ok()));
+}

@@ -1,0 +1,153 @@
+//! The HTTP edge every component shares, so that all of them speak the same wire format:
+//! JSON bodies, `{ "error", "message", "details"? }` errors with the taxonomy's one status
+//! per code, `Retry-After` on retryable errors, and strict parsing of bodies, ids and tokens
+//! into 4xx errors that name the problem.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use spin_sdk::http::body::IncomingBodyExt;
+use spin_sdk::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use ticketing_core::time::Timestamp;
+use ticketing_core::{ApiError, ErrorCode};
+
+/// What a handler returns: status, headers, JSON text.
+pub type Reply = (StatusCode, HeaderMap, String);
+
+/// Largest JSON body a component reads; every request of the API is far smaller.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+fn json_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    headers
+}
+
+/// `status` with `body` as JSON.
+pub fn json(status: StatusCode, body: &impl Serialize) -> Reply {
+    match serde_json::to_string(body) {
+        Ok(text) => (status, json_headers(), text),
+        // Our reply types always serialize; should one not, the client may retry.
+        Err(_) => error_reply(&ApiError::unavailable("the reply encoder")),
+    }
+}
+
+/// The error's JSON body with its status, and `Retry-After` where retrying helps.
+pub fn error_reply(error: &ApiError) -> Reply {
+    let status =
+        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut headers = json_headers();
+    if error.code.is_retryable() {
+        let seconds = error
+            .details
+            .as_ref()
+            .and_then(|details| details.get("retryAfterSeconds")?.as_u64())
+            .unwrap_or(1);
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            headers.insert("retry-after", value);
+        }
+    }
+    (status, headers, error.to_json())
+}
+
+/// Turns a handler's result into a reply.
+pub fn respond(result: Result<Reply, ApiError>) -> Reply {
+    result.unwrap_or_else(|error| error_reply(&error))
+}
+
+/// A request no route of the component answers.
+pub fn no_route(request: &Request) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no endpoint {} {}", request.method(), request.uri().path()),
+    )
+}
+
+/// Reads and parses a JSON body. Syntax errors, wrong types, unknown or missing fields and
+/// invalid values become `400`/`400 invalid_field` errors whose message names the field.
+pub async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T, ApiError> {
+    let declared = request
+        .headers()
+        .get("content-length")
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(body_too_large());
+    }
+    let bytes = request
+        .into_body()
+        .bytes()
+        .await
+        .map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(body_too_large());
+    }
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("a JSON request body is required"));
+    }
+    serde_json::from_slice(&bytes).map_err(|error| body_error(&error))
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::bad_request(format!("the request body exceeds {MAX_BODY_BYTES} bytes"))
+}
+
+/// Values that failed a parse constructor (ids, amounts) are `invalid_field`; everything
+/// else about the body is `bad_request`. serde's message names the field either way.
+fn body_error(error: &serde_json::Error) -> ApiError {
+    let message = error.to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    let is_value_rule = error.is_data()
+        && !message.starts_with("missing field")
+        && !message.starts_with("unknown field")
+        && !message.starts_with("invalid type");
+    let code = if is_value_rule {
+        ErrorCode::InvalidField
+    } else {
+        ErrorCode::BadRequest
+    };
+    ApiError::new(code, format!("invalid request body: {message}"))
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub fn bearer_token(request: &Request) -> Result<&str, ApiError> {
+    let missing = || {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "an `Authorization: Bearer <token>` header is required",
+        )
+    };
+    let value = request.headers().get("authorization").ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| missing())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(missing());
+    }
+    Ok(token.trim())
+}
+
+/// The client's IP address from the host's `spin-client-addr` header (`ip:port`).
+pub fn client_ip(request: &Request) -> Option<&str> {
+    let address = request.headers().get("spin-client-addr")?.to_str().ok()?;
+    let ip = address.rsplit_once(':').map_or(address, |(ip, _port)| ip);
+    Some(ip.trim_start_matches('[').trim_end_matches(']'))
+}
+
+/// The value of query parameter `name`, if present.
+pub fn query_param<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.uri().query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+/// The wall clock, for the core's rules. Before 1970 cannot happen on a running host.
+pub fn now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_unix_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,88 @@
+//! The component's configuration, read once per instance from Spin variables: secrets,
+//! the default queue's policy and the abuse limits.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use spin_sdk::variables;
+use ticketing_core::ApiError;
+use ticketing_core::admin::AdminKey;
+use ticketing_core::limits::RateLimit;
+use ticketing_core::pass::PassKey;
+use ticketing_core::queue::AdmissionPolicy;
+use waiting_room::AbuseLimits;
+
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) redis_url: String,
+    pub(crate) pass_key: PassKey,
+    pub(crate) admin_key: AdminKey,
+    /// The policy the default queue starts with; operators change it at runtime.
+    pub(crate) default_policy: AdmissionPolicy,
+    pub(crate) join_limits: AbuseLimits,
+    pub(crate) status_limits: AbuseLimits,
+}
+
+/// The configuration, loaded on the instance's first request. A broken configuration is an
+/// operator error: every request answers 503 naming the variable until it is fixed.
+pub(crate) async fn get() -> Result<&'static Config, ApiError> {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(config);
+    }
+    let config = load().await.map_err(|problem| {
+        eprintln!("queue: configuration: {problem}");
+        ApiError::unavailable("the queue configuration")
+    })?;
+    Ok(CONFIG.get_or_init(|| config))
+}
+
+async fn text(name: &str) -> Result<String, String> {
+    variables::get(name)
+        .await
+        .map_err(|error| format!("variable {name}: {error:?}"))
+}
+
+async fn number<T: std::str::FromStr>(name: &str) -> Result<T, String> {
+    text(name)
+        .await?
+        .trim()
+        .parse()
+        .map_err(|_| format!("variable {name} must be a non-negative integer"))
+}
+
+fn invalid(name: &str, error: impl std::fmt::Display) -> String {
+    format!("variable {name}: {error}")
+}
+
+async fn load() -> Result<Config, String> {
+    let pass_key = PassKey::new(text("pass_signing_key").await?.as_bytes())
+        .map_err(|e| invalid("pass_signing_key", e))?;
+    let admin_key =
+        AdminKey::new(&text("admin_key").await?).map_err(|e| invalid("admin_key", e))?;
+    let default_policy = AdmissionPolicy::new(
+        number("queue_rate_per_sec").await?,
+        number("queue_max_active").await?,
+        Duration::from_secs(number("queue_pass_ttl_seconds").await?),
+        Duration::from_secs(number("queue_idle_timeout_seconds").await?),
+    )
+    .map_err(|e| invalid("queue_*", e))?;
+    let window = Duration::from_secs(number("queue_limit_window_seconds").await?);
+    let limit = |max: u32| {
+        RateLimit::new(max, window).map_err(|e| invalid("queue_limit_window_seconds", e))
+    };
+    Ok(Config {
+        redis_url: text("redis_url").await?,
+        pass_key,
+        admin_key,
+        default_policy,
+        join_limits: AbuseLimits {
+            per_user: limit(number("queue_join_limit_per_user").await?)?,
+            per_address: limit(number("queue_join_limit_per_address").await?)?,
+        },
+        status_limits: AbuseLimits {
+            per_user: limit(number("queue_status_limit_per_user").await?)?,
+            per_address: limit(number("queue_status_limit_per_address").await?)?,
+        },
+    })
+}

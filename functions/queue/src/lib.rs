@@ -1,0 +1,207 @@
+//! The waiting room's HTTP API. Every user's first request takes a place in line; status
+//! polls move the line (admission is lazy, inside the polls: no cron, no background worker)
+//! and hand out a signed pass once the user is admitted.
+//!
+//! - `POST /api/queue/tokens` `{ userId, queueId? }` → `201` a new place, `200` the same
+//!   live place again.
+//! - `GET /api/queue/status` with `Authorization: Bearer <queue token>` → `WAITING`,
+//!   `ACTIVE` with a pass, or `EXPIRED` with a reason.
+//! - `GET`/`PUT /api/admin/queue?queueId=…` with `Authorization: Bearer <admin key>`:
+//!   read or change a queue's settings while it runs.
+//!
+//! Each request is one Redis round trip (see the `waiting-room` crate).
+
+mod config;
+
+use http_kit::{Reply, bearer_token, client_ip, json, now, query_param, read_json, respond};
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{IntoResponse, Method, Request, StatusCode};
+use spin_sdk::http_service;
+use ticketing_core::ApiError;
+use ticketing_core::ids::{QueueId, UserId};
+use ticketing_core::pass::{Claims, TokenKind};
+use ticketing_core::queue::{QueueSettings, QueueSettingsPatch, QueueStatus};
+use ticketing_core::time::Timestamp;
+use waiting_room::{Caller, Place, QueueOverview, WaitingRoom};
+
+#[http_service]
+async fn handle(request: Request) -> impl IntoResponse {
+    respond(route(request).await)
+}
+
+async fn route(request: Request) -> Result<Reply, ApiError> {
+    let path = request.uri().path().trim_end_matches('/');
+    match (request.method().clone(), path) {
+        (Method::POST, "/api/queue/tokens") => join(request).await,
+        (Method::GET, "/api/queue/status") => status(request).await,
+        (Method::GET, "/api/admin/queue") => admin_read(request).await,
+        (Method::PUT, "/api/admin/queue") => admin_update(request).await,
+        _ => Err(http_kit::no_route(&request)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JoinRequest {
+    user_id: UserId,
+    #[serde(default)]
+    queue_id: QueueId,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinReply {
+    queue_id: QueueId,
+    user_id: UserId,
+    position: u64,
+    token: String,
+    joined_at: Timestamp,
+    token_expires_at: Timestamp,
+}
+
+async fn join(request: Request) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    let address = client_ip(&request).map(str::to_owned);
+    let body: JoinRequest = read_json(request).await?;
+    let caller = Caller {
+        user_id: body.user_id,
+        address: address.as_deref(),
+    };
+    let room = WaitingRoom::connect(&config.redis_url).await?;
+    let joined = room
+        .join(
+            &body.queue_id,
+            &caller,
+            &config.join_limits,
+            &config.default_policy,
+            now(),
+        )
+        .await?;
+    let ticket = Claims::queue_ticket(
+        body.queue_id.clone(),
+        body.user_id,
+        joined.position,
+        joined.joined_at,
+    );
+    let status = if joined.is_new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(
+        status,
+        &JoinReply {
+            token: config.pass_key.sign(&ticket),
+            queue_id: body.queue_id,
+            user_id: body.user_id,
+            position: joined.position.get(),
+            joined_at: joined.joined_at,
+            token_expires_at: ticket.expires_at,
+        },
+    ))
+}
+
+async fn status(request: Request) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    let now = now();
+    let ticket =
+        config
+            .pass_key
+            .verify_any_queue(bearer_token(&request)?, TokenKind::QueueTicket, now)?;
+    let room = WaitingRoom::connect(&config.redis_url).await?;
+    let place = room
+        .status(&ticket, client_ip(&request), &config.status_limits, now)
+        .await?;
+    let status = match place {
+        Place::Waiting { ahead, policy } => QueueStatus::Waiting {
+            position: ticket.position,
+            ahead,
+            eta_seconds: policy.eta_secs(ahead),
+        },
+        Place::Active {
+            admitted_at,
+            expires_at,
+        } => QueueStatus::Active {
+            pass: config.pass_key.sign(&Claims::pass(
+                ticket.queue_id,
+                ticket.user_id,
+                ticket.position,
+                admitted_at,
+                expires_at,
+            )),
+            expires_at,
+        },
+        Place::Ended(reason) => QueueStatus::Expired { reason },
+    };
+    Ok(json(StatusCode::OK, &status))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QueueReply {
+    queue_id: QueueId,
+    open: bool,
+    rate_per_sec: u32,
+    max_active: u32,
+    pass_ttl_seconds: u64,
+    idle_timeout_seconds: u64,
+    joined: u64,
+    waiting: u64,
+    active: u64,
+}
+
+impl QueueReply {
+    fn new(queue_id: QueueId, overview: QueueOverview) -> Self {
+        let policy = overview.settings.policy;
+        Self {
+            queue_id,
+            open: overview.settings.open,
+            rate_per_sec: policy.rate_per_sec(),
+            max_active: policy.max_active(),
+            pass_ttl_seconds: policy.pass_ttl().as_secs(),
+            idle_timeout_seconds: policy.idle_timeout().as_secs(),
+            joined: overview.joined,
+            waiting: overview.waiting,
+            active: overview.active,
+        }
+    }
+}
+
+/// The queue an admin request names (`?queueId=`), the default queue otherwise, after
+/// checking the admin key.
+async fn admin_queue(request: &Request) -> Result<(&'static config::Config, QueueId), ApiError> {
+    let config = config::get().await?;
+    config.admin_key.check(bearer_token(request)?)?;
+    let queue = match query_param(request, "queueId") {
+        Some(id) => QueueId::parse(id)?,
+        None => QueueId::default(),
+    };
+    Ok((config, queue))
+}
+
+async fn admin_read(request: Request) -> Result<Reply, ApiError> {
+    let (config, queue) = admin_queue(&request).await?;
+    let room = WaitingRoom::connect(&config.redis_url).await?;
+    let overview = room.overview(&queue, now()).await?;
+    Ok(json(StatusCode::OK, &QueueReply::new(queue, overview)))
+}
+
+/// Changes the named settings; a queue that does not exist yet is created from the
+/// default policy, open unless the change says otherwise.
+async fn admin_update(request: Request) -> Result<Reply, ApiError> {
+    let (config, queue) = admin_queue(&request).await?;
+    let patch: QueueSettingsPatch = read_json(request).await?;
+    let room = WaitingRoom::connect(&config.redis_url).await?;
+    let now = now();
+    let current = match room.overview(&queue, now).await {
+        Ok(overview) => overview.settings,
+        Err(error) if error.code == ticketing_core::ErrorCode::NotFound => QueueSettings {
+            open: true,
+            policy: config.default_policy,
+        },
+        Err(error) => return Err(error),
+    };
+    let settings = patch.apply(current)?;
+    let overview = room.configure(&queue, &settings, now).await?;
+    Ok(json(StatusCode::OK, &QueueReply::new(queue, overview)))
+}

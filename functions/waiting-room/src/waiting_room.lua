@@ -1,0 +1,269 @@
+-- The waiting room of one queue, run atomically next to its data. It mirrors the rules of
+-- ticketing-core's `queue` module (admission_round, is_abandoned, the token bucket) with the
+-- same integer arithmetic: milli-tokens, millisecond clocks, floor division. The e2e test
+-- `the_script_admits_exactly_as_the_core_rules_decide` holds the two together.
+--
+-- KEYS (all share the hash tag {q:ID}, so the script runs on Redis Cluster):
+--   1 meta    hash: open, rate, max_active, pass_ttl_ms, idle_ms, tokens, refilled_at, seq
+--   2 users   hash: user id -> "position:joined_at" of the user's latest place
+--   3 line    sorted set of waiting positions, scored by position
+--   4 places  hash: position -> "W:user:last_seen" | "A:user:admitted_at:expires_at"
+--                              | "X:user:REASON" (ABANDONED, PASS_EXPIRED, CONSUMED)
+--   5 passes  sorted set of admitted positions, scored by pass expiry
+--   6, 7      rate-limit counters (user, client address) of join and status
+-- ARGV[1] is the operation, ARGV[2] the caller's clock in unix milliseconds.
+-- Replies are flat arrays whose first element names the outcome.
+
+local meta, users, line, places, passes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local op, now = ARGV[1], tonumber(ARGV[2])
+
+-- Bounds on the work of one call, so that no poll is slow; what is left over (more abandoned
+-- places, expired passes or admissions) happens in the next calls.
+local MAX_SCAN = 64
+local MAX_EXPIRE = 1000
+local MAX_ADMIT = 1000
+
+local function int(n)
+  return string.format('%d', n)
+end
+
+local function settings()
+  local v = redis.call('HMGET', meta, 'open', 'rate', 'max_active', 'pass_ttl_ms', 'idle_ms',
+    'tokens', 'refilled_at', 'seq')
+  if not v[2] then
+    return nil
+  end
+  return {
+    open = v[1] == '1', rate = tonumber(v[2]), max_active = tonumber(v[3]),
+    pass_ttl = tonumber(v[4]), idle = tonumber(v[5]), tokens = tonumber(v[6]),
+    refilled_at = tonumber(v[7]), seq = tonumber(v[8]),
+  }
+end
+
+local function parse_place(value)
+  if not value then
+    return nil
+  end
+  local state, user, a, b = string.match(value, '^(%u):(%d+):([%u%d_]+):?(%d*)$')
+  if state == 'W' then
+    return { state = 'W', user = user, last_seen = tonumber(a) }
+  elseif state == 'A' then
+    return { state = 'A', user = user, admitted_at = tonumber(a), expires_at = tonumber(b) }
+  elseif state == 'X' then
+    return { state = 'X', user = user, reason = a }
+  end
+  return nil
+end
+
+local function end_place(position, user, reason)
+  redis.call('HSET', places, position, 'X:' .. user .. ':' .. reason)
+end
+
+-- Fixed-window counters; returns the milliseconds to wait when the limit is exceeded.
+local function over_limit(key, limit, window_ms)
+  if limit == 0 then
+    return nil
+  end
+  local count = redis.call('INCR', key)
+  if count == 1 then
+    redis.call('PEXPIRE', key, window_ms)
+  end
+  if count > limit then
+    local ttl = redis.call('PTTL', key)
+    if ttl < 0 then
+      redis.call('PEXPIRE', key, window_ms)
+      ttl = window_ms
+    end
+    return ttl
+  end
+  return nil
+end
+
+-- ARGV[first .. first + 3]: user limit and window, address limit and window. Both counters
+-- count every request, refused or not, so a flood cannot hide behind either subject.
+local function limited(first)
+  local by_user = over_limit(KEYS[6], tonumber(ARGV[first]), tonumber(ARGV[first + 1]))
+  local by_address = over_limit(KEYS[7], tonumber(ARGV[first + 2]), tonumber(ARGV[first + 3]))
+  if by_user and by_address then
+    return math.max(by_user, by_address)
+  end
+  return by_user or by_address
+end
+
+-- Passes that lived out their TTL free their slots.
+local function expire_passes()
+  local expired = redis.call('ZRANGEBYSCORE', passes, '-inf', now, 'LIMIT', 0, MAX_EXPIRE)
+  for _, position in ipairs(expired) do
+    local place = parse_place(redis.call('HGET', places, position))
+    if place and place.state == 'A' then
+      end_place(position, place.user, 'PASS_EXPIRED')
+    end
+    redis.call('ZREM', passes, position)
+  end
+end
+
+-- One admission round: refill the bucket, then walk the line in order, skipping abandoned
+-- places and admitting while tokens and free slots last; stop at the first live place that
+-- cannot be admitted.
+local function admission_round(s)
+  expire_passes()
+  local tokens, refilled_at = s.tokens, s.refilled_at
+  if now > refilled_at then
+    local elapsed = math.min(now - refilled_at, 1000)
+    tokens = math.min(tokens + elapsed * s.rate, s.rate * 1000)
+    refilled_at = now
+  end
+  local free = math.max(s.max_active - redis.call('ZCARD', passes), 0)
+  local budget = math.min(math.floor(tokens / 1000), free)
+  local head = redis.call('ZRANGE', line, 0, math.min(budget, MAX_ADMIT) + MAX_SCAN - 1)
+  local admitted = 0
+  for _, position in ipairs(head) do
+    local place = parse_place(redis.call('HGET', places, position))
+    if not place or place.state ~= 'W' then
+      redis.call('ZREM', line, position)
+    elseif now >= place.last_seen + s.idle then
+      end_place(position, place.user, 'ABANDONED')
+      redis.call('ZREM', line, position)
+    elseif admitted < budget then
+      local expires_at = now + s.pass_ttl
+      redis.call('HSET', places, position, 'A:' .. place.user .. ':' .. int(now) .. ':' .. int(expires_at))
+      redis.call('ZADD', passes, expires_at, position)
+      redis.call('ZREM', line, position)
+      admitted = admitted + 1
+    else
+      break
+    end
+  end
+  redis.call('HSET', meta, 'tokens', int(tokens - admitted * 1000), 'refilled_at', int(refilled_at))
+end
+
+local function describe(s)
+  return { 'QUEUE', s.open and 1 or 0, s.rate, s.max_active, s.pass_ttl, s.idle, s.seq,
+    redis.call('ZCARD', line), redis.call('ZCOUNT', passes, '(' .. int(now), '+inf') }
+end
+
+local function create(open, rate, max_active, pass_ttl, idle)
+  redis.call('HSET', meta, 'open', open, 'rate', rate, 'max_active', max_active,
+    'pass_ttl_ms', pass_ttl, 'idle_ms', idle, 'tokens', 0, 'refilled_at', int(now), 'seq', 0)
+end
+
+-- join: ARGV 3 user, 4..7 limits, 8 create-if-missing (0/1), 9..12 the policy to create
+-- with (rate, max active, pass ttl ms, idle ms).
+if op == 'join' then
+  local user = ARGV[3]
+  local wait = limited(4)
+  if wait then
+    return { 'LIMITED', wait }
+  end
+  local s = settings()
+  if not s then
+    if ARGV[8] ~= '1' then
+      return { 'UNKNOWN_QUEUE' }
+    end
+    create(1, ARGV[9], ARGV[10], ARGV[11], ARGV[12])
+    s = settings()
+  end
+  if not s.open then
+    return { 'CLOSED' }
+  end
+  local current = redis.call('HGET', users, user)
+  if current then
+    local position, joined_at = string.match(current, '^(%d+):(%d+)$')
+    local place = parse_place(redis.call('HGET', places, position))
+    if place and place.state == 'W' and now < place.last_seen + s.idle then
+      redis.call('HSET', places, position, 'W:' .. user .. ':' .. int(now))
+      return { 'EXISTING', tonumber(position), tonumber(joined_at) }
+    elseif place and place.state == 'A' and now < place.expires_at then
+      return { 'EXISTING', tonumber(position), tonumber(joined_at) }
+    elseif place and place.state == 'W' then
+      end_place(position, user, 'ABANDONED')
+      redis.call('ZREM', line, position)
+    elseif place and place.state == 'A' then
+      end_place(position, user, 'PASS_EXPIRED')
+      redis.call('ZREM', passes, position)
+    end
+  end
+  local position = redis.call('HINCRBY', meta, 'seq', 1)
+  redis.call('HSET', users, user, int(position) .. ':' .. int(now))
+  redis.call('ZADD', line, position, position)
+  redis.call('HSET', places, position, 'W:' .. user .. ':' .. int(now))
+  return { 'JOINED', position, now }
+end
+
+-- status: ARGV 3 position, 4 user, 5..8 limits.
+if op == 'status' then
+  local position, user = ARGV[3], ARGV[4]
+  local wait = limited(5)
+  if wait then
+    return { 'LIMITED', wait }
+  end
+  local s = settings()
+  if not s then
+    return { 'UNKNOWN_QUEUE' }
+  end
+  local place = parse_place(redis.call('HGET', places, position))
+  if not place or place.user ~= user then
+    return { 'PLACE_GONE' }
+  end
+  if place.state == 'W' then
+    if now >= place.last_seen + s.idle then
+      end_place(position, user, 'ABANDONED')
+      redis.call('ZREM', line, position)
+    else
+      redis.call('HSET', places, position, 'W:' .. user .. ':' .. int(now))
+    end
+  end
+  admission_round(s)
+  place = parse_place(redis.call('HGET', places, position))
+  if place.state == 'W' then
+    return { 'WAITING', redis.call('ZRANK', line, position), s.rate, s.max_active, s.pass_ttl, s.idle }
+  elseif place.state == 'A' then
+    return { 'ACTIVE', place.admitted_at, place.expires_at }
+  end
+  return { 'ENDED', place.reason }
+end
+
+-- consume: ARGV 3 position, 4 user. Ends a live pass after its payment; idempotent.
+if op == 'consume' then
+  local position, user = ARGV[3], ARGV[4]
+  local place = parse_place(redis.call('HGET', places, position))
+  if not place or place.user ~= user then
+    return { 'PLACE_GONE' }
+  end
+  if place.state == 'X' and place.reason == 'CONSUMED' then
+    return { 'CONSUMED' }
+  end
+  if place.state ~= 'A' or now >= place.expires_at then
+    return { 'NOT_ACTIVE' }
+  end
+  end_place(position, user, 'CONSUMED')
+  redis.call('ZREM', passes, position)
+  return { 'CONSUMED' }
+end
+
+-- settings: the queue's configuration and counts.
+if op == 'settings' then
+  local s = settings()
+  if not s then
+    return { 'UNKNOWN_QUEUE' }
+  end
+  return describe(s)
+end
+
+-- configure: ARGV 3 open (0/1), 4 rate, 5 max active, 6 pass ttl ms, 7 idle ms. Creates the
+-- queue, or settles the bucket at the old rate before switching to the new one.
+if op == 'configure' then
+  local s = settings()
+  if not s then
+    create(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+  else
+    admission_round(s)
+    s = settings()
+    local rate = tonumber(ARGV[4])
+    redis.call('HSET', meta, 'open', ARGV[3], 'rate', rate, 'max_active', ARGV[5],
+      'pass_ttl_ms', ARGV[6], 'idle_ms', ARGV[7], 'tokens', int(math.min(s.tokens, rate * 1000)))
+  end
+  return describe(settings())
+end
+
+return redis.error_reply('unknown waiting room operation ' .. tostring(op))

@@ -1,0 +1,244 @@
+//! What tests of the host and of the components share: the local services' settings, a
+//! one-time build of the wasm components, and [`TestServer`], which serves a manifest
+//! through `edge` on an ephemeral loopback port and stops cleanly.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge::app::{self, Shared};
+use edge::engine::{self, EngineSettings};
+use edge::instance::ReuseSettings;
+use edge::metrics::Metrics;
+use edge::mysql::{MysqlPools, MysqlSettings};
+use edge::redis::{RedisPools, RedisSettings};
+use edge::server::{self, ServerSettings};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// REDIS_URL, MYSQL_URL and KAFKA_BROKERS from the environment, else from `.state/env`.
+pub fn service_env() -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = std::fs::read_to_string(repo_root().join(".state/env"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for key in ["REDIS_URL", "MYSQL_URL", "KAFKA_BROKERS"] {
+        if let Ok(value) = std::env::var(key) {
+            env.insert(key.to_owned(), value);
+        }
+    }
+    assert!(
+        env.contains_key("REDIS_URL") && env.contains_key("MYSQL_URL"),
+        "start the local services first: infra/local/up"
+    );
+    env
+}
+
+/// Builds a wasm workspace with cargo (release, wasm32-wasip2), once per test binary.
+/// `target_dir` is relative to the repository; `None` keeps the workspace's own.
+pub fn build_wasm(manifest: &str, target_dir: Option<&str>) {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|m| m == manifest) {
+        return;
+    }
+    let root = repo_root();
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join(manifest));
+    if let Some(dir) = target_dir {
+        command.arg("--target-dir").arg(root.join(dir));
+    }
+    let status = command.status().expect("running cargo to build components");
+    assert!(status.success(), "building {manifest} failed");
+    built.push(manifest.to_owned());
+}
+
+/// `mysql://host:port` of a MySQL URL, the form allowed_outbound_hosts takes.
+pub fn mysql_host(mysql_url: &str) -> String {
+    let after_at = mysql_url
+        .rsplit_once('@')
+        .expect("credentials in MYSQL_URL")
+        .1;
+    format!("mysql://{}", after_at.split('/').next().unwrap_or_default())
+}
+
+/// A response: status, headers and body text.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Response {
+    /// The body as JSON; panics with the body when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("status {}: {e}: {}", self.status, self.body))
+    }
+}
+
+/// An application served by `edge` on 127.0.0.1 with an ephemeral port.
+#[derive(Debug)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    /// Serves `manifest` with `variables` as the process environment would give them.
+    pub async fn serve(
+        manifest: &Path,
+        variables: &[(&str, String)],
+        reuse: ReuseSettings,
+        settings: ServerSettings,
+    ) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("info")
+            .try_init();
+        let variables: HashMap<String, String> = variables
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let engine = engine::build(&EngineSettings {
+            cache_dir: Some(repo_root().join("target/test-components/cache")),
+            max_instances: 200,
+            max_instance_memory: 64 << 20,
+        })
+        .expect("engine");
+        engine::spawn_epoch_ticker(&engine).expect("epoch ticker");
+        let metrics = Arc::new(Metrics::default());
+        let shared = Shared {
+            engine,
+            redis: Arc::new(RedisPools::new(
+                RedisSettings::default(),
+                metrics.redis_connections.clone(),
+            )),
+            mysql: Arc::new(MysqlPools::new(MysqlSettings::default())),
+            metrics: metrics.clone(),
+            reuse,
+            max_instance_memory: 64 << 20,
+        };
+        let app = app::load(manifest, |name| variables.get(name).cloned(), shared)
+            .expect("loading the application");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(listener, Arc::new(app), settings, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            metrics,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Sends one request on a fresh connection.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let stream = TcpStream::connect(self.addr).await.expect("connecting");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(connection);
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("localhost:{}", self.addr.port()));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body)).expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Response {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    pub async fn request(&self, method: &str, path: &str, body: Bytes) -> (u16, String) {
+        self.request_with(method, path, body, &[]).await
+    }
+
+    pub async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let response = self.send(method, path, body, headers).await;
+        (response.status, response.body)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, Bytes::new()).await
+    }
+
+    /// GETs `path`, expecting a 200 with a JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// The sum of a metric's samples in the Prometheus exposition.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics
+            .encode()
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(15), &mut self.task).await;
+    }
+}
