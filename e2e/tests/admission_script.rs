@@ -267,6 +267,14 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
             .count() as u64;
         prop_assert_eq!(int(&overview[8]), active, "active");
     }
+    // Every key of the queue expires some day, so a finished sale leaves nothing behind.
+    for key in &queue.keys[..5] {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query(&mut queue.connection)
+            .expect("pttl");
+        prop_assert!(ttl != -1, "{key} never expires");
+    }
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{tag}:*"))
         .query(&mut queue.connection)

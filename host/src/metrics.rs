@@ -71,13 +71,32 @@ pub struct RouteMetrics {
     in_flight: Gauge,
 }
 
+/// A request in flight on a route. Dropping it without [`InFlight::finished`] (the client
+/// went away and the server dropped the request) still takes it off the in-flight gauge.
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    route: &'a RouteMetrics,
+}
+
+impl InFlight<'_> {
+    pub fn finished(self, status: u16, elapsed: Duration) {
+        self.route.record(status, elapsed);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.route.in_flight.dec();
+    }
+}
+
 impl RouteMetrics {
-    pub fn started(&self) {
+    pub fn started(&self) -> InFlight<'_> {
         self.in_flight.inc();
+        InFlight { route: self }
     }
 
-    pub fn finished(&self, status: u16, elapsed: Duration) {
-        self.in_flight.dec();
+    fn record(&self, status: u16, elapsed: Duration) {
         self.duration.observe(elapsed.as_secs_f64());
         let known = self
             .by_status
@@ -266,5 +285,32 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauge(metrics: &Metrics) -> String {
+        metrics
+            .encode()
+            .lines()
+            .find(|line| line.starts_with("edge_requests_in_flight "))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[test]
+    fn a_request_dropped_before_it_finishes_leaves_the_in_flight_gauge() {
+        let metrics = Metrics::default();
+        let route = metrics.route("queue", "/api/queue/...");
+        let finished = route.started();
+        let abandoned = route.started();
+        assert_eq!(gauge(&metrics), "edge_requests_in_flight 2");
+        finished.finished(200, Duration::from_millis(1));
+        drop(abandoned);
+        assert_eq!(gauge(&metrics), "edge_requests_in_flight 0");
+        assert!(metrics.encode().contains(r#"status="200"} 1"#));
     }
 }

@@ -211,7 +211,7 @@ impl Server {
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
             return response;
         };
-        route_metrics.started();
+        let in_flight = route_metrics.started();
         let request = Request::from_parts(parts, full_body(body));
         let response = match instances.handle((), request).await {
             Ok(response) => response,
@@ -234,7 +234,7 @@ impl Server {
                 internal_error()
             }
         };
-        route_metrics.finished(response.status().as_u16(), started.elapsed());
+        in_flight.finished(response.status().as_u16(), started.elapsed());
         response
     }
 

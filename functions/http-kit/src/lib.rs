@@ -16,17 +16,20 @@ pub type Reply = (StatusCode, HeaderMap, String);
 /// Largest JSON body a component reads; every request of the API is far smaller.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-fn json_headers() -> HeaderMap {
+/// JSON headers with the body's length: a known length lets the server send head and body
+/// in one write instead of chunked frames.
+fn json_headers_for(body: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    headers.insert("content-length", HeaderValue::from(body.len()));
     headers
 }
 
 /// `status` with `body` as JSON.
 pub fn json(status: StatusCode, body: &impl Serialize) -> Reply {
     match serde_json::to_string(body) {
-        Ok(text) => (status, json_headers(), text),
+        Ok(text) => (status, json_headers_for(&text), text),
         // Our reply types always serialize; should one not, the client may retry.
         Err(_) => error_reply(&ApiError::unavailable("the reply encoder")),
     }
@@ -36,7 +39,8 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> Reply {
 pub fn error_reply(error: &ApiError) -> Reply {
     let status =
         StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let mut headers = json_headers();
+    let body = error.to_json();
+    let mut headers = json_headers_for(&body);
     if error.code.is_retryable() {
         let seconds = error
             .details
@@ -47,7 +51,7 @@ pub fn error_reply(error: &ApiError) -> Reply {
             headers.insert("retry-after", value);
         }
     }
-    (status, headers, error.to_json())
+    (status, headers, body)
 }
 
 /// Turns a handler's result into a reply.

@@ -22,6 +22,9 @@ local op, now = ARGV[1], tonumber(ARGV[2])
 local MAX_SCAN = 64
 local MAX_EXPIRE = 1000
 local MAX_ADMIT = 1000
+-- A queue's data outlives its last join by two days: longer than any ticket (one day) plus
+-- any pass (at most one day), so nothing valid is lost, and a finished sale cleans up.
+local RETAIN_MS = 2 * 86400000
 
 local function int(n)
   return string.format('%d', n)
@@ -90,6 +93,12 @@ local function limited(first)
   return by_user or by_address
 end
 
+local function retain()
+  for i = 1, 5 do
+    redis.call('PEXPIRE', KEYS[i], RETAIN_MS)
+  end
+end
+
 -- Passes that lived out their TTL free their slots.
 local function expire_passes()
   local expired = redis.call('ZRANGEBYSCORE', passes, '-inf', now, 'LIMIT', 0, MAX_EXPIRE)
@@ -135,6 +144,10 @@ local function admission_round(s)
     end
   end
   redis.call('HSET', meta, 'tokens', int(tokens - admitted * 1000), 'refilled_at', int(refilled_at))
+  -- The first admission creates the passes key, which then needs its expiry too.
+  if admitted > 0 and redis.call('PTTL', passes) == -1 then
+    retain()
+  end
 end
 
 local function describe(s)
@@ -187,6 +200,12 @@ if op == 'join' then
   redis.call('HSET', users, user, int(position) .. ':' .. int(now))
   redis.call('ZADD', line, position, position)
   redis.call('HSET', places, position, 'W:' .. user .. ':' .. int(now))
+  -- Refreshing the expiry on every join would double the work of a join; every
+  -- thousandth keeps it days ahead. A line that emptied was deleted by Redis and has just
+  -- been created again, without an expiry.
+  if position % 1000 == 1 or redis.call('PTTL', line) == -1 then
+    retain()
+  end
   return { 'JOINED', position, now }
 end
 
@@ -263,6 +282,7 @@ if op == 'configure' then
     redis.call('HSET', meta, 'open', ARGV[3], 'rate', rate, 'max_active', ARGV[5],
       'pass_ttl_ms', ARGV[6], 'idle_ms', ARGV[7], 'tokens', int(math.min(s.tokens, rate * 1000)))
   end
+  retain()
   return describe(settings())
 end
 
