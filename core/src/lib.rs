@@ -14,6 +14,7 @@ pub mod money;
 pub mod pass;
 pub mod payment;
 pub mod queue;
+pub mod ranking;
 pub mod seats;
 pub mod time;
 

@@ -116,6 +116,10 @@ pub enum PassError {
     Expired,
     #[error("the token is for another queue")]
     WrongQueue,
+    /// Genuine and unexpired, but the queue ended it: its payment completed, or the place
+    /// was reset.
+    #[error("the pass has been used up; join the queue again")]
+    NoLongerActive,
     #[error("a {presented:?} was presented where a {expected:?} is required")]
     WrongKind {
         expected: TokenKind,
@@ -128,7 +132,7 @@ impl DomainError for PassError {
         match self {
             PassError::Malformed => ErrorCode::TokenMalformed,
             PassError::BadSignature => ErrorCode::TokenBadSignature,
-            PassError::Expired => ErrorCode::TokenExpired,
+            PassError::Expired | PassError::NoLongerActive => ErrorCode::TokenExpired,
             PassError::WrongQueue => ErrorCode::TokenWrongQueue,
             PassError::WrongKind { .. } => ErrorCode::TokenWrongKind,
         }

@@ -278,6 +278,23 @@ impl SeatSelection {
         .map_err(SeatError::from)
     }
 
+    /// Refuses, naming them, when any of the seats cannot be held at `now`.
+    pub fn ensure_holdable(
+        states: &[(SeatId, SeatState)],
+        now: Timestamp,
+    ) -> Result<(), SeatError> {
+        let taken: Vec<SeatId> = states
+            .iter()
+            .filter(|(_, state)| !state.is_holdable(now))
+            .map(|(id, _)| *id)
+            .collect();
+        if taken.is_empty() {
+            Ok(())
+        } else {
+            Err(SeatError::Unavailable(taken))
+        }
+    }
+
     /// Tries to hold every selected seat at once: all or none. `states` are the current
     /// states of the selected seats. On refusal nothing changes and the error names the
     /// seats that are taken.
@@ -288,14 +305,7 @@ impl SeatSelection {
         now: Timestamp,
         policy: &HoldPolicy,
     ) -> Result<Vec<(SeatId, SeatState)>, SeatError> {
-        let taken: Vec<SeatId> = states
-            .iter()
-            .filter(|(_, state)| !state.is_holdable(now))
-            .map(|(id, _)| *id)
-            .collect();
-        if !taken.is_empty() {
-            return Err(SeatError::Unavailable(taken));
-        }
+        Self::ensure_holdable(states, now)?;
         Ok(states
             .iter()
             .filter_map(|(id, state)| state.hold(reservation, now, policy).map(|s| (*id, s)))

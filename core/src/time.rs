@@ -118,6 +118,21 @@ impl Timestamp {
         )
     }
 
+    /// The SQL `DATETIME(3)` literal of this instant in UTC: `2026-11-21 12:00:00.000`. The
+    /// schema stores UTC without a zone, so reads and writes never depend on a session's
+    /// time zone.
+    pub fn to_sql_datetime(self) -> String {
+        let mut text = self.to_rfc3339();
+        text.pop();
+        text.replace('T', " ")
+    }
+
+    /// Parses a SQL `DATETIME` literal in UTC, with or without a fraction
+    /// (`2026-11-21 12:00:00.000000`).
+    pub fn parse_sql_datetime(input: &str) -> Result<Self, TimestampError> {
+        Self::parse_rfc3339(&format!("{}Z", input.replacen(' ', "T", 1)))
+    }
+
     /// Parses UTC RFC 3339 with a `Z` suffix and an optional fraction of 1 to 9 digits
     /// (truncated to milliseconds).
     pub fn parse_rfc3339(input: &str) -> Result<Self, TimestampError> {
@@ -274,6 +289,21 @@ mod tests {
         assert_eq!(t.unix_millis() % 1000, 123);
         let t = Timestamp::parse_rfc3339("2026-01-01T00:00:00.5Z").unwrap();
         assert_eq!(t.unix_millis() % 1000, 500);
+    }
+
+    #[test]
+    fn sql_datetimes_round_trip_in_utc() {
+        let at = Timestamp::parse_rfc3339("2026-11-21T12:34:56.789Z").unwrap();
+        assert_eq!(at.to_sql_datetime(), "2026-11-21 12:34:56.789");
+        assert_eq!(
+            Timestamp::parse_sql_datetime("2026-11-21 12:34:56.789000"),
+            Ok(at)
+        );
+        assert_eq!(
+            Timestamp::parse_sql_datetime("2026-11-21 12:34:56").map(Timestamp::unix_millis),
+            Ok(at.unix_millis() - 789)
+        );
+        assert!(Timestamp::parse_sql_datetime("yesterday").is_err());
     }
 
     #[test]

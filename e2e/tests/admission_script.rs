@@ -21,6 +21,7 @@ enum Op {
     Join(u8),
     Poll(usize),
     Consume(usize),
+    Check(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -32,6 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u8..4).prop_map(Op::Join),
         4 => any::<usize>().prop_map(Op::Poll),
         2 => any::<usize>().prop_map(Op::Consume),
+        1 => any::<usize>().prop_map(Op::Check),
     ]
 }
 
@@ -255,7 +257,16 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 prop_assert_eq!(text(&reply[0]), expected);
             }
-            Op::Poll(_) | Op::Consume(_) => {}
+            Op::Check(pick) if model.joined > 0 => {
+                let position = pick as u64 % model.joined + 1;
+                let reply = queue.call(&args(&[&"check", &now, &position, &position]));
+                let expected = match model.places[&position] {
+                    State::Active { expires_at, .. } if now < expires_at => "ACTIVE",
+                    _ => "NOT_ACTIVE",
+                };
+                prop_assert_eq!(text(&reply[0]), expected);
+            }
+            Op::Poll(_) | Op::Consume(_) | Op::Check(_) => {}
         }
         let overview = queue.call(&args(&[&"settings", &now]));
         prop_assert_eq!(int(&overview[6]), model.joined);

@@ -201,15 +201,7 @@ impl Server {
 
         let Ok(_permit) = self.in_flight.try_acquire() else {
             metrics.rejected("overloaded");
-            let mut response = error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "the server is at capacity, retry shortly",
-            );
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+            return at_capacity();
         };
         let in_flight = route_metrics.started();
         let request = Request::from_parts(parts, full_body(body));
@@ -228,6 +220,13 @@ impl Server {
                     "timeout",
                     "the request took too long",
                 )
+            }
+            // Every instance slot is taken: the server is at capacity, like the request
+            // limit above, and the client may retry.
+            Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                metrics.rejected("instances");
+                tracing::warn!(%component, "no free instance slot");
+                at_capacity()
             }
             Err(error) => {
                 tracing::error!(%component, error = format!("{error:#}"), "component failed");
@@ -321,6 +320,19 @@ fn json_response(status: StatusCode, body: String) -> Response<WasiBody> {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `503` with `Retry-After: 1`: every request slot or instance slot is taken.
+fn at_capacity() -> Response<WasiBody> {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        "the server is at capacity, retry shortly",
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 

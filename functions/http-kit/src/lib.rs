@@ -35,6 +35,11 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> Reply {
     }
 }
 
+/// `status` with a body that is JSON text already (e.g. from a cache).
+pub fn json_text(status: StatusCode, body: String) -> Reply {
+    (status, json_headers_for(&body), body)
+}
+
 /// The error's JSON body with its status, and `Retry-After` where retrying helps.
 pub fn error_reply(error: &ApiError) -> Reply {
     let status =
@@ -154,4 +159,54 @@ pub fn now() -> Timestamp {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     Timestamp::from_unix_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Configuration from Spin variables, loaded on an instance's first request and kept for
+/// its life. A broken configuration is the operator's error: requests answer 503 and the log
+/// names the variable, never its value.
+pub mod config {
+    use std::future::Future;
+    use std::sync::OnceLock;
+
+    use spin_sdk::variables;
+    use ticketing_core::ApiError;
+
+    /// The value in `cell`, loading it with `load` first if this instance has none yet.
+    pub async fn once<T: Send + Sync>(
+        cell: &'static OnceLock<T>,
+        component: &str,
+        load: impl Future<Output = Result<T, String>>,
+    ) -> Result<&'static T, ApiError> {
+        if let Some(config) = cell.get() {
+            return Ok(config);
+        }
+        let config = load.await.map_err(|problem| {
+            eprintln!("{component}: configuration: {problem}");
+            ApiError::unavailable(&format!("the {component} configuration"))
+        })?;
+        Ok(cell.get_or_init(|| config))
+    }
+
+    pub async fn text(name: &str) -> Result<String, String> {
+        variables::get(name)
+            .await
+            .map_err(|error| format!("variable {name}: {error:?}"))
+    }
+
+    /// A whole number within `range`.
+    pub async fn number<T>(name: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Debug,
+    {
+        let value: T = text(name)
+            .await?
+            .trim()
+            .parse()
+            .map_err(|_| format!("variable {name} must be a non-negative integer"))?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!("variable {name} must be within {range:?}"))
+        }
+    }
 }

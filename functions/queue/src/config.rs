@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use spin_sdk::variables;
+use http_kit::config::{number, once, text};
 use ticketing_core::ApiError;
 use ticketing_core::admin::AdminKey;
 use ticketing_core::limits::RateLimit;
@@ -23,32 +23,9 @@ pub(crate) struct Config {
     pub(crate) status_limits: AbuseLimits,
 }
 
-/// The configuration, loaded on the instance's first request. A broken configuration is an
-/// operator error: every request answers 503 naming the variable until it is fixed.
 pub(crate) async fn get() -> Result<&'static Config, ApiError> {
     static CONFIG: OnceLock<Config> = OnceLock::new();
-    if let Some(config) = CONFIG.get() {
-        return Ok(config);
-    }
-    let config = load().await.map_err(|problem| {
-        eprintln!("queue: configuration: {problem}");
-        ApiError::unavailable("the queue configuration")
-    })?;
-    Ok(CONFIG.get_or_init(|| config))
-}
-
-async fn text(name: &str) -> Result<String, String> {
-    variables::get(name)
-        .await
-        .map_err(|error| format!("variable {name}: {error:?}"))
-}
-
-async fn number<T: std::str::FromStr>(name: &str) -> Result<T, String> {
-    text(name)
-        .await?
-        .trim()
-        .parse()
-        .map_err(|_| format!("variable {name} must be a non-negative integer"))
+    once(&CONFIG, "queue", load()).await
 }
 
 fn invalid(name: &str, error: impl std::fmt::Display) -> String {
@@ -61,13 +38,13 @@ async fn load() -> Result<Config, String> {
     let admin_key =
         AdminKey::new(&text("admin_key").await?).map_err(|e| invalid("admin_key", e))?;
     let default_policy = AdmissionPolicy::new(
-        number("queue_rate_per_sec").await?,
-        number("queue_max_active").await?,
-        Duration::from_secs(number("queue_pass_ttl_seconds").await?),
-        Duration::from_secs(number("queue_idle_timeout_seconds").await?),
+        number("queue_rate_per_sec", 1..=100_000).await?,
+        number("queue_max_active", 1..=10_000_000).await?,
+        Duration::from_secs(number("queue_pass_ttl_seconds", 30..=86_400).await?),
+        Duration::from_secs(number("queue_idle_timeout_seconds", 10..=3_600).await?),
     )
     .map_err(|e| invalid("queue_*", e))?;
-    let window = Duration::from_secs(number("queue_limit_window_seconds").await?);
+    let window = Duration::from_secs(number("queue_limit_window_seconds", 1..=3_600).await?);
     let limit = |max: u32| {
         RateLimit::new(max, window).map_err(|e| invalid("queue_limit_window_seconds", e))
     };
@@ -77,12 +54,12 @@ async fn load() -> Result<Config, String> {
         admin_key,
         default_policy,
         join_limits: AbuseLimits {
-            per_user: limit(number("queue_join_limit_per_user").await?)?,
-            per_address: limit(number("queue_join_limit_per_address").await?)?,
+            per_user: limit(number("queue_join_limit_per_user", 0..=u32::MAX).await?)?,
+            per_address: limit(number("queue_join_limit_per_address", 0..=u32::MAX).await?)?,
         },
         status_limits: AbuseLimits {
-            per_user: limit(number("queue_status_limit_per_user").await?)?,
-            per_address: limit(number("queue_status_limit_per_address").await?)?,
+            per_user: limit(number("queue_status_limit_per_user", 0..=u32::MAX).await?)?,
+            per_address: limit(number("queue_status_limit_per_address", 0..=u32::MAX).await?)?,
         },
     })
 }

@@ -3,8 +3,8 @@
 //! however many users race. The script mirrors the core's admission rules; this module only
 //! names the keys, passes arguments and reads replies back into core types.
 //!
-//! Shared by the queue component (join, status, admin) and the payment component (consume a
-//! pass once its payment completed).
+//! Shared by the queue component (join, status, admin), the seats component (is a pass still
+//! active) and the payment component (consume a pass once its payment completed).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use ticketing_core::ApiError;
 use ticketing_core::ids::{QueueId, UserId};
 use ticketing_core::limits::{RateLimit, RateLimited};
-use ticketing_core::pass::Claims;
+use ticketing_core::pass::{Claims, PassError};
 use ticketing_core::queue::{AdmissionPolicy, ExpiryReason, Position, QueueError, QueueSettings};
 use ticketing_core::time::Timestamp;
 
@@ -306,6 +306,20 @@ impl WaitingRoom {
         match reply.outcome() {
             "CONSUMED" => Ok(Consumed::Done),
             "NOT_ACTIVE" => Ok(Consumed::NotActive),
+            _ => Err(reply.common_error(&pass.queue_id)),
+        }
+    }
+
+    /// Checks that a pass (already verified by signature and expiry) still counts in its
+    /// queue: a consumed pass may not reserve or pay again.
+    pub async fn ensure_pass_active(&self, pass: &Claims, now: Timestamp) -> Result<(), ApiError> {
+        let call = ScriptCall::new(&pass.queue_id, "check", now)
+            .arg(pass.position.get())
+            .arg(pass.user_id);
+        let reply = self.run(call).await?;
+        match reply.outcome() {
+            "ACTIVE" => Ok(()),
+            "NOT_ACTIVE" => Err(PassError::NoLongerActive.into()),
             _ => Err(reply.common_error(&pass.queue_id)),
         }
     }

@@ -260,6 +260,16 @@ if op == 'consume' then
   return { 'CONSUMED' }
 end
 
+-- check: ARGV 3 position, 4 user. Whether a pass still counts: admitted, not expired, not
+-- consumed. Read-only.
+if op == 'check' then
+  local place = parse_place(redis.call('HGET', places, ARGV[3]))
+  if place and place.user == ARGV[4] and place.state == 'A' and now < place.expires_at then
+    return { 'ACTIVE' }
+  end
+  return { 'NOT_ACTIVE' }
+end
+
 -- settings: the queue's configuration and counts.
 if op == 'settings' then
   local s = settings()

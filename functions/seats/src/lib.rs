@@ -1,0 +1,379 @@
+//! Concerts, schedules, seat maps and seat holds.
+//!
+//! Reads come from a Redis cache whose TTLs are the seed documents' upper bounds (concert
+//! list 5 min, a concert 10 min, its schedules 3 min, a seat map 10 s) and which every hold
+//! and release invalidates, so a held seat leaves the map at once. Holds need an active pass
+//! from the queue; the user is the pass's, never the body's.
+//!
+//! - `GET /api/concerts`, `/api/concerts/{id}`, `/api/concerts/{id}/schedules`
+//! - `GET /api/concerts/ranking?window=all|3d|7d`
+//! - `GET /api/schedules/{id}/seats`
+//! - `POST /api/reservations` `{ scheduleId, seatIds }` → `201`, or `409` naming taken seats
+//! - `GET`, `DELETE /api/reservations/{id}` (the owner only)
+
+mod config;
+mod store;
+
+use http_kit::{Reply, bearer_token, json, json_text, now, query_param, read_json, respond};
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{IntoResponse, Method, Request, StatusCode};
+use spin_sdk::http_service;
+use sql_kit::Db;
+use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
+use ticketing_core::money::Amount;
+use ticketing_core::pass::{Claims, TokenKind};
+use ticketing_core::ranking::RankingWindow;
+use ticketing_core::seats::{ReservationStatus, SeatSelection};
+use ticketing_core::time::Timestamp;
+use ticketing_core::{ApiError, ErrorCode};
+use waiting_room::WaitingRoom;
+
+use crate::config::Config;
+use crate::store::{Cache, ReservationView, SeatMap};
+
+/// Cache lifetimes, the seed documents' values as upper bounds.
+const CONCERTS_TTL_MS: u64 = 5 * 60_000;
+const CONCERT_TTL_MS: u64 = 10 * 60_000;
+const SCHEDULES_TTL_MS: u64 = 3 * 60_000;
+const SEAT_MAP_TTL_MS: u64 = 10_000;
+
+#[http_service]
+async fn handle(request: Request) -> impl IntoResponse {
+    respond(route(request).await)
+}
+
+async fn route(request: Request) -> Result<Reply, ApiError> {
+    let path = request.uri().path().trim_end_matches('/').to_owned();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    match (request.method().clone(), segments.as_slice()) {
+        (Method::GET, ["api", "concerts"]) => concerts().await,
+        (Method::GET, ["api", "concerts", "ranking"]) => ranking(&request).await,
+        (Method::GET, ["api", "concerts", id]) => concert(ConcertId::parse(id)?).await,
+        (Method::GET, ["api", "concerts", concert, "schedules"]) => {
+            schedules(ConcertId::parse(concert)?).await
+        }
+        (Method::GET, ["api", "schedules", schedule, "seats"]) => {
+            seat_map(ScheduleId::parse(schedule)?).await
+        }
+        (Method::POST, ["api", "reservations"]) => reserve(request).await,
+        (Method::GET, ["api", "reservations", reservation]) => {
+            let reservation = ReservationId::parse(reservation)?;
+            show_reservation(&request, reservation).await
+        }
+        (Method::DELETE, ["api", "reservations", reservation]) => {
+            let reservation = ReservationId::parse(reservation)?;
+            cancel_reservation(&request, reservation).await
+        }
+        _ => Err(http_kit::no_route(&request)),
+    }
+}
+
+async fn connect() -> Result<(&'static Config, Cache), ApiError> {
+    let config = config::get().await?;
+    let cache = Cache::connect(&config.redis_url).await?;
+    Ok((config, cache))
+}
+
+async fn database(config: &Config) -> Result<Db, ApiError> {
+    Ok(Db::open(&config.mysql_url).await?)
+}
+
+fn not_found(what: &str, id: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("{what} {id} does not exist"))
+}
+
+fn to_json(value: &impl Serialize) -> Result<String, ApiError> {
+    serde_json::to_string(value).map_err(|_| ApiError::unavailable("the reply encoder"))
+}
+
+// ---- catalog reads ----------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct ConcertList {
+    concerts: Vec<store::Concert>,
+}
+
+/// The concert list's JSON, from the cache or freshly read.
+async fn concert_list_json(config: &Config, cache: &Cache) -> Result<String, ApiError> {
+    let key = store::concerts_key();
+    if let Some(body) = cache.get(&key).await? {
+        return Ok(body);
+    }
+    let db = database(config).await?;
+    let body = to_json(&ConcertList {
+        concerts: store::concerts(&db).await?,
+    })?;
+    cache.put(&key, &body, CONCERTS_TTL_MS).await;
+    Ok(body)
+}
+
+async fn concerts() -> Result<Reply, ApiError> {
+    let (config, cache) = connect().await?;
+    Ok(json_text(
+        StatusCode::OK,
+        concert_list_json(config, &cache).await?,
+    ))
+}
+
+async fn concert(concert: ConcertId) -> Result<Reply, ApiError> {
+    let (config, cache) = connect().await?;
+    let key = store::concert_key(concert);
+    if let Some(body) = cache.get(&key).await? {
+        return Ok(json_text(StatusCode::OK, body));
+    }
+    let db = database(config).await?;
+    let found = store::concert(&db, concert)
+        .await?
+        .ok_or_else(|| not_found("concert", concert))?;
+    let body = to_json(&found)?;
+    cache.put(&key, &body, CONCERT_TTL_MS).await;
+    Ok(json_text(StatusCode::OK, body))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ScheduleList {
+    concert_id: ConcertId,
+    schedules: Vec<store::Schedule>,
+}
+
+async fn schedules(concert: ConcertId) -> Result<Reply, ApiError> {
+    let (config, cache) = connect().await?;
+    let key = store::schedules_key(concert);
+    if let Some(body) = cache.get(&key).await? {
+        return Ok(json_text(StatusCode::OK, body));
+    }
+    let db = database(config).await?;
+    if store::concert(&db, concert).await?.is_none() {
+        return Err(not_found("concert", concert));
+    }
+    let body = to_json(&ScheduleList {
+        concert_id: concert,
+        schedules: store::schedules(&db, concert, now()).await?,
+    })?;
+    cache.put(&key, &body, SCHEDULES_TTL_MS).await;
+    Ok(json_text(StatusCode::OK, body))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SeatMapReply {
+    schedule_id: ScheduleId,
+    concert_id: ConcertId,
+    total_seats: u64,
+    available_seats: usize,
+    /// The seats open to a hold, by seat number; held and sold seats are not listed.
+    seats: Vec<store::Seat>,
+}
+
+async fn seat_map(schedule: ScheduleId) -> Result<Reply, ApiError> {
+    let (config, cache) = connect().await?;
+    let version = match cache.seat_map(schedule).await? {
+        SeatMap::Cached(body) => return Ok(json_text(StatusCode::OK, body)),
+        SeatMap::Missing { version } => version,
+    };
+    let db = database(config).await?;
+    let found = store::schedule(&db, schedule)
+        .await?
+        .ok_or_else(|| not_found("schedule", schedule))?;
+    let seats = store::available_seats(&db, schedule, now()).await?;
+    let body = to_json(&SeatMapReply {
+        schedule_id: schedule,
+        concert_id: found.concert_id,
+        total_seats: found.total_seats,
+        available_seats: seats.len(),
+        seats,
+    })?;
+    cache
+        .put_seat_map(schedule, &version, &body, SEAT_MAP_TTL_MS)
+        .await;
+    Ok(json_text(StatusCode::OK, body))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RankingEntry {
+    rank: usize,
+    concert_id: ConcertId,
+    title: String,
+    seats_sold: u64,
+}
+
+#[derive(Serialize)]
+struct RankingReply {
+    window: &'static str,
+    ranking: Vec<RankingEntry>,
+}
+
+#[derive(Deserialize)]
+struct CachedConcerts {
+    concerts: Vec<CachedConcert>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CachedConcert {
+    concert_id: ConcertId,
+    title: String,
+}
+
+async fn ranking(request: &Request) -> Result<Reply, ApiError> {
+    let window = RankingWindow::parse(query_param(request, "window").unwrap_or("all"))?;
+    let (config, cache) = connect().await?;
+    let top = cache.ranking(window, now()).await?;
+    let titles: Vec<CachedConcert> = if top.is_empty() {
+        Vec::new()
+    } else {
+        let list = concert_list_json(config, &cache).await?;
+        serde_json::from_str::<CachedConcerts>(&list)
+            .map(|c| c.concerts)
+            .unwrap_or_default()
+    };
+    let ranking = top
+        .into_iter()
+        .enumerate()
+        .map(|(index, (concert_id, seats_sold))| RankingEntry {
+            rank: index + 1,
+            title: titles
+                .iter()
+                .find(|c| c.concert_id == concert_id)
+                .map(|c| c.title.clone())
+                .unwrap_or_default(),
+            concert_id,
+            seats_sold,
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &RankingReply {
+            window: window.as_str(),
+            ranking,
+        },
+    ))
+}
+
+// ---- reservations -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReserveRequest {
+    schedule_id: ScheduleId,
+    seat_ids: Vec<SeatId>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReservationReply {
+    reservation_id: ReservationId,
+    user_id: UserId,
+    schedule_id: ScheduleId,
+    status: ReservationStatus,
+    seats: Vec<store::Seat>,
+    amount: Amount,
+    expires_at: Timestamp,
+}
+
+impl ReservationReply {
+    fn new(view: ReservationView, now: Timestamp) -> Self {
+        let reservation = view.reservation;
+        Self {
+            status: reservation.effective_status(now),
+            reservation_id: reservation.id,
+            user_id: reservation.user_id,
+            schedule_id: reservation.schedule_id,
+            seats: view.seats,
+            amount: reservation.amount,
+            expires_at: reservation.expires_at,
+        }
+    }
+}
+
+/// The pass in the `Authorization` header, checked by signature, kind and expiry.
+fn pass(config: &Config, request: &Request, now: Timestamp) -> Result<Claims, ApiError> {
+    Ok(config
+        .pass_key
+        .verify_any_queue(bearer_token(request)?, TokenKind::Pass, now)?)
+}
+
+async fn reserve(request: Request) -> Result<Reply, ApiError> {
+    let (config, cache) = connect().await?;
+    let now = now();
+    let pass = pass(config, &request, now)?;
+    let body: ReserveRequest = read_json(request).await?;
+    let selection = SeatSelection::new(body.schedule_id, &body.seat_ids, &config.hold_policy)?;
+    WaitingRoom::connect(&config.redis_url)
+        .await?
+        .ensure_pass_active(&pass, now)
+        .await?;
+    let db = database(config).await?;
+    let schedule = store::schedule(&db, selection.schedule())
+        .await?
+        .ok_or_else(|| not_found("schedule", selection.schedule()))?;
+    let view = store::hold(&db, &selection, pass.user_id, &config.hold_policy, now).await?;
+    invalidate(&cache, schedule).await;
+    Ok(json(StatusCode::CREATED, &ReservationReply::new(view, now)))
+}
+
+/// A stale cache only lasts its TTL, so a failure to invalidate is logged, not returned:
+/// the hold itself is committed.
+async fn invalidate(cache: &Cache, schedule: store::ScheduleRef) {
+    if let Err(error) = cache.invalidate(schedule).await {
+        eprintln!(
+            "seats: invalidating schedule {}: {error}",
+            schedule.schedule_id
+        );
+    }
+}
+
+/// The reservation, if it exists and belongs to the pass's user.
+async fn owned_reservation(
+    config: &Config,
+    request: &Request,
+    reservation: ReservationId,
+    now: Timestamp,
+) -> Result<(Db, ReservationView), ApiError> {
+    let pass = pass(config, request, now)?;
+    let db = database(config).await?;
+    let view = store::reservation(&db, reservation)
+        .await?
+        .ok_or_else(|| not_found("reservation", reservation))?;
+    view.reservation.ensure_owner(pass.user_id)?;
+    Ok((db, view))
+}
+
+async fn show_reservation(
+    request: &Request,
+    reservation: ReservationId,
+) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    let now = now();
+    let (_, view) = owned_reservation(config, request, reservation, now).await?;
+    Ok(json(StatusCode::OK, &ReservationReply::new(view, now)))
+}
+
+async fn cancel_reservation(
+    request: &Request,
+    reservation: ReservationId,
+) -> Result<Reply, ApiError> {
+    let (config, cache) = connect().await?;
+    let now = now();
+    let (db, view) = owned_reservation(config, request, reservation, now).await?;
+    view.reservation.cancel(now)?;
+    if !store::release(&db, &view.reservation, now).await? {
+        // Paid, lapsed or cancelled between the read and the write: report its state now.
+        let current = store::reservation(&db, reservation)
+            .await?
+            .ok_or_else(|| not_found("reservation", reservation))?;
+        current.reservation.cancel(now)?;
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!("reservation {reservation} changed meanwhile; read it again"),
+        ));
+    }
+    if let Some(schedule) = store::schedule(&db, view.reservation.schedule_id).await? {
+        invalidate(&cache, schedule).await;
+    }
+    let mut view = view;
+    view.reservation.status = ReservationStatus::Cancelled;
+    Ok(json(StatusCode::OK, &ReservationReply::new(view, now)))
+}

@@ -1,0 +1,785 @@
+//! The only module that talks to MySQL and Redis: catalog reads, the read cache, the
+//! ranking sets, and the hold and release transactions.
+//!
+//! Holding seats is one READ COMMITTED transaction around a conditional `UPDATE` that only
+//! takes seats the core calls holdable (AVAILABLE, or HELD with a lapsed hold); the affected
+//! row count says whether every seat was taken. Seats are locked in primary-key order (the
+//! selection is sorted), so two holds never deadlock on each other, and the unique key on
+//! live reservation seats backs the whole thing up in the schema.
+
+use serde::Serialize;
+use spin_sdk::mysql::Row;
+use spin_sdk::redis::{self, RedisParameter, RedisResult};
+use sql_kit::{
+    Db, DbError, DbResult, column_text, column_time, column_u64, corrupt, datetime, id,
+    placeholders,
+};
+use ticketing_core::ApiError;
+use ticketing_core::events::{ReservationExpired, ReservationHeld, ReservationReleased};
+use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
+use ticketing_core::money::Amount;
+use ticketing_core::ranking::{RankingWindow, TOP};
+use ticketing_core::seats::{
+    HoldPolicy, Reservation, ReservationStatus, SeatError, SeatListing, SeatSelection, SeatState,
+};
+use ticketing_core::time::Timestamp;
+
+/// The core's `SeatState::is_holdable` as SQL; `?` is the current time.
+const HOLDABLE: &str = "(status = 'AVAILABLE' OR (status = 'HELD' AND held_until <= ?))";
+
+/// How long a transaction waits for a row lock before giving up and retrying.
+const LOCK_WAIT_SECONDS: u32 = 3;
+/// Attempts of a transaction that lost a deadlock or a lock wait.
+const ATTEMPTS: usize = 3;
+
+// ---- catalog -------------------------------------------------------------------------
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Concert {
+    pub(crate) concert_id: ConcertId,
+    pub(crate) title: String,
+    pub(crate) artist: String,
+    pub(crate) venue: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Schedule {
+    pub(crate) schedule_id: ScheduleId,
+    pub(crate) starts_at: Timestamp,
+    pub(crate) total_seats: u64,
+    pub(crate) available_seats: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Seat {
+    pub(crate) seat_id: SeatId,
+    pub(crate) seat_no: u64,
+    pub(crate) label: String,
+    pub(crate) price: Amount,
+}
+
+/// A schedule's identity, as holds and seat maps need it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScheduleRef {
+    pub(crate) schedule_id: ScheduleId,
+    pub(crate) concert_id: ConcertId,
+    pub(crate) total_seats: u64,
+}
+
+fn concert_from(row: &Row) -> DbResult<Concert> {
+    Ok(Concert {
+        concert_id: column_u64(row, 0)
+            .and_then(|n| ConcertId::new(n).ok())
+            .ok_or_else(|| corrupt("concerts.id"))?,
+        title: column_text(row, 1).ok_or_else(|| corrupt("concerts.title"))?,
+        artist: column_text(row, 2).ok_or_else(|| corrupt("concerts.artist"))?,
+        venue: column_text(row, 3).ok_or_else(|| corrupt("concerts.venue"))?,
+    })
+}
+
+pub(crate) async fn concerts(db: &Db) -> DbResult<Vec<Concert>> {
+    db.query(
+        "SELECT id, title, artist, venue FROM concerts ORDER BY id",
+        vec![],
+    )
+    .await?
+    .iter()
+    .map(concert_from)
+    .collect()
+}
+
+pub(crate) async fn concert(db: &Db, concert: ConcertId) -> DbResult<Option<Concert>> {
+    db.query(
+        "SELECT id, title, artist, venue FROM concerts WHERE id = ?",
+        vec![id(concert.get())],
+    )
+    .await?
+    .first()
+    .map(concert_from)
+    .transpose()
+}
+
+/// The schedules of a concert by date, with their seats open to a hold at `now`.
+pub(crate) async fn schedules(
+    db: &Db,
+    concert: ConcertId,
+    now: Timestamp,
+) -> DbResult<Vec<Schedule>> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT sc.id, sc.starts_at, sc.total_seats, \
+                   (SELECT COUNT(*) FROM seats WHERE schedule_id = sc.id AND {HOLDABLE}) \
+                 FROM schedules sc WHERE sc.concert_id = ? ORDER BY sc.starts_at, sc.id"
+            ),
+            vec![datetime(now), id(concert.get())],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Schedule {
+                schedule_id: column_u64(row, 0)
+                    .and_then(|n| ScheduleId::new(n).ok())
+                    .ok_or_else(|| corrupt("schedules.id"))?,
+                starts_at: column_time(row, 1).ok_or_else(|| corrupt("schedules.starts_at"))?,
+                total_seats: column_u64(row, 2).ok_or_else(|| corrupt("schedules.total_seats"))?,
+                available_seats: column_u64(row, 3).unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn schedule(db: &Db, schedule: ScheduleId) -> DbResult<Option<ScheduleRef>> {
+    let rows = db
+        .query(
+            "SELECT concert_id, total_seats FROM schedules WHERE id = ?",
+            vec![id(schedule.get())],
+        )
+        .await?;
+    rows.first()
+        .map(|row| {
+            Ok(ScheduleRef {
+                schedule_id: schedule,
+                concert_id: column_u64(row, 0)
+                    .and_then(|n| ConcertId::new(n).ok())
+                    .ok_or_else(|| corrupt("schedules.concert_id"))?,
+                total_seats: column_u64(row, 1).ok_or_else(|| corrupt("schedules.total_seats"))?,
+            })
+        })
+        .transpose()
+}
+
+/// The seats of a schedule open to a hold at `now`, by seat number.
+pub(crate) async fn available_seats(
+    db: &Db,
+    schedule: ScheduleId,
+    now: Timestamp,
+) -> DbResult<Vec<Seat>> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT id, seat_no, label, price FROM seats \
+                 WHERE schedule_id = ? AND {HOLDABLE} ORDER BY seat_no"
+            ),
+            vec![id(schedule.get()), datetime(now)],
+        )
+        .await?;
+    rows.iter().map(seat_from).collect()
+}
+
+fn seat_from(row: &Row) -> DbResult<Seat> {
+    Ok(Seat {
+        seat_id: column_u64(row, 0)
+            .and_then(|n| SeatId::new(n).ok())
+            .ok_or_else(|| corrupt("seats.id"))?,
+        seat_no: column_u64(row, 1).ok_or_else(|| corrupt("seats.seat_no"))?,
+        label: column_text(row, 2).ok_or_else(|| corrupt("seats.label"))?,
+        price: column_u64(row, 3)
+            .and_then(|n| Amount::new(n).ok())
+            .ok_or_else(|| corrupt("seats.price"))?,
+    })
+}
+
+// ---- reservations ----------------------------------------------------------------------
+
+/// A reservation with its seats as the API shows them.
+#[derive(Debug)]
+pub(crate) struct ReservationView {
+    pub(crate) reservation: Reservation,
+    pub(crate) seats: Vec<Seat>,
+}
+
+pub(crate) async fn reservation(
+    db: &Db,
+    reservation: ReservationId,
+) -> DbResult<Option<ReservationView>> {
+    let rows = db
+        .query(
+            "SELECT id, user_id, schedule_id, status, amount, expires_at \
+             FROM reservations WHERE id = ?",
+            vec![id(reservation.get())],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let seats: Vec<Seat> = db
+        .query(
+            "SELECT s.id, s.seat_no, s.label, s.price FROM reservation_seats rs \
+             JOIN seats s ON s.id = rs.seat_id WHERE rs.reservation_id = ? ORDER BY s.id",
+            vec![id(reservation.get())],
+        )
+        .await?
+        .iter()
+        .map(seat_from)
+        .collect::<DbResult<_>>()?;
+    let reservation = Reservation {
+        id: reservation,
+        user_id: column_u64(row, 1)
+            .and_then(|n| UserId::new(n).ok())
+            .ok_or_else(|| corrupt("reservations.user_id"))?,
+        schedule_id: column_u64(row, 2)
+            .and_then(|n| ScheduleId::new(n).ok())
+            .ok_or_else(|| corrupt("reservations.schedule_id"))?,
+        status: column_text(row, 3)
+            .and_then(|s| ReservationStatus::parse(&s))
+            .ok_or_else(|| corrupt("reservations.status"))?,
+        seat_ids: seats.iter().map(|s| s.seat_id).collect(),
+        amount: column_u64(row, 4)
+            .and_then(|n| Amount::new(n).ok())
+            .ok_or_else(|| corrupt("reservations.amount"))?,
+        expires_at: column_time(row, 5).ok_or_else(|| corrupt("reservations.expires_at"))?,
+    };
+    Ok(Some(ReservationView { reservation, seats }))
+}
+
+/// A seat as a hold finds it before taking it.
+struct SeatRow {
+    seat: Seat,
+    listing: SeatListing,
+    state: SeatState,
+}
+
+async fn seat_rows(db: &Db, seats: &[SeatId]) -> DbResult<Vec<SeatRow>> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT id, seat_no, label, price, schedule_id, status, reservation_id, \
+                 held_until FROM seats WHERE id IN ({})",
+                placeholders(seats.len())
+            ),
+            seats.iter().map(|s| id(s.get())).collect(),
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let seat = seat_from(row)?;
+            let owner = || {
+                column_u64(row, 6)
+                    .and_then(|n| ReservationId::new(n).ok())
+                    .ok_or_else(|| corrupt("seats.reservation_id"))
+            };
+            let state = match column_text(row, 5).as_deref() {
+                Some("AVAILABLE") => SeatState::Available,
+                Some("HELD") => SeatState::Held {
+                    reservation: owner()?,
+                    until: column_time(row, 7).ok_or_else(|| corrupt("seats.held_until"))?,
+                },
+                Some("SOLD") => SeatState::Sold {
+                    reservation: owner()?,
+                },
+                _ => return Err(corrupt("seats.status")),
+            };
+            Ok(SeatRow {
+                listing: SeatListing {
+                    seat: seat.seat_id,
+                    schedule: column_u64(row, 4)
+                        .and_then(|n| ScheduleId::new(n).ok())
+                        .ok_or_else(|| corrupt("seats.schedule_id"))?,
+                    price: seat.price,
+                },
+                seat,
+                state,
+            })
+        })
+        .collect()
+}
+
+/// Why a hold did not happen.
+#[derive(Debug)]
+pub(crate) enum HoldRefused {
+    Seats(SeatError),
+    Db(DbError),
+}
+
+impl From<DbError> for HoldRefused {
+    fn from(error: DbError) -> Self {
+        HoldRefused::Db(error)
+    }
+}
+
+impl From<HoldRefused> for ApiError {
+    fn from(refused: HoldRefused) -> Self {
+        match refused {
+            HoldRefused::Seats(error) => error.into(),
+            HoldRefused::Db(error) => error.into(),
+        }
+    }
+}
+
+/// Holds every seat of `selection` for `user` until `now + hold_ttl`, or none of them.
+pub(crate) async fn hold(
+    db: &Db,
+    selection: &SeatSelection,
+    user: UserId,
+    policy: &HoldPolicy,
+    now: Timestamp,
+) -> Result<ReservationView, HoldRefused> {
+    let mut found = seat_rows(db, selection.seats()).await?;
+    let listings: Vec<SeatListing> = found.iter().map(|s| s.listing).collect();
+    let amount = selection.price(&listings).map_err(HoldRefused::Seats)?;
+    // A cheap read first: seats plainly taken are refused without a transaction, which is
+    // the fate of almost every request in a rush for a few seats.
+    let states: Vec<(SeatId, SeatState)> =
+        found.iter().map(|s| (s.seat.seat_id, s.state)).collect();
+    SeatSelection::ensure_holdable(&states, now).map_err(HoldRefused::Seats)?;
+    let lapsed: Vec<ReservationId> = {
+        let mut ids: Vec<ReservationId> = found
+            .iter()
+            .filter_map(|s| match s.state {
+                SeatState::Held { reservation, until } if until <= now => Some(reservation),
+                _ => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match hold_transaction(db, selection, user, amount, &lapsed, policy, now).await {
+            Err(HoldRefused::Db(DbError::Contention)) if attempt < ATTEMPTS => {
+                db.rollback().await;
+            }
+            Err(refused) => {
+                db.rollback().await;
+                return Err(refused);
+            }
+            Ok(reservation) => {
+                found.sort_by_key(|s| s.seat.seat_id);
+                let seats = found.into_iter().map(|s| s.seat).collect();
+                return Ok(ReservationView { reservation, seats });
+            }
+        }
+    }
+}
+
+async fn hold_transaction(
+    db: &Db,
+    selection: &SeatSelection,
+    user: UserId,
+    amount: Amount,
+    lapsed: &[ReservationId],
+    policy: &HoldPolicy,
+    now: Timestamp,
+) -> Result<Reservation, HoldRefused> {
+    let seats = selection.seats();
+    let expires_at = policy.hold_expiry(now);
+    db.begin(LOCK_WAIT_SECONDS).await?;
+    for reservation in lapsed {
+        expire(db, *reservation, now).await?;
+    }
+    db.execute(
+        "INSERT INTO reservations (user_id, schedule_id, status, amount, expires_at, created_at) \
+         VALUES (?, ?, 'HELD', ?, ?, ?)",
+        vec![
+            id(user.get()),
+            id(selection.schedule().get()),
+            id(amount.minor_units()),
+            datetime(expires_at),
+            datetime(now),
+        ],
+    )
+    .await?;
+    let reservation_id =
+        ReservationId::new(db.last_insert_id().await?).map_err(|_| corrupt("LAST_INSERT_ID()"))?;
+    let mut params = vec![
+        id(reservation_id.get()),
+        datetime(expires_at),
+        id(selection.schedule().get()),
+        datetime(now),
+    ];
+    params.extend(seats.iter().map(|s| id(s.get())));
+    db.execute(
+        &format!(
+            "UPDATE seats SET status = 'HELD', reservation_id = ?, held_until = ?, \
+             version = version + 1 \
+             WHERE schedule_id = ? AND {HOLDABLE} AND id IN ({})",
+            placeholders(seats.len())
+        ),
+        params,
+    )
+    .await?;
+    if db.row_count().await? != seats.len() as u64 {
+        let taken = taken_seats(db, seats, reservation_id).await?;
+        return Err(HoldRefused::Seats(SeatError::Unavailable(taken)));
+    }
+    let values = vec!["(?, ?)"; seats.len()].join(", ");
+    let params = seats
+        .iter()
+        .flat_map(|s| [id(reservation_id.get()), id(s.get())])
+        .collect();
+    match db
+        .execute(
+            &format!("INSERT INTO reservation_seats (reservation_id, seat_id) VALUES {values}"),
+            params,
+        )
+        .await
+    {
+        // A live row for one of these seats: the schema's last line of defence held.
+        Err(DbError::Duplicate(_)) => {
+            return Err(HoldRefused::Seats(SeatError::Unavailable(seats.to_vec())));
+        }
+        other => other?,
+    }
+    let reservation = Reservation {
+        id: reservation_id,
+        user_id: user,
+        schedule_id: selection.schedule(),
+        status: ReservationStatus::Held,
+        seat_ids: seats.to_vec(),
+        amount,
+        expires_at,
+    };
+    db.publish(
+        &ReservationHeld {
+            reservation_id,
+            user_id: user,
+            schedule_id: selection.schedule(),
+            seat_ids: seats.to_vec(),
+            amount,
+            expires_at,
+        },
+        now,
+    )
+    .await?;
+    db.commit().await?;
+    Ok(reservation)
+}
+
+/// The selected seats some other reservation owns now.
+async fn taken_seats(db: &Db, seats: &[SeatId], ours: ReservationId) -> DbResult<Vec<SeatId>> {
+    let mut params = vec![id(ours.get())];
+    params.extend(seats.iter().map(|s| id(s.get())));
+    let rows = db
+        .query(
+            &format!(
+                "SELECT id FROM seats WHERE (reservation_id IS NULL OR reservation_id <> ?) \
+                 AND id IN ({}) ORDER BY id",
+                placeholders(seats.len())
+            ),
+            params,
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| column_u64(row, 0).and_then(|n| SeatId::new(n).ok()))
+        .collect())
+}
+
+/// Ends a lapsed hold inside the caller's transaction: the reservation becomes EXPIRED, its
+/// seats are released, and `reservation.expired` is published. A hold that is not lapsed
+/// or was already ended (by a concurrent request or the bridge's sweeper) is left alone.
+async fn expire(db: &Db, reservation: ReservationId, now: Timestamp) -> DbResult<()> {
+    let rows = db
+        .query(
+            "SELECT user_id, schedule_id FROM reservations \
+             WHERE id = ? AND status = 'HELD' AND expires_at <= ? FOR UPDATE",
+            vec![id(reservation.get()), datetime(now)],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(());
+    };
+    let user = column_u64(row, 0)
+        .and_then(|n| UserId::new(n).ok())
+        .ok_or_else(|| corrupt("reservations.user_id"))?;
+    let schedule = column_u64(row, 1)
+        .and_then(|n| ScheduleId::new(n).ok())
+        .ok_or_else(|| corrupt("reservations.schedule_id"))?;
+    db.execute(
+        "UPDATE reservations SET status = 'EXPIRED' WHERE id = ?",
+        vec![id(reservation.get())],
+    )
+    .await?;
+    let seats = release_seats(db, reservation, now).await?;
+    db.publish(
+        &ReservationExpired {
+            reservation_id: reservation,
+            user_id: user,
+            schedule_id: schedule,
+            seat_ids: seats,
+        },
+        now,
+    )
+    .await
+}
+
+/// Frees the seats a reservation still holds; returns them.
+async fn release_seats(
+    db: &Db,
+    reservation: ReservationId,
+    now: Timestamp,
+) -> DbResult<Vec<SeatId>> {
+    let seats: Vec<SeatId> = db
+        .query(
+            "SELECT seat_id FROM reservation_seats \
+             WHERE reservation_id = ? AND released_at IS NULL ORDER BY seat_id",
+            vec![id(reservation.get())],
+        )
+        .await?
+        .iter()
+        .filter_map(|row| column_u64(row, 0).and_then(|n| SeatId::new(n).ok()))
+        .collect();
+    if seats.is_empty() {
+        return Ok(seats);
+    }
+    db.execute(
+        "UPDATE reservation_seats SET released_at = ? \
+         WHERE reservation_id = ? AND released_at IS NULL",
+        vec![datetime(now), id(reservation.get())],
+    )
+    .await?;
+    let mut params = vec![id(reservation.get())];
+    params.extend(seats.iter().map(|s| id(s.get())));
+    db.execute(
+        &format!(
+            "UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL, \
+             version = version + 1 \
+             WHERE reservation_id = ? AND status = 'HELD' AND id IN ({})",
+            placeholders(seats.len())
+        ),
+        params,
+    )
+    .await?;
+    Ok(seats)
+}
+
+/// Cancels a live hold: CANCELLED, seats on sale again, `reservation.released` published.
+/// Returns false when the hold was no longer live (paid, lapsed or cancelled meanwhile).
+pub(crate) async fn release(db: &Db, reservation: &Reservation, now: Timestamp) -> DbResult<bool> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match release_transaction(db, reservation, now).await {
+            Err(DbError::Contention) if attempt < ATTEMPTS => db.rollback().await,
+            Err(error) => {
+                db.rollback().await;
+                return Err(error);
+            }
+            Ok(released) => return Ok(released),
+        }
+    }
+}
+
+async fn release_transaction(db: &Db, reservation: &Reservation, now: Timestamp) -> DbResult<bool> {
+    db.begin(LOCK_WAIT_SECONDS).await?;
+    db.execute(
+        "UPDATE reservations SET status = 'CANCELLED' \
+         WHERE id = ? AND status = 'HELD' AND expires_at > ?",
+        vec![id(reservation.id.get()), datetime(now)],
+    )
+    .await?;
+    if db.row_count().await? != 1 {
+        db.rollback().await;
+        return Ok(false);
+    }
+    let seats = release_seats(db, reservation.id, now).await?;
+    db.publish(
+        &ReservationReleased {
+            reservation_id: reservation.id,
+            user_id: reservation.user_id,
+            schedule_id: reservation.schedule_id,
+            seat_ids: seats,
+        },
+        now,
+    )
+    .await?;
+    db.commit().await?;
+    Ok(true)
+}
+
+// ---- Redis: read cache and ranking ---------------------------------------------------------
+
+/// The read cache in Redis. Seat maps are versioned per schedule: a write bumps the version
+/// after its commit, and a reader only stores what it read if the version it saw before
+/// reading is still current, so a slow reader can never put back a map older than a hold.
+pub(crate) struct Cache {
+    connection: redis::Connection,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cache")
+    }
+}
+
+/// Stores KEYS[1] = ARGV[1] for ARGV[2] ms if KEYS[2] (the version) still equals ARGV[3].
+const PUT_IF_CURRENT: &str = "if (redis.call('GET', KEYS[2]) or '0') == ARGV[3] then \
+     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end return 0";
+
+pub(crate) fn concerts_key() -> String {
+    "catalog:concerts".to_owned()
+}
+
+pub(crate) fn concert_key(concert: ConcertId) -> String {
+    format!("catalog:concert:{concert}")
+}
+
+pub(crate) fn schedules_key(concert: ConcertId) -> String {
+    format!("catalog:concert:{concert}:schedules")
+}
+
+/// The seat map and its version share a hash tag: one slot on Redis Cluster.
+fn seat_map_keys(schedule: ScheduleId) -> (String, String) {
+    (
+        format!("{{sch:{schedule}}}:seats"),
+        format!("{{sch:{schedule}}}:version"),
+    )
+}
+
+fn bytes(text: &str) -> RedisParameter {
+    RedisParameter::Binary(text.as_bytes().to_vec())
+}
+
+fn result_text(result: &RedisResult) -> Option<String> {
+    match result {
+        RedisResult::Binary(bytes) => String::from_utf8(bytes.clone()).ok(),
+        RedisResult::Status(text) => Some(text.clone()),
+        RedisResult::Int64(n) => Some(n.to_string()),
+        RedisResult::Nil => None,
+    }
+}
+
+fn redis_failed(error: &redis::Error) -> ApiError {
+    eprintln!("seats: redis failed: {error:?}");
+    ApiError::unavailable("redis")
+}
+
+/// A seat map from the cache, or the version to store a fresh one under.
+pub(crate) enum SeatMap {
+    Cached(String),
+    Missing { version: String },
+}
+
+impl Cache {
+    pub(crate) async fn connect(address: &str) -> Result<Self, ApiError> {
+        let connection = redis::Connection::open(address)
+            .await
+            .map_err(|e| redis_failed(&e))?;
+        Ok(Self { connection })
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<String>, ApiError> {
+        let value = self
+            .connection
+            .get(key)
+            .await
+            .map_err(|e| redis_failed(&e))?;
+        Ok(value.and_then(|bytes| String::from_utf8(bytes).ok()))
+    }
+
+    /// Stores `value` for `ttl_ms`; a failure only costs the next reader a database query.
+    pub(crate) async fn put(&self, key: &str, value: &str, ttl_ms: u64) {
+        let result = self
+            .connection
+            .execute(
+                "SET",
+                [
+                    bytes(key),
+                    bytes(value),
+                    bytes("PX"),
+                    bytes(&ttl_ms.to_string()),
+                ],
+            )
+            .await;
+        if let Err(error) = result {
+            eprintln!("seats: caching {key}: {error:?}");
+        }
+    }
+
+    pub(crate) async fn seat_map(&self, schedule: ScheduleId) -> Result<SeatMap, ApiError> {
+        let (map, version) = seat_map_keys(schedule);
+        let values = self
+            .connection
+            .execute("MGET", [bytes(&map), bytes(&version)])
+            .await
+            .map_err(|e| redis_failed(&e))?;
+        match (values.first().and_then(result_text), values.get(1)) {
+            (Some(cached), _) => Ok(SeatMap::Cached(cached)),
+            (None, version) => Ok(SeatMap::Missing {
+                version: version
+                    .and_then(result_text)
+                    .unwrap_or_else(|| "0".to_owned()),
+            }),
+        }
+    }
+
+    /// Stores a seat map read under `version`, unless a write has bumped it since.
+    pub(crate) async fn put_seat_map(
+        &self,
+        schedule: ScheduleId,
+        version: &str,
+        value: &str,
+        ttl_ms: u64,
+    ) {
+        let (map, version_key) = seat_map_keys(schedule);
+        let result = self
+            .connection
+            .execute(
+                "EVAL",
+                [
+                    bytes(PUT_IF_CURRENT),
+                    RedisParameter::Int64(2),
+                    bytes(&map),
+                    bytes(&version_key),
+                    bytes(value),
+                    bytes(&ttl_ms.to_string()),
+                    bytes(version),
+                ],
+            )
+            .await;
+        if let Err(error) = result {
+            eprintln!("seats: caching the seat map of {schedule}: {error:?}");
+        }
+    }
+
+    /// After a committed change to seats of `schedule`: the seat map and the concert's
+    /// schedule list (with its availability counts) are stale.
+    pub(crate) async fn invalidate(&self, schedule: ScheduleRef) -> Result<(), ApiError> {
+        let (map, version) = seat_map_keys(schedule.schedule_id);
+        self.connection
+            .incr(&version)
+            .await
+            .map_err(|e| redis_failed(&e))?;
+        self.connection
+            .del([map, schedules_key(schedule.concert_id)])
+            .await
+            .map_err(|e| redis_failed(&e))?;
+        Ok(())
+    }
+
+    /// The top concerts by seats sold over `window`, best first: (concert, seats sold).
+    pub(crate) async fn ranking(
+        &self,
+        window: RankingWindow,
+        now: Timestamp,
+    ) -> Result<Vec<(ConcertId, u64)>, ApiError> {
+        let keys = window.keys(now);
+        let mut params = vec![RedisParameter::Int64(keys.len() as i64)];
+        params.extend(keys.iter().map(|k| bytes(k)));
+        params.push(bytes("WITHSCORES"));
+        let flat = self
+            .connection
+            .execute("ZUNION", params)
+            .await
+            .map_err(|e| redis_failed(&e))?;
+        let mut entries: Vec<(ConcertId, u64)> = flat
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                let concert = ConcertId::parse(&result_text(&pair[0])?).ok()?;
+                let score: f64 = result_text(&pair[1])?.parse().ok()?;
+                // Scores are whole seat counts; a negative one (refunds beyond sales in a
+                // window) ranks nothing.
+                (score >= 1.0).then_some((concert, score as u64))
+            })
+            .collect();
+        entries.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        entries.truncate(TOP);
+        Ok(entries)
+    }
+}

@@ -1,0 +1,213 @@
+//! The MySQL side every store shares: a connection with explicit transactions, errors sorted
+//! into what a caller can act on (retry a deadlock, report a duplicate, answer 503), typed
+//! reads of columns, and the transactional outbox.
+//!
+//! Spin's `execute` reports no affected-row count, so conditional writes read
+//! `ROW_COUNT()` on the same connection right after, inside the same transaction.
+
+use spin_sdk::mysql::{self, DbValue, ParameterValue, Row};
+use ticketing_core::ApiError;
+use ticketing_core::events::{Envelope, Event, EventId};
+use ticketing_core::time::Timestamp;
+
+/// A MySQL failure, by what the caller can do about it.
+#[derive(Debug)]
+pub enum DbError {
+    /// A deadlock or a lock wait timeout: the transaction was rolled back; run it again.
+    Contention,
+    /// A unique key refused the write (MySQL error 1062).
+    Duplicate(String),
+    /// The server is unreachable or failed otherwise.
+    Unavailable(String),
+}
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
+        eprintln!("mysql: {error:?}");
+        ApiError::unavailable("mysql")
+    }
+}
+
+impl DbError {
+    fn classify(error: &mysql::Error) -> Self {
+        let text = format!("{error:?}");
+        // Both servers put the error number in the message: `ERROR 1213 (40001)` from
+        // MySQL, `(1213)` from MariaDB's wording through mysql_async.
+        let has = |code: &str| text.contains(code);
+        if has("1213") || has("1205") || has("Deadlock") || has("Lock wait timeout") {
+            DbError::Contention
+        } else if has("1062") || has("Duplicate entry") {
+            DbError::Duplicate(text)
+        } else {
+            DbError::Unavailable(text)
+        }
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// One connection; statements run in order on it, so session state (a transaction,
+/// `ROW_COUNT()`, `LAST_INSERT_ID()`) carries from one to the next.
+pub struct Db {
+    connection: mysql::Connection,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+impl Db {
+    pub async fn open(address: &str) -> DbResult<Self> {
+        let connection = mysql::Connection::open(address)
+            .await
+            .map_err(|error| DbError::Unavailable(format!("{error:?}")))?;
+        Ok(Self { connection })
+    }
+
+    pub async fn query(&self, statement: &str, params: Vec<ParameterValue>) -> DbResult<Vec<Row>> {
+        let result = self
+            .connection
+            .query(statement, params)
+            .await
+            .map_err(|error| DbError::classify(&error))?;
+        result
+            .collect()
+            .await
+            .map_err(|error| DbError::classify(&error))
+    }
+
+    pub async fn execute(&self, statement: &str, params: Vec<ParameterValue>) -> DbResult<()> {
+        self.connection
+            .execute(statement, params)
+            .await
+            .map_err(|error| DbError::classify(&error))
+    }
+
+    /// Starts a READ COMMITTED transaction whose lock waits give up after
+    /// `lock_wait_seconds`. Under READ COMMITTED a conditional `UPDATE` skips rows whose
+    /// committed version does not match instead of queueing behind their locks, which is
+    /// what keeps losers of a seat race fast.
+    pub async fn begin(&self, lock_wait_seconds: u32) -> DbResult<()> {
+        self.execute(
+            &format!("SET SESSION innodb_lock_wait_timeout = {lock_wait_seconds}"),
+            vec![],
+        )
+        .await?;
+        self.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", vec![])
+            .await?;
+        self.execute("START TRANSACTION", vec![]).await
+    }
+
+    pub async fn commit(&self) -> DbResult<()> {
+        self.execute("COMMIT", vec![]).await
+    }
+
+    /// Rolls back; a failure here is moot (the host resets the session on release).
+    pub async fn rollback(&self) {
+        let _ = self.execute("ROLLBACK", vec![]).await;
+    }
+
+    /// Rows changed by the previous statement.
+    pub async fn row_count(&self) -> DbResult<u64> {
+        self.single_u64("SELECT ROW_COUNT() AS n").await
+    }
+
+    /// The id the previous `INSERT` generated.
+    pub async fn last_insert_id(&self) -> DbResult<u64> {
+        self.single_u64("SELECT LAST_INSERT_ID() AS n").await
+    }
+
+    async fn single_u64(&self, statement: &str) -> DbResult<u64> {
+        let rows = self.query(statement, vec![]).await?;
+        rows.first()
+            .and_then(|row| column_u64(row, 0))
+            .ok_or_else(|| DbError::Unavailable(format!("{statement} returned nothing")))
+    }
+
+    /// Writes `event` to the outbox; call inside the transaction that makes it true.
+    pub async fn publish<E: Event>(&self, event: &E, now: Timestamp) -> DbResult<()> {
+        let envelope = Envelope::wrap(event, new_event_id(now), now)
+            .map_err(|error| DbError::Unavailable(format!("encoding an event: {error}")))?;
+        let payload = envelope
+            .to_json()
+            .map_err(|error| DbError::Unavailable(format!("encoding an event: {error}")))?;
+        self.execute(
+            "INSERT INTO outbox (event_id, topic, event_key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                text(envelope.event_id.to_string()),
+                text(E::TOPIC.name()),
+                text(envelope.key),
+                text(payload),
+                datetime(now),
+            ],
+        )
+        .await
+    }
+}
+
+/// A time-ordered event id (UUIDv7) with 80 random bits from the host.
+fn new_event_id(now: Timestamp) -> EventId {
+    let mut random = [0u8; 10];
+    // wasi:random cannot fail on a working host; zeroes would still be unique per ms + row.
+    let _ = getrandom::fill(&mut random);
+    EventId::new(now, random)
+}
+
+pub fn id(value: u64) -> ParameterValue {
+    ParameterValue::Uint64(value)
+}
+
+pub fn int(value: i64) -> ParameterValue {
+    ParameterValue::Int64(value)
+}
+
+pub fn text(value: impl Into<String>) -> ParameterValue {
+    ParameterValue::Str(value.into())
+}
+
+pub fn datetime(at: Timestamp) -> ParameterValue {
+    ParameterValue::Str(at.to_sql_datetime())
+}
+
+/// `?, ?, ?` for an `IN (…)` list of `n` values.
+pub fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// A non-negative integer column, whatever integer type or text the server sent.
+pub fn column_u64(row: &Row, index: usize) -> Option<u64> {
+    match &row[index] {
+        DbValue::Uint64(n) => Some(*n),
+        DbValue::Uint32(n) => Some(u64::from(*n)),
+        DbValue::Uint16(n) => Some(u64::from(*n)),
+        DbValue::Uint8(n) => Some(u64::from(*n)),
+        DbValue::Int64(n) => u64::try_from(*n).ok(),
+        DbValue::Int32(n) => u64::try_from(*n).ok(),
+        DbValue::Int16(n) => u64::try_from(*n).ok(),
+        DbValue::Int8(n) => u64::try_from(*n).ok(),
+        DbValue::Str(text) => text.parse().ok(),
+        DbValue::Binary(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+pub fn column_text(row: &Row, index: usize) -> Option<String> {
+    match &row[index] {
+        DbValue::Str(text) => Some(text.clone()),
+        DbValue::Binary(bytes) => String::from_utf8(bytes.clone()).ok(),
+        _ => None,
+    }
+}
+
+/// A `DATETIME` column (UTC), or `None` for NULL.
+pub fn column_time(row: &Row, index: usize) -> Option<Timestamp> {
+    Timestamp::parse_sql_datetime(&column_text(row, index)?).ok()
+}
+
+/// A column the schema makes NOT NULL came back empty or unreadable: the database and this
+/// code disagree, which retrying will not fix but which must not crash the instance.
+pub fn corrupt(what: &str) -> DbError {
+    DbError::Unavailable(format!("unreadable column {what}"))
+}
