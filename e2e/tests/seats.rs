@@ -41,6 +41,19 @@ async fn seat_map(app: &App, schedule: u64) -> Vec<u64> {
         .collect()
 }
 
+async fn schedules_of(app: &App, concert: u64) -> Value {
+    let response = app
+        .call(
+            "GET",
+            &format!("/api/concerts/{concert}/schedules"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()
+}
+
 /// Database facts about a schedule after a run.
 struct Holdings {
     held_seats: u64,
@@ -175,15 +188,7 @@ async fn the_seat_map_reflects_a_hold_and_a_release_on_the_next_read() {
     assert_eq!(after.len(), 8);
     assert!(!after.contains(&venue.seats[2]) && !after.contains(&venue.seats[3]));
 
-    let schedules = app
-        .call(
-            "GET",
-            &format!("/api/concerts/{}/schedules", venue.concert),
-            None,
-            &[],
-        )
-        .await
-        .json();
+    let schedules = schedules_of(&app, venue.concert).await;
     assert_eq!(
         schedules["schedules"][0]["availableSeats"], 8,
         "{schedules}"
@@ -451,15 +456,7 @@ async fn the_catalog_reads_concerts_schedules_and_the_ranking() {
     assert_eq!(one.json()["title"], format!("Concert {}", venue.concert));
     let missing = app.call("GET", "/api/concerts/999999999", None, &[]).await;
     assert_eq!(missing.status, 404);
-    let schedules = app
-        .call(
-            "GET",
-            &format!("/api/concerts/{}/schedules", venue.concert),
-            None,
-            &[],
-        )
-        .await
-        .json();
+    let schedules = schedules_of(&app, venue.concert).await;
     assert_eq!(schedules["schedules"][0]["scheduleId"], venue.schedule);
     assert_eq!(schedules["schedules"][0]["totalSeats"], 3);
 
