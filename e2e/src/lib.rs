@@ -138,6 +138,10 @@ impl App {
             ("MYSQL_HOST".into(), mysql_host(&env["MYSQL_URL"])),
             ("PASS_SIGNING_KEY".into(), PASS_SIGNING_KEY.into()),
             ("ADMIN_KEY".into(), ADMIN_KEY.into()),
+            // Every test client shares one loopback address, as with `make up`; tests of
+            // the address limits set them explicitly.
+            ("QUEUE_JOIN_LIMIT_PER_ADDRESS".into(), "0".into()),
+            ("QUEUE_STATUS_LIMIT_PER_ADDRESS".into(), "0".into()),
         ];
         for (name, value) in overrides {
             variables.retain(|(existing, _)| existing != name);

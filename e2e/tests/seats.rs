@@ -7,6 +7,7 @@ use std::sync::Arc;
 use e2e::{App, Venue, mysql, venue};
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
+use ticketing_core::ranking::RankingWindow;
 
 const PRICE: u64 = 50_000;
 
@@ -465,8 +466,17 @@ async fn the_catalog_reads_concerts_schedules_and_the_ranking() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
+    // Only this test touches the ranking sets of the tests' Redis database: start empty.
+    let now = ticketing_core::time::Timestamp::from_unix_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64,
+    );
+    let mut keys = RankingWindow::Days(7).keys(now);
+    keys.push(ticketing_core::ranking::ALL_TIME_KEY.to_owned());
     let _: () = redis::cmd("DEL")
-        .arg("ranking:all")
+        .arg(&keys)
         .query_async(&mut redis)
         .await
         .expect("del");
@@ -475,13 +485,7 @@ async fn the_catalog_reads_concerts_schedules_and_the_ranking() {
         .await;
     assert_eq!(empty.status, 200);
     assert_eq!(empty.json()["ranking"], json!([]));
-    let today =
-        ticketing_core::ranking::daily_key(ticketing_core::time::Timestamp::from_unix_millis(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_millis() as u64,
-        ));
+    let today = ticketing_core::ranking::daily_key(now);
     for key in ["ranking:all", today.as_str()] {
         let _: () = redis::cmd("ZADD")
             .arg(key)
