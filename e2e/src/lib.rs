@@ -55,7 +55,7 @@ pub async fn mysql() -> mysql_async::Pool {
 }
 
 /// Ids no other test of this run or an earlier one has used: one past the largest
-/// concert id in the database, then counting up.
+/// concert or user id in the database, then counting up.
 pub async fn fresh_id() -> u64 {
     static NEXT: OnceCell<AtomicU64> = OnceCell::const_new();
     let next = NEXT
@@ -63,7 +63,10 @@ pub async fn fresh_id() -> u64 {
             let pool = mysql().await;
             let mut conn = pool.get_conn().await.expect("connecting to MySQL");
             let max: Option<u64> = conn
-                .query_first("SELECT COALESCE(MAX(id), 0) FROM concerts")
+                .query_first(
+                    "SELECT GREATEST((SELECT COALESCE(MAX(id), 0) FROM concerts), \
+                     (SELECT COALESCE(MAX(id), 0) FROM users))",
+                )
                 .await
                 .expect("reading concert ids");
             AtomicU64::new(max.unwrap_or(0) + 1)
@@ -79,6 +82,99 @@ pub struct Venue {
     pub concert: u64,
     pub schedule: u64,
     pub seats: Vec<u64>,
+}
+
+/// A user with `opening` won on their balance (and the OPENING ledger line), as the seed
+/// makes them.
+pub async fn user(opening: u64) -> u64 {
+    let user = fresh_id().await;
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("connecting to MySQL");
+    conn.exec_drop(
+        "INSERT INTO users (id, name) VALUES (?, ?)",
+        (user, format!("user {user}")),
+    )
+    .await
+    .expect("inserting a user");
+    conn.exec_drop(
+        "INSERT INTO balances (user_id, amount) VALUES (?, ?)",
+        (user, opening),
+    )
+    .await
+    .expect("inserting a balance");
+    conn.exec_drop(
+        "INSERT INTO balance_ledger (user_id, entry_type, amount, balance_after) \
+         VALUES (?, 'OPENING', ?, ?)",
+        (user, opening, opening),
+    )
+    .await
+    .expect("inserting the opening ledger line");
+    drop(conn);
+    pool.disconnect().await.ok();
+    user
+}
+
+/// The payment gateway simulator on an ephemeral loopback port, on a runtime of its own
+/// so that dropping it kills the gateway mid-request, connections and all.
+#[derive(Debug)]
+pub struct Gateway {
+    pub url: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Gateway {
+    pub fn start(behaviour: payment_gateway::Behaviour) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the gateway");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the gateway");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            payment_gateway::run(listener, behaviour, std::future::pending()).await
+        });
+        Self {
+            url,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// What the gateway approved, declined and voided so far.
+    pub async fn stats(&self) -> payment_gateway::Stats {
+        let host = self.url.trim_start_matches("http://");
+        let stream = tokio::net::TcpStream::connect(host).await.expect("gateway");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("{}/v1/stats", self.url))
+            .header("host", host)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("stats");
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        serde_json::from_slice(&body).expect("stats JSON")
+    }
+
+    /// Kills the gateway: every connection drops, nothing answers any more.
+    pub fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 pub async fn venue(seats: u64, price: u64) -> Venue {
@@ -123,6 +219,8 @@ pub struct App {
     pub server: TestServer,
     /// Caps requests in flight, like a load generator's virtual users.
     in_flight: Arc<Semaphore>,
+    /// Queues [`App::pass`] has opened wide already.
+    configured_queues: tokio::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl App {
@@ -142,6 +240,8 @@ impl App {
             // the address limits set them explicitly.
             ("QUEUE_JOIN_LIMIT_PER_ADDRESS".into(), "0".into()),
             ("QUEUE_STATUS_LIMIT_PER_ADDRESS".into(), "0".into()),
+            // Never the simulator of a running `make up`: payment tests start their own.
+            ("GATEWAY_URL".into(), "http://127.0.0.1:1".into()),
         ];
         for (name, value) in overrides {
             variables.retain(|(existing, _)| existing != name);
@@ -165,6 +265,7 @@ impl App {
         Self {
             server,
             in_flight: Arc::new(Semaphore::new(256)),
+            configured_queues: Default::default(),
         }
     }
 
@@ -205,10 +306,15 @@ impl App {
 
     /// Takes `user` through `queue` (created wide open if new) to an active pass.
     pub async fn pass(&self, queue: &str, user: u64) -> String {
-        let path = format!("/api/admin/queue?queueId={queue}");
-        let wide_open = serde_json::json!({ "ratePerSec": 100000, "maxActive": 10000000 });
-        let configured = self.admin("PUT", &path, Some(&wide_open)).await;
-        assert_eq!(configured.status, 200, "{}", configured.body);
+        // Held across the PUT, so no user joins before the queue exists.
+        let mut configured = self.configured_queues.lock().await;
+        if configured.insert(queue.to_owned()) {
+            let path = format!("/api/admin/queue?queueId={queue}");
+            let wide_open = serde_json::json!({ "ratePerSec": 100000, "maxActive": 10000000 });
+            let response = self.admin("PUT", &path, Some(&wide_open)).await;
+            assert_eq!(response.status, 200, "{}", response.body);
+        }
+        drop(configured);
         let joined = self
             .call(
                 "POST",

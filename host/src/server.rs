@@ -21,7 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::WasiBody;
-use wasmtime_wasi_http::handler::{ExpirationError, TrapOrPanicError};
+use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
 
 use edge_app::routes::{WellKnown, full_url, well_known};
 
@@ -223,7 +223,7 @@ impl Server {
             }
             // Every instance slot is taken: the server is at capacity, like the request
             // limit above, and the client may retry.
-            Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => {
+            Err(error) if instance_slots_exhausted(&error) => {
                 metrics.rejected("instances");
                 tracing::warn!(%component, "no free instance slot");
                 at_capacity()
@@ -321,6 +321,14 @@ fn json_response(status: StatusCode, body: String) -> Response<WasiBody> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// Whether the pooling allocator had no free slot for a new instance (wasmtime-wasi-http
+/// wraps the cause in the instantiation error it hands to every waiting request).
+fn instance_slots_exhausted(error: &wasmtime::Error) -> bool {
+    error
+        .downcast_ref::<InstantiationError<()>>()
+        .is_some_and(|failed| failed.error.is::<wasmtime::PoolConcurrencyLimitError>())
 }
 
 /// `503` with `Retry-After: 1`: every request slot or instance slot is taken.

@@ -16,6 +16,7 @@ MYSQL_PORT=${MYSQL_PORT:-13306}
 KAFKA_PORT=${KAFKA_PORT:-19092}
 # The app (the edge host serving spin.toml) and its admin listener (/metrics).
 APP_PORT=${APP_PORT:-3000}
+GATEWAY_PORT=${GATEWAY_PORT:-18080}
 APP_ADMIN_PORT=${APP_ADMIN_PORT:-9090}
 BIND=127.0.0.1
 
@@ -53,6 +54,7 @@ svc_comm() {
     mysql) printf 'mariadbd' ;;
     kafka) printf 'tansu' ;;
     app) printf 'edge' ;;
+    gateway) printf 'payment-gateway' ;;
   esac
 }
 
@@ -62,6 +64,7 @@ svc_port() {
     mysql) printf '%s' "$MYSQL_PORT" ;;
     kafka) printf '%s' "$KAFKA_PORT" ;;
     app) printf '%s' "$APP_PORT" ;;
+    gateway) printf '%s' "$GATEWAY_PORT" ;;
   esac
 }
 

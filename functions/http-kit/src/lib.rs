@@ -187,6 +187,12 @@ pub mod config {
         Ok(cell.get_or_init(|| config))
     }
 
+    /// The key that signs queue tickets and passes, from `pass_signing_key`.
+    pub async fn pass_key() -> Result<ticketing_core::pass::PassKey, String> {
+        ticketing_core::pass::PassKey::new(text("pass_signing_key").await?.as_bytes())
+            .map_err(|e| format!("variable pass_signing_key: {e}"))
+    }
+
     pub async fn text(name: &str) -> Result<String, String> {
         variables::get(name)
             .await

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use http_kit::config::{number, once, text};
+use http_kit::config::{number, once, pass_key, text};
 use ticketing_core::ApiError;
 use ticketing_core::admin::AdminKey;
 use ticketing_core::limits::RateLimit;
@@ -33,8 +33,6 @@ fn invalid(name: &str, error: impl std::fmt::Display) -> String {
 }
 
 async fn load() -> Result<Config, String> {
-    let pass_key = PassKey::new(text("pass_signing_key").await?.as_bytes())
-        .map_err(|e| invalid("pass_signing_key", e))?;
     let admin_key =
         AdminKey::new(&text("admin_key").await?).map_err(|e| invalid("admin_key", e))?;
     let default_policy = AdmissionPolicy::new(
@@ -50,7 +48,7 @@ async fn load() -> Result<Config, String> {
     };
     Ok(Config {
         redis_url: text("redis_url").await?,
-        pass_key,
+        pass_key: pass_key().await?,
         admin_key,
         default_policy,
         join_limits: AbuseLimits {

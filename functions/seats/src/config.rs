@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use http_kit::config::{number, once, text};
+use http_kit::config::{number, once, pass_key, text};
 use ticketing_core::ApiError;
 use ticketing_core::pass::PassKey;
 use ticketing_core::seats::HoldPolicy;
@@ -22,12 +22,10 @@ pub(crate) async fn get() -> Result<&'static Config, ApiError> {
 }
 
 async fn load() -> Result<Config, String> {
-    let pass_key = PassKey::new(text("pass_signing_key").await?.as_bytes())
-        .map_err(|e| format!("variable pass_signing_key: {e}"))?;
     Ok(Config {
         redis_url: text("redis_url").await?,
         mysql_url: text("mysql_url").await?,
-        pass_key,
+        pass_key: pass_key().await?,
         hold_policy: HoldPolicy {
             hold_ttl: Duration::from_secs(number("hold_ttl_seconds", 30..=3600).await?),
             max_seats_per_reservation: number("max_seats_per_reservation", 1..=10).await?,

@@ -95,7 +95,7 @@ struct ConcertList {
 
 /// The concert list's JSON, from the cache or freshly read.
 async fn concert_list_json(config: &Config, cache: &Cache) -> Result<String, ApiError> {
-    let key = store::concerts_key();
+    let key = read_cache::concerts_key();
     if let Some(body) = cache.get(&key).await? {
         return Ok(body);
     }
@@ -117,7 +117,7 @@ async fn concerts() -> Result<Reply, ApiError> {
 
 async fn concert(concert: ConcertId) -> Result<Reply, ApiError> {
     let (config, cache) = connect().await?;
-    let key = store::concert_key(concert);
+    let key = read_cache::concert_key(concert);
     if let Some(body) = cache.get(&key).await? {
         return Ok(json_text(StatusCode::OK, body));
     }
@@ -139,7 +139,7 @@ struct ScheduleList {
 
 async fn schedules(concert: ConcertId) -> Result<Reply, ApiError> {
     let (config, cache) = connect().await?;
-    let key = store::schedules_key(concert);
+    let key = read_cache::schedules_key(concert);
     if let Some(body) = cache.get(&key).await? {
         return Ok(json_text(StatusCode::OK, body));
     }

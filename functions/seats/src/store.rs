@@ -7,6 +7,7 @@
 //! selection is sorted), so two holds never deadlock on each other, and the unique key on
 //! live reservation seats backs the whole thing up in the schema.
 
+use read_cache::{invalidate_schedule, seat_map_keys};
 use serde::Serialize;
 use spin_sdk::mysql::Row;
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
@@ -612,26 +613,6 @@ impl std::fmt::Debug for Cache {
 const PUT_IF_CURRENT: &str = "if (redis.call('GET', KEYS[2]) or '0') == ARGV[3] then \
      redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end return 0";
 
-pub(crate) fn concerts_key() -> String {
-    "catalog:concerts".to_owned()
-}
-
-pub(crate) fn concert_key(concert: ConcertId) -> String {
-    format!("catalog:concert:{concert}")
-}
-
-pub(crate) fn schedules_key(concert: ConcertId) -> String {
-    format!("catalog:concert:{concert}:schedules")
-}
-
-/// The seat map and its version share a hash tag: one slot on Redis Cluster.
-fn seat_map_keys(schedule: ScheduleId) -> (String, String) {
-    (
-        format!("{{sch:{schedule}}}:seats"),
-        format!("{{sch:{schedule}}}:version"),
-    )
-}
-
 fn bytes(text: &str) -> RedisParameter {
     RedisParameter::Binary(text.as_bytes().to_vec())
 }
@@ -738,19 +719,11 @@ impl Cache {
         }
     }
 
-    /// After a committed change to seats of `schedule`: the seat map and the concert's
-    /// schedule list (with its availability counts) are stale.
+    /// After a committed change to seats of `schedule`.
     pub(crate) async fn invalidate(&self, schedule: ScheduleRef) -> Result<(), ApiError> {
-        let (map, version) = seat_map_keys(schedule.schedule_id);
-        self.connection
-            .incr(&version)
+        invalidate_schedule(&self.connection, schedule.schedule_id, schedule.concert_id)
             .await
-            .map_err(|e| redis_failed(&e))?;
-        self.connection
-            .del([map, schedules_key(schedule.concert_id)])
-            .await
-            .map_err(|e| redis_failed(&e))?;
-        Ok(())
+            .map_err(|e| redis_failed(&e))
     }
 
     /// The top concerts by seats sold over `window`, best first: (concert, seats sold).

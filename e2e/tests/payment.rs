@@ -1,0 +1,647 @@
+//! Balances, payments and refunds through the host against real MariaDB and Redis and the
+//! payment gateway simulator (functions/payment, gateway/).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use e2e::{App, Gateway, mysql, user, venue};
+use mysql_async::prelude::Queryable;
+use payment_gateway::Behaviour;
+use serde_json::{Value, json};
+
+const PRICE: u64 = 50_000;
+const OPENING: u64 = 1_000_000;
+
+fn key() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "k-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn app_with(gateway: &Gateway) -> App {
+    App::start(&[
+        ("GATEWAY_URL", gateway.url.as_str()),
+        ("GATEWAY_TIMEOUT_MS", "3000"),
+    ])
+    .await
+}
+
+async fn post(app: &App, path: &str, token: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    if let Some(key) = key {
+        headers.push(("idempotency-key", key));
+    }
+    let response = app.call("POST", path, Some(&body), &headers).await;
+    (response.status, response.json())
+}
+
+async fn hold(app: &App, pass: &str, schedule: u64, seat: u64) -> u64 {
+    let (status, body) = post(
+        app,
+        "/api/reservations",
+        pass,
+        None,
+        json!({ "scheduleId": schedule, "seatIds": [seat] }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["reservationId"].as_u64().expect("reservation id")
+}
+
+/// Pays for `reservation`, with a new key after every decline or gateway timeout, as a user
+/// would. Returns the payment and the number of declines.
+async fn pay_until_done(app: &App, pass: &str, reservation: u64) -> (u64, u32) {
+    let mut declines = 0;
+    loop {
+        let (status, body) = post(
+            app,
+            "/api/payments",
+            pass,
+            Some(&key()),
+            json!({ "reservationId": reservation }),
+        )
+        .await;
+        match status {
+            201 => return (body["paymentId"].as_u64().expect("payment id"), declines),
+            422 => {
+                assert_eq!(body["error"], "payment_declined", "{body}");
+                declines += 1;
+            }
+            // The gateway did not answer in time (a loaded machine): nothing was charged,
+            // and the user tries again with a new key, as after a decline.
+            503 => assert_eq!(body["error"], "service_unavailable", "{body}"),
+            other => panic!("payment of {reservation}: {other} {body}"),
+        }
+    }
+}
+
+/// The books of `users` must add up, each independently of the others.
+async fn assert_books_balance(users: &[u64]) {
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
+    for user in users {
+        let row: Option<(i64, i64, i64, i64, i64, i64)> = conn
+            .exec_first(
+                "SELECT (SELECT amount FROM balances WHERE user_id = ?),
+                        (SELECT COALESCE(SUM(amount), 0) FROM balance_ledger WHERE user_id = ?),
+                        (SELECT amount FROM balance_ledger WHERE user_id = ? AND entry_type = 'OPENING'),
+                        (SELECT COALESCE(SUM(amount), 0) FROM charges WHERE user_id = ?),
+                        (SELECT COALESCE(SUM(amount), 0) FROM payments WHERE user_id = ?
+                           AND status IN ('SUCCEEDED', 'REFUNDED')),
+                        (SELECT COALESCE(SUM(amount), 0) FROM payments WHERE user_id = ?
+                           AND status = 'REFUNDED')",
+                (user, user, user, user, user, user),
+            )
+            .await
+            .expect("books");
+        let (balance, ledger, opening, charges, paid, refunded) = row.expect("a row");
+        assert_eq!(balance, ledger, "user {user}: balance vs ledger");
+        assert_eq!(
+            balance,
+            opening + charges - paid + refunded,
+            "user {user}: opening + charges - payments + refunds"
+        );
+    }
+}
+
+/// Seats sold == seats of confirmed reservations == seats of succeeded payments, for the
+/// schedule; and no reservation paid twice.
+async fn assert_sales_agree(schedule: u64) -> u64 {
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
+    let (sold, confirmed, paid, twice): (u64, u64, u64, u64) = conn
+        .exec_first(
+            "SELECT
+               (SELECT COUNT(*) FROM seats WHERE schedule_id = ? AND status = 'SOLD'),
+               (SELECT COUNT(*) FROM reservation_seats rs JOIN reservations r ON r.id = rs.reservation_id
+                  WHERE r.schedule_id = ? AND r.status = 'CONFIRMED' AND rs.released_at IS NULL),
+               (SELECT COUNT(*) FROM reservation_seats rs JOIN payments p ON p.reservation_id = rs.reservation_id
+                  JOIN reservations r ON r.id = rs.reservation_id
+                  WHERE r.schedule_id = ? AND p.status = 'SUCCEEDED' AND rs.released_at IS NULL),
+               (SELECT COUNT(*) FROM (SELECT p.reservation_id FROM payments p
+                  JOIN reservations r ON r.id = p.reservation_id WHERE r.schedule_id = ?
+                  AND p.status IN ('SUCCEEDED', 'REFUNDED') GROUP BY p.reservation_id HAVING COUNT(*) > 1) t)",
+            (schedule, schedule, schedule, schedule),
+        )
+        .await
+        .expect("sales")
+        .expect("a row");
+    assert_eq!((sold, confirmed), (paid, paid), "sold, confirmed, paid");
+    assert_eq!(twice, 0, "a reservation paid twice");
+    sold
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_payments_with_declines_and_retries_keep_every_book_balanced() {
+    let gateway = Gateway::start(Behaviour::default());
+    let app = Arc::new(app_with(&gateway).await);
+    const USERS: u64 = 250;
+    const EACH: u64 = 20;
+    let venue = venue(USERS * EACH, PRICE).await;
+    let mut users = Vec::new();
+    for _ in 0..USERS {
+        users.push(user(OPENING).await);
+    }
+    let buyers: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(index, &user)| {
+            let app = app.clone();
+            let venue = venue.clone();
+            tokio::spawn(async move {
+                let queue = format!("pay-{}", venue.schedule);
+                let mut pass = app.pass(&queue, user).await;
+                // One top-up: 20 seats at 50,000 need more than the opening million.
+                let (status, body) = post(
+                    &app,
+                    &format!("/api/users/{user}/balance/charge"),
+                    &pass,
+                    Some(&key()),
+                    json!({ "amount": 500_000 }),
+                )
+                .await;
+                assert_eq!(status, 201, "{body}");
+                let mut declines = 0;
+                let mut refunds = 0;
+                for n in 0..EACH {
+                    let seat = venue.seats[index * EACH as usize + n as usize];
+                    let reservation = hold(&app, &pass, venue.schedule, seat).await;
+                    let (payment, declined) = pay_until_done(&app, &pass, reservation).await;
+                    declines += declined;
+                    // The payment used the pass up: back through the queue for the next.
+                    let used = pass;
+                    pass = app.pass(&queue, user).await;
+                    assert_ne!(pass, used);
+                    if n % 10 == 0 {
+                        let (status, body) = post(
+                            &app,
+                            &format!("/api/payments/{payment}/refund"),
+                            &used,
+                            None,
+                            json!({}),
+                        )
+                        .await;
+                        assert_eq!((status, body["status"].clone()), (200, json!("REFUNDED")));
+                        refunds += 1;
+                    }
+                }
+                (declines, refunds)
+            })
+        })
+        .collect();
+    let (mut declines, mut refunds) = (0, 0);
+    for buyer in buyers {
+        let (d, r) = buyer.await.expect("buyer");
+        declines += d;
+        refunds += r;
+    }
+    let payments = USERS * EACH;
+    // 5 % of 5,000 authorizations, give or take the draw.
+    assert!((150..400).contains(&declines), "{declines} declines");
+    assert_eq!(refunds, USERS * 2);
+    assert_books_balance(&users).await;
+    let sold = assert_sales_agree(venue.schedule).await;
+    assert_eq!(sold, payments - refunds);
+    let stats = gateway.stats().await;
+    assert_eq!(
+        stats.outstanding, payments,
+        "every used authorization, no other: {stats:?}"
+    );
+    // A decline whose answer came too late shows up as a timeout on our side.
+    assert!(
+        u64::from(declines) <= stats.declined,
+        "{declines} vs {stats:?}"
+    );
+    Arc::into_inner(app).expect("sole owner").stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replays_of_one_key_debit_once() {
+    let gateway = Gateway::start(Behaviour {
+        decline_rate: 0.0,
+        latency: std::time::Duration::from_millis(50),
+        ..Behaviour::default()
+    });
+    let app = Arc::new(app_with(&gateway).await);
+    let venue = venue(1, PRICE).await;
+    let buyer = user(OPENING).await;
+    let pass = app.pass("replay", buyer).await;
+    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let the_key = key();
+    let replays: Vec<_> = (0..50)
+        .map(|_| {
+            let (app, pass, the_key) = (app.clone(), pass.clone(), the_key.clone());
+            tokio::spawn(async move {
+                post(
+                    &app,
+                    "/api/payments",
+                    &pass,
+                    Some(&the_key),
+                    json!({ "reservationId": reservation }),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut ids = HashMap::new();
+    for replay in replays {
+        let (status, body) = replay.await.expect("task");
+        match status {
+            201 => *ids.entry(body["paymentId"].as_u64()).or_insert(0) += 1,
+            409 => assert_eq!(body["error"], "idempotency_in_progress", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "one payment for the key: {ids:?}");
+    let (status, again) = post(
+        &app,
+        "/api/payments",
+        &pass,
+        Some(&the_key),
+        json!({ "reservationId": reservation }),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        Some(again["paymentId"].as_u64()),
+        ids.keys().next().copied()
+    );
+    let (status, reused) = post(
+        &app,
+        "/api/payments",
+        &pass,
+        Some(&the_key),
+        json!({ "reservationId": reservation + 1 }),
+    )
+    .await;
+    assert_eq!(
+        (status, reused["error"].clone()),
+        (422, json!("idempotency_key_reused"))
+    );
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
+    let debits: u64 = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM balance_ledger WHERE user_id = ? AND entry_type = 'PAYMENT'",
+            (buyer,),
+        )
+        .await
+        .expect("query")
+        .unwrap_or(0);
+    assert_eq!(debits, 1);
+    assert_books_balance(&[buyer]).await;
+    assert_eq!(gateway.stats().await.approved, 1);
+    Arc::into_inner(app).expect("sole owner").stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_payment_moves_nothing_and_leaves_a_failed_record() {
+    let gateway = Gateway::start(Behaviour {
+        decline_rate: 1.0,
+        ..Behaviour::default()
+    });
+    let app = app_with(&gateway).await;
+    let venue = venue(1, PRICE).await;
+    let buyer = user(OPENING).await;
+    let pass = app.pass("decline", buyer).await;
+    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let (status, body) = post(
+        &app,
+        "/api/payments",
+        &pass,
+        Some(&key()),
+        json!({ "reservationId": reservation }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (422, json!("payment_declined"))
+    );
+    let payment = body["details"]["paymentId"].as_u64().expect("payment id");
+    let auth = format!("Bearer {pass}");
+    let shown = app
+        .call(
+            "GET",
+            &format!("/api/payments/{payment}"),
+            None,
+            &[("authorization", &auth)],
+        )
+        .await
+        .json();
+    assert_eq!(shown["status"], "FAILED");
+    assert_eq!(shown["failureCode"], "card_declined");
+    let balance = app
+        .call(
+            "GET",
+            &format!("/api/users/{buyer}/balance"),
+            None,
+            &[("authorization", &auth)],
+        )
+        .await
+        .json();
+    assert_eq!(balance["balance"], OPENING);
+    let held = app
+        .call(
+            "GET",
+            &format!("/api/reservations/{reservation}"),
+            None,
+            &[("authorization", &auth)],
+        )
+        .await
+        .json();
+    assert_eq!(
+        held["status"], "HELD",
+        "the user may retry while the hold lives"
+    );
+    assert_books_balance(&[buyer]).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_gateway_mid_run_leaves_consistent_books() {
+    let mut gateway = Gateway::start(Behaviour {
+        decline_rate: 0.0,
+        latency: std::time::Duration::from_millis(20),
+        ..Behaviour::default()
+    });
+    let app = Arc::new(app_with(&gateway).await);
+    let venue = venue(200, PRICE).await;
+    let mut buyers = Vec::new();
+    for _ in 0..200 {
+        buyers.push(user(OPENING).await);
+    }
+    let mut passes = Vec::new();
+    for buyer in &buyers {
+        passes.push(app.pass(&format!("kill-{}", venue.schedule), *buyer).await);
+    }
+    let attempts: Vec<_> = passes
+        .into_iter()
+        .zip(venue.seats.clone())
+        .map(|(pass, seat)| {
+            let app = app.clone();
+            let schedule = venue.schedule;
+            tokio::spawn(async move {
+                let reservation = hold(&app, &pass, schedule, seat).await;
+                post(
+                    &app,
+                    "/api/payments",
+                    &pass,
+                    Some(&key()),
+                    json!({ "reservationId": reservation }),
+                )
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    gateway.kill();
+    let (mut paid, mut unavailable) = (0, 0);
+    for attempt in attempts {
+        let (status, body) = attempt.await.expect("task");
+        match status {
+            201 => paid += 1,
+            503 => unavailable += 1,
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(
+        unavailable > 0,
+        "the gateway died before every payment ({paid} paid)"
+    );
+    assert_books_balance(&buyers).await;
+    assert_eq!(assert_sales_agree(venue.schedule).await, paid);
+    Arc::into_inner(app).expect("sole owner").stop().await;
+}
+
+/// Path, token, idempotency key, body, expected status and error code.
+type BadCase<'a> = (&'a str, &'a str, Option<String>, Value, u16, &'a str);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_payment_and_charge_requests_get_a_json_4xx() {
+    let gateway = Gateway::start(Behaviour {
+        decline_rate: 0.0,
+        ..Behaviour::default()
+    });
+    let app = app_with(&gateway).await;
+    let venue = venue(2, PRICE).await;
+    let buyer = user(OPENING).await;
+    let other = user(OPENING).await;
+    let pass = app.pass("badpay", buyer).await;
+    let other_pass = app.pass("badpay", other).await;
+    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let charge = format!("/api/users/{buyer}/balance/charge");
+    let cases: Vec<BadCase> = vec![
+        (
+            "/api/payments",
+            &pass,
+            None,
+            json!({ "reservationId": reservation }),
+            400,
+            "bad_request",
+        ),
+        (
+            "/api/payments",
+            &pass,
+            Some(key()),
+            json!({ "reservationId": 999_999_999 }),
+            404,
+            "not_found",
+        ),
+        (
+            "/api/payments",
+            &other_pass,
+            Some(key()),
+            json!({ "reservationId": reservation }),
+            403,
+            "forbidden",
+        ),
+        (
+            "/api/payments",
+            &pass,
+            Some(key()),
+            json!({}),
+            400,
+            "bad_request",
+        ),
+        (
+            &charge,
+            &pass,
+            Some(key()),
+            json!({ "amount": 0 }),
+            400,
+            "invalid_field",
+        ),
+        (
+            &charge,
+            &pass,
+            Some(key()),
+            json!({ "amount": -5 }),
+            400,
+            "invalid_field",
+        ),
+        (
+            &charge,
+            &pass,
+            Some(key()),
+            json!({ "amount": 1e30 }),
+            400,
+            "invalid_field",
+        ),
+        (
+            &charge,
+            &pass,
+            Some(key()),
+            json!({ "amount": 99_000_000 }),
+            422,
+            "limit_exceeded",
+        ),
+        (
+            &charge,
+            &other_pass,
+            Some(key()),
+            json!({ "amount": 5_000 }),
+            403,
+            "forbidden",
+        ),
+        (
+            &charge,
+            &pass,
+            None,
+            json!({ "amount": 5_000 }),
+            400,
+            "bad_request",
+        ),
+    ];
+    for (path, token, key, body, status, code) in cases {
+        let (got, reply) = post(&app, path, token, key.as_deref(), body.clone()).await;
+        assert_eq!(
+            (got, reply["error"].clone()),
+            (status, json!(code)),
+            "{path} {body}: {reply}"
+        );
+    }
+    // A lapsed hold cannot be paid.
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
+    conn.exec_drop(
+        "UPDATE reservations SET expires_at = UTC_TIMESTAMP(3) - INTERVAL 1 SECOND WHERE id = ?",
+        (reservation,),
+    )
+    .await
+    .expect("ageing");
+    let (status, body) = post(
+        &app,
+        "/api/payments",
+        &pass,
+        Some(&key()),
+        json!({ "reservationId": reservation }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (410, json!("hold_expired"))
+    );
+    // The same charge key replays; another amount under it is refused.
+    let the_key = key();
+    let (first, a) = post(
+        &app,
+        &charge,
+        &pass,
+        Some(&the_key),
+        json!({ "amount": 5_000 }),
+    )
+    .await;
+    let (second, b) = post(
+        &app,
+        &charge,
+        &pass,
+        Some(&the_key),
+        json!({ "amount": 5_000 }),
+    )
+    .await;
+    assert_eq!((first, second), (201, 200));
+    assert_eq!(a, b);
+    let (third, c) = post(
+        &app,
+        &charge,
+        &pass,
+        Some(&the_key),
+        json!({ "amount": 6_000 }),
+    )
+    .await;
+    assert_eq!(
+        (third, c["error"].clone()),
+        (422, json!("idempotency_key_reused"))
+    );
+    assert_books_balance(&[buyer]).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_credits_back_once_and_puts_the_seats_back_on_sale() {
+    let gateway = Gateway::start(Behaviour {
+        decline_rate: 0.0,
+        ..Behaviour::default()
+    });
+    let app = Arc::new(app_with(&gateway).await);
+    let venue = venue(2, PRICE).await;
+    let buyer = user(OPENING).await;
+    let pass = app.pass("refund", buyer).await;
+    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let (payment, _) = pay_until_done(&app, &pass, reservation).await;
+    let path = format!("/api/payments/{payment}/refund");
+    let refunds: Vec<_> = (0..10)
+        .map(|_| {
+            let (app, pass, path) = (app.clone(), pass.clone(), path.clone());
+            tokio::spawn(async move { post(&app, &path, &pass, None, json!({})).await })
+        })
+        .collect();
+    for refund in refunds {
+        let (status, body) = refund.await.expect("task");
+        assert_eq!(
+            (status, body["status"].clone()),
+            (200, json!("REFUNDED")),
+            "{body}"
+        );
+    }
+    let auth = format!("Bearer {pass}");
+    let balance = app
+        .call(
+            "GET",
+            &format!("/api/users/{buyer}/balance"),
+            None,
+            &[("authorization", &auth)],
+        )
+        .await
+        .json();
+    assert_eq!(balance["balance"], OPENING, "paid once, refunded once");
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
+    let (refund_lines, events): (u64, u64) = conn
+        .exec_first(
+            "SELECT (SELECT COUNT(*) FROM balance_ledger WHERE payment_id = ? AND entry_type = 'REFUND'),
+                    (SELECT COUNT(*) FROM outbox WHERE topic = 'payment.refunded' AND event_key = ?)",
+            (payment, reservation.to_string()),
+        )
+        .await
+        .expect("query")
+        .expect("row");
+    assert_eq!((refund_lines, events), (1, 1));
+    let seats = app
+        .call(
+            "GET",
+            &format!("/api/schedules/{}/seats", venue.schedule),
+            None,
+            &[],
+        )
+        .await
+        .json();
+    assert_eq!(seats["availableSeats"], 2, "{seats}");
+    assert_books_balance(&[buyer]).await;
+    Arc::into_inner(app).expect("sole owner").stop().await;
+}

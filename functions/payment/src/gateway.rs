@@ -1,0 +1,83 @@
+//! The client of the external payment gateway: authorize by payment reference (the gateway
+//! answers a repeated reference with its first decision), and void an authorization that
+//! our transaction could not use.
+
+use std::time::Duration;
+
+use futures::future::{Either, select};
+use spin_sdk::http::{self, body::IncomingBodyExt};
+use ticketing_core::money::Amount;
+
+/// What the gateway said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Authorization {
+    Approved {
+        authorization_id: String,
+    },
+    Declined {
+        reason: String,
+    },
+    /// No answer in time, or no answer at all: whether it approved is unknown.
+    Unavailable,
+}
+
+/// The gateway's name for our payment.
+pub(crate) fn reference(payment_id: u64) -> String {
+    format!("pay-{payment_id}")
+}
+
+async fn post(url: String, body: String, timeout: Duration) -> Option<(u16, serde_json::Value)> {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .ok()?;
+    let exchange = async {
+        let response = http::send(request).await.ok()?;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().bytes().await.ok()?;
+        Some((status, serde_json::from_slice(&bytes).ok()?))
+    };
+    let timer = spin_sdk::time::sleep(timeout);
+    match select(Box::pin(exchange), Box::pin(timer)).await {
+        Either::Left((answer, _)) => answer,
+        Either::Right(((), _)) => None,
+    }
+}
+
+pub(crate) async fn authorize(
+    base: &str,
+    payment_id: u64,
+    amount: Amount,
+    timeout: Duration,
+) -> Authorization {
+    let body = serde_json::json!({ "reference": reference(payment_id), "amount": amount });
+    match post(
+        format!("{base}/v1/authorizations"),
+        body.to_string(),
+        timeout,
+    )
+    .await
+    {
+        Some((201, answer)) if answer["status"] == "APPROVED" => Authorization::Approved {
+            authorization_id: answer["authorizationId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        Some((402, answer)) => Authorization::Declined {
+            reason: answer["reason"].as_str().unwrap_or("declined").to_owned(),
+        },
+        _ => Authorization::Unavailable,
+    }
+}
+
+/// Releases whatever the gateway approved for this payment. Best effort: an authorization
+/// that is never captured lapses at the gateway on its own, and no money moved in our books.
+pub(crate) async fn void(base: &str, payment_id: u64, timeout: Duration) {
+    let url = format!("{base}/v1/references/{}/void", reference(payment_id));
+    if post(url, String::new(), timeout).await.is_none() {
+        eprintln!("payment: voiding the authorization of payment {payment_id} failed");
+    }
+}

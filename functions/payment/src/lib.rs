@@ -1,0 +1,422 @@
+//! Balances, charges, payments and refunds.
+//!
+//! - `GET /api/users/{id}/balance`, `POST /api/users/{id}/balance/charge` `{ amount }` with
+//!   an `Idempotency-Key` (a queue ticket or pass of that user authorizes).
+//! - `POST /api/payments` `{ reservationId }` with a pass and an `Idempotency-Key`.
+//! - `GET /api/payments/{id}`, `POST /api/payments/{id}/refund` (the owner).
+//!
+//! # Why no crash can debit without a sale or sell without a debit
+//!
+//! A payment runs in three steps:
+//! 1. **Record** the attempt as PENDING under the user's idempotency key (unique in the
+//!    schema). No money or seat changes.
+//! 2. **Authorize** at the external gateway under the reference `pay-{payment id}`. The
+//!    gateway answers a repeated reference with its first decision, so this step can be
+//!    repeated safely. Still no money or seat changes in our books.
+//! 3. **Settle** in one MySQL transaction: reservation HELD→CONFIRMED (only if still held and
+//!    unexpired), its seats HELD→SOLD, the balance debited by a conditional update (never
+//!    below zero), the ledger line, the payment PENDING→SUCCEEDED, and the outbox rows
+//!    (`payment.completed`, `notification.request`). All of it commits or none of it does.
+//!
+//! The debit and the sale are in the same transaction, so no crash point separates them. A
+//! crash before step 3 commits leaves a PENDING payment with at most an unused gateway
+//! authorization and nothing moved; a request with the same key after the pending timeout
+//! resumes it from step 2 (the gateway repeats its decision). A refused step 3 (hold lapsed,
+//! balance short) and a declined or timed-out step 2 end the payment FAILED and void the
+//! authorization by reference (best effort: an uncaptured authorization lapses at the
+//! gateway by itself), so the user may pay again while the hold lives. After step 3 the
+//! pass is consumed, which lets the queue admit the next user; if that fails, the pass
+//! lapses at its expiry, which only delays the next admission.
+
+mod config;
+mod gateway;
+mod store;
+
+use http_kit::{Reply, bearer_token, json, now, read_json, respond};
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{IntoResponse, Method, Request, StatusCode};
+use spin_sdk::http_service;
+use sql_kit::Db;
+use ticketing_core::ids::{IdempotencyKey, PaymentId, ReservationId, UserId};
+use ticketing_core::money::{Amount, Balance, ChargePolicy};
+use ticketing_core::pass::{Claims, PassError, TokenKind};
+use ticketing_core::payment::{
+    IdempotencyError, PaymentStatus, RefundDecision, RefundPolicy, RequestFingerprint,
+};
+use ticketing_core::time::Timestamp;
+use ticketing_core::{ApiError, ErrorCode};
+use waiting_room::WaitingRoom;
+
+use crate::config::Config;
+use crate::gateway::Authorization;
+use crate::store::{Booking, Charged, Payment, Unsettled};
+
+#[http_service]
+async fn handle(request: Request) -> impl IntoResponse {
+    respond(route(request).await)
+}
+
+async fn route(request: Request) -> Result<Reply, ApiError> {
+    let path = request.uri().path().trim_end_matches('/').to_owned();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    match (request.method().clone(), segments.as_slice()) {
+        (Method::GET, ["api", "users", user, "balance"]) => {
+            let user = UserId::parse(user)?;
+            show_balance(&request, user).await
+        }
+        (Method::POST, ["api", "users", user, "balance", "charge"]) => {
+            let user = UserId::parse(user)?;
+            charge(request, user).await
+        }
+        (Method::POST, ["api", "payments"]) => pay(request).await,
+        (Method::GET, ["api", "payments", payment]) => {
+            let payment = PaymentId::parse(payment)?;
+            show_payment(&request, payment).await
+        }
+        (Method::POST, ["api", "payments", payment, "refund"]) => {
+            let payment = PaymentId::parse(payment)?;
+            refund(&request, payment).await
+        }
+        _ => Err(http_kit::no_route(&request)),
+    }
+}
+
+async fn database(config: &Config) -> Result<Db, ApiError> {
+    Ok(Db::open(&config.mysql_url).await?)
+}
+
+fn not_found(what: &str, id: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("{what} {id} does not exist"))
+}
+
+/// The user a queue ticket or a pass speaks for.
+fn token_user(config: &Config, request: &Request, now: Timestamp) -> Result<UserId, ApiError> {
+    let token = bearer_token(request)?;
+    let claims = config
+        .pass_key
+        .verify_any_queue(token, TokenKind::Pass, now)
+        .or_else(|error| match error {
+            PassError::WrongKind { .. } => {
+                config
+                    .pass_key
+                    .verify_any_queue(token, TokenKind::QueueTicket, now)
+            }
+            other => Err(other),
+        })?;
+    Ok(claims.user_id)
+}
+
+fn ensure_same_user(token_user: UserId, path_user: UserId) -> Result<(), ApiError> {
+    if token_user == path_user {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("the token is not user {path_user}'s"),
+        ))
+    }
+}
+
+fn idempotency_key(request: &Request) -> Result<IdempotencyKey, ApiError> {
+    let value = request
+        .headers()
+        .get("idempotency-key")
+        .ok_or_else(|| ApiError::bad_request("an Idempotency-Key header is required"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("the Idempotency-Key header must be ASCII"))?;
+    Ok(IdempotencyKey::parse(value)?)
+}
+
+// ---- balances -------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BalanceReply {
+    user_id: UserId,
+    balance: Balance,
+}
+
+async fn show_balance(request: &Request, user: UserId) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    ensure_same_user(token_user(config, request, now())?, user)?;
+    let db = database(config).await?;
+    let balance = store::balance(&db, user)
+        .await?
+        .ok_or_else(|| not_found("user", user))?;
+    Ok(json(
+        StatusCode::OK,
+        &BalanceReply {
+            user_id: user,
+            balance,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChargeRequest {
+    amount: Amount,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChargeReply {
+    charge_id: u64,
+    user_id: UserId,
+    amount: Amount,
+    balance: Balance,
+}
+
+async fn charge(request: Request, user: UserId) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    let now = now();
+    ensure_same_user(token_user(config, &request, now)?, user)?;
+    let key = idempotency_key(&request)?;
+    let body: ChargeRequest = read_json(request).await?;
+    let db = database(config).await?;
+    let charged =
+        store::charge(&db, user, &key, body.amount, &ChargePolicy::default(), now).await?;
+    let (status, charge) = match charged {
+        Charged::New(charge) => (StatusCode::CREATED, charge),
+        Charged::Replay(charge) => (StatusCode::OK, charge),
+        Charged::KeyReused => return Err(IdempotencyError::KeyReused.into()),
+        Charged::Refused(refused) => return Err(refused.into()),
+        Charged::UnknownUser => return Err(not_found("user", user)),
+    };
+    Ok(json(
+        status,
+        &ChargeReply {
+            charge_id: charge.charge_id,
+            user_id: user,
+            amount: charge.amount,
+            balance: charge.balance_after,
+        },
+    ))
+}
+
+// ---- payments -------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PayRequest {
+    reservation_id: ReservationId,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentReply {
+    payment_id: PaymentId,
+    user_id: UserId,
+    reservation_id: ReservationId,
+    status: PaymentStatus,
+    amount: Amount,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_code: Option<String>,
+    created_at: Timestamp,
+}
+
+impl From<&Payment> for PaymentReply {
+    fn from(payment: &Payment) -> Self {
+        Self {
+            payment_id: payment.id,
+            user_id: payment.user_id,
+            reservation_id: payment.reservation_id,
+            status: payment.status,
+            amount: payment.amount,
+            failure_code: payment.failure_code.clone(),
+            created_at: payment.created_at,
+        }
+    }
+}
+
+/// The answer a payment's outcome gets, the first time and on every replay of its key.
+fn outcome_reply(payment: &Payment) -> Result<Reply, ApiError> {
+    match (payment.status, payment.failure_code.as_deref()) {
+        (PaymentStatus::Succeeded | PaymentStatus::Refunded, _) => {
+            Ok(json(StatusCode::CREATED, &PaymentReply::from(payment)))
+        }
+        (PaymentStatus::Failed, Some("insufficient_balance")) => Err(ApiError::new(
+            ErrorCode::InsufficientBalance,
+            "the balance does not cover the payment; nothing was charged",
+        )),
+        (PaymentStatus::Failed, Some("hold_gone")) => Err(ApiError::new(
+            ErrorCode::HoldExpired,
+            "the seat hold lapsed or changed before the payment; nothing was charged",
+        )),
+        (PaymentStatus::Failed, Some("gateway_unavailable")) => {
+            Err(ApiError::unavailable("the payment gateway")
+                .with_details(serde_json::json!({ "paymentId": payment.id })))
+        }
+        (PaymentStatus::Failed, _) => Err(ApiError::new(
+            ErrorCode::PaymentDeclined,
+            "the payment gateway declined the payment; nothing was charged",
+        )
+        .with_details(serde_json::json!({ "paymentId": payment.id }))),
+        (PaymentStatus::Pending, _) => Err(IdempotencyError::InProgress.into()),
+    }
+}
+
+/// How long a PENDING payment may sit before a retry with its key takes it over: longer
+/// than any request that could still be working on it.
+fn pending_takeover(config: &Config) -> std::time::Duration {
+    config.gateway_timeout * 2 + std::time::Duration::from_secs(5)
+}
+
+async fn pay(request: Request) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    let now = now();
+    let pass = config
+        .pass_key
+        .verify_any_queue(bearer_token(&request)?, TokenKind::Pass, now)?;
+    let key = idempotency_key(&request)?;
+    let body: PayRequest = read_json(request).await?;
+    let fingerprint = RequestFingerprint::of(&[
+        b"POST /api/payments",
+        &body.reservation_id.get().to_be_bytes(),
+    ]);
+    let db = database(config).await?;
+
+    if let Some(first) = store::payment_by_key(&db, pass.user_id, &key).await? {
+        if !first.same_request(&fingerprint) {
+            return Err(IdempotencyError::KeyReused.into());
+        }
+        let abandoned = first.status == PaymentStatus::Pending
+            && now >= first.created_at.saturating_add(pending_takeover(config));
+        if !abandoned {
+            return outcome_reply(&first);
+        }
+        let booking = store::booking(&db, first.reservation_id)
+            .await?
+            .ok_or_else(|| not_found("reservation", first.reservation_id))?;
+        return complete(config, &db, &pass, first.id, &booking, now).await;
+    }
+
+    let booking = store::booking(&db, body.reservation_id)
+        .await?
+        .ok_or_else(|| not_found("reservation", body.reservation_id))?;
+    booking.reservation.ensure_owner(pass.user_id)?;
+    booking.reservation.ensure_payable(now)?;
+    WaitingRoom::connect(&config.redis_url)
+        .await?
+        .ensure_pass_active(&pass, now)
+        .await?;
+    let Some(payment) =
+        store::insert_pending(&db, &booking.reservation, &key, &fingerprint, now).await?
+    else {
+        // The same key, concurrently: answer as its replay would.
+        let first = store::payment_by_key(&db, pass.user_id, &key)
+            .await?
+            .ok_or_else(|| ApiError::from(IdempotencyError::InProgress))?;
+        return outcome_reply(&first);
+    };
+    complete(config, &db, &pass, payment, &booking, now).await
+}
+
+/// Steps 2 and 3 of a recorded payment (see the module documentation).
+async fn complete(
+    config: &Config,
+    db: &Db,
+    pass: &Claims,
+    payment: PaymentId,
+    booking: &Booking,
+    now: Timestamp,
+) -> Result<Reply, ApiError> {
+    let amount = booking.reservation.amount;
+    let authorization = gateway::authorize(
+        &config.gateway_url,
+        payment.get(),
+        amount,
+        config.gateway_timeout,
+    )
+    .await;
+    let failure = match &authorization {
+        Authorization::Approved { authorization_id } => {
+            match store::settle(db, payment, booking, authorization_id, now).await {
+                Ok(Ok(_balance)) => None,
+                Ok(Err(unsettled)) => Some(unsettled.code()),
+                Err(error) => {
+                    // Nothing committed; the payment stays PENDING for a retry to resume.
+                    return Err(error.into());
+                }
+            }
+        }
+        Authorization::Declined { .. } => Some("card_declined"),
+        Authorization::Unavailable => Some("gateway_unavailable"),
+    };
+    if let Some(code) = failure {
+        if !matches!(authorization, Authorization::Declined { .. }) {
+            gateway::void(&config.gateway_url, payment.get(), config.gateway_timeout).await;
+        }
+        store::fail(db, payment, code).await?;
+    } else if let Ok(room) = WaitingRoom::connect(&config.redis_url).await
+        && let Err(error) = room.consume(pass, now).await
+    {
+        eprintln!("payment: consuming the pass of payment {payment}: {error}");
+    }
+    let stored = store::payment(db, payment)
+        .await?
+        .ok_or_else(|| not_found("payment", payment))?;
+    if stored.status == PaymentStatus::Failed
+        && stored.failure_code.as_deref() == Some(Unsettled::HoldGone.code())
+    {
+        booking.reservation.ensure_payable(now)?;
+    }
+    outcome_reply(&stored)
+}
+
+async fn owned_payment(
+    config: &Config,
+    request: &Request,
+    payment: PaymentId,
+    now: Timestamp,
+) -> Result<(Db, Payment), ApiError> {
+    let user = token_user(config, request, now)?;
+    let db = database(config).await?;
+    let found = store::payment(&db, payment)
+        .await?
+        .ok_or_else(|| not_found("payment", payment))?;
+    if found.user_id != user {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("payment {payment} belongs to another user"),
+        ));
+    }
+    Ok((db, found))
+}
+
+async fn show_payment(request: &Request, payment: PaymentId) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    let (_, found) = owned_payment(config, request, payment, now()).await?;
+    Ok(json(StatusCode::OK, &PaymentReply::from(&found)))
+}
+
+async fn refund(request: &Request, payment: PaymentId) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    let now = now();
+    let (db, found) = owned_payment(config, request, payment, now).await?;
+    let booking = store::booking(&db, found.reservation_id)
+        .await?
+        .ok_or_else(|| not_found("reservation", found.reservation_id))?;
+    let decision = RefundPolicy::default().decide(found.status, booking.starts_at, now)?;
+    if decision == RefundDecision::Refund && store::refund(&db, payment, &booking, now).await? {
+        invalidate_seat_maps(config, &booking).await;
+    }
+    let current = store::payment(&db, payment)
+        .await?
+        .ok_or_else(|| not_found("payment", payment))?;
+    Ok(json(StatusCode::OK, &PaymentReply::from(&current)))
+}
+
+/// The refunded seats are on sale again; a stale map only lasts its TTL, so a failure is
+/// logged, not returned.
+async fn invalidate_seat_maps(config: &Config, booking: &Booking) {
+    let schedule = booking.reservation.schedule_id;
+    let invalidated = match spin_sdk::redis::Connection::open(&config.redis_url).await {
+        Ok(cache) => read_cache::invalidate_schedule(&cache, schedule, booking.concert_id).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = invalidated {
+        eprintln!("payment: invalidating schedule {schedule}: {error:?}");
+    }
+}
