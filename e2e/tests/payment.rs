@@ -546,8 +546,9 @@ async fn bad_payment_and_charge_requests_get_a_json_4xx() {
         (status, body["error"].clone()),
         (410, json!("hold_expired"))
     );
-    // The same charge key replays; another amount under it is refused.
-    let the_key = key();
+    // The same charge key replays; another amount under it is refused. The key carries
+    // quotes and a backslash: it reaches SQL as data, never as syntax.
+    let the_key = format!(r#"{}'");--\"#, key());
     let (first, a) = post(
         &app,
         &charge,

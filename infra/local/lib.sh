@@ -153,6 +153,11 @@ wait_until() {
   local deadline=$((SECONDS + timeout))
   while :; do
     if ! pid=$(svc_pid "$svc"); then
+      # Right after the spawn the process may still be setsid, not yet the service.
+      if pid_alive "$(cat "$STATE/$svc/pid" 2>/dev/null)" && ((SECONDS < deadline)); then
+        sleep 0.1
+        continue
+      fi
       tail -n 20 "$(svc_log "$svc")" >&2 || true
       die "$svc exited during startup; see $(svc_log "$svc")"
     fi
