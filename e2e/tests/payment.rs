@@ -646,3 +646,48 @@ async fn a_refund_credits_back_once_and_puts_the_seats_back_on_sale() {
     assert_books_balance(&[buyer]).await;
     Arc::into_inner(app).expect("sole owner").stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_short_of_the_price_pays_nothing_and_voids_the_authorization() {
+    let gateway = Gateway::start(Behaviour {
+        decline_rate: 0.0,
+        ..Behaviour::default()
+    });
+    let app = app_with(&gateway).await;
+    let venue = venue(1, PRICE).await;
+    let buyer = user(PRICE - 1).await;
+    let pass = app.pass("short", buyer).await;
+    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let (status, body) = post(
+        &app,
+        "/api/payments",
+        &pass,
+        Some(&key()),
+        json!({ "reservationId": reservation }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (422, json!("insufficient_balance")),
+        "{body}"
+    );
+    let stats = gateway.stats().await;
+    assert_eq!((stats.approved, stats.voided, stats.outstanding), (1, 1, 0));
+    assert_books_balance(&[buyer]).await;
+    assert_eq!(assert_sales_agree(venue.schedule).await, 0);
+    let auth = format!("Bearer {pass}");
+    let held = app
+        .call(
+            "GET",
+            &format!("/api/reservations/{reservation}"),
+            None,
+            &[("authorization", &auth)],
+        )
+        .await
+        .json();
+    assert_eq!(
+        held["status"], "HELD",
+        "the seat stays held for a top-up and retry"
+    );
+    app.stop().await;
+}
