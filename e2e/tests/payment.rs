@@ -40,6 +40,17 @@ async fn post(app: &App, path: &str, token: &str, key: Option<&str>, body: Value
     (response.status, response.json())
 }
 
+async fn pay(app: &App, pass: &str, reservation: u64, key: &str) -> (u16, Value) {
+    post(
+        app,
+        "/api/payments",
+        pass,
+        Some(key),
+        json!({ "reservationId": reservation }),
+    )
+    .await
+}
+
 async fn hold(app: &App, pass: &str, schedule: u64, seat: u64) -> u64 {
     let (status, body) = post(
         app,
@@ -58,14 +69,7 @@ async fn hold(app: &App, pass: &str, schedule: u64, seat: u64) -> u64 {
 async fn pay_until_done(app: &App, pass: &str, reservation: u64) -> (u64, u32) {
     let mut declines = 0;
     loop {
-        let (status, body) = post(
-            app,
-            "/api/payments",
-            pass,
-            Some(&key()),
-            json!({ "reservationId": reservation }),
-        )
-        .await;
+        let (status, body) = pay(app, pass, reservation, &key()).await;
         match status {
             201 => return (body["paymentId"].as_u64().expect("payment id"), declines),
             422 => {
@@ -236,16 +240,7 @@ async fn concurrent_replays_of_one_key_debit_once() {
     let replays: Vec<_> = (0..50)
         .map(|_| {
             let (app, pass, the_key) = (app.clone(), pass.clone(), the_key.clone());
-            tokio::spawn(async move {
-                post(
-                    &app,
-                    "/api/payments",
-                    &pass,
-                    Some(&the_key),
-                    json!({ "reservationId": reservation }),
-                )
-                .await
-            })
+            tokio::spawn(async move { pay(&app, &pass, reservation, &the_key).await })
         })
         .collect();
     let mut ids = HashMap::new();
@@ -258,27 +253,13 @@ async fn concurrent_replays_of_one_key_debit_once() {
         }
     }
     assert_eq!(ids.len(), 1, "one payment for the key: {ids:?}");
-    let (status, again) = post(
-        &app,
-        "/api/payments",
-        &pass,
-        Some(&the_key),
-        json!({ "reservationId": reservation }),
-    )
-    .await;
+    let (status, again) = pay(&app, &pass, reservation, &the_key).await;
     assert_eq!(status, 201);
     assert_eq!(
         Some(again["paymentId"].as_u64()),
         ids.keys().next().copied()
     );
-    let (status, reused) = post(
-        &app,
-        "/api/payments",
-        &pass,
-        Some(&the_key),
-        json!({ "reservationId": reservation + 1 }),
-    )
-    .await;
+    let (status, reused) = pay(&app, &pass, reservation + 1, &the_key).await;
     assert_eq!(
         (status, reused["error"].clone()),
         (422, json!("idempotency_key_reused"))
@@ -310,14 +291,7 @@ async fn a_declined_payment_moves_nothing_and_leaves_a_failed_record() {
     let buyer = user(OPENING).await;
     let pass = app.pass("decline", buyer).await;
     let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
-    let (status, body) = post(
-        &app,
-        "/api/payments",
-        &pass,
-        Some(&key()),
-        json!({ "reservationId": reservation }),
-    )
-    .await;
+    let (status, body) = pay(&app, &pass, reservation, &key()).await;
     assert_eq!(
         (status, body["error"].clone()),
         (422, json!("payment_declined"))
@@ -387,14 +361,7 @@ async fn killing_the_gateway_mid_run_leaves_consistent_books() {
             let schedule = venue.schedule;
             tokio::spawn(async move {
                 let reservation = hold(&app, &pass, schedule, seat).await;
-                post(
-                    &app,
-                    "/api/payments",
-                    &pass,
-                    Some(&key()),
-                    json!({ "reservationId": reservation }),
-                )
-                .await
+                pay(&app, &pass, reservation, &key()).await
             })
         })
         .collect();
@@ -534,14 +501,7 @@ async fn bad_payment_and_charge_requests_get_a_json_4xx() {
     )
     .await
     .expect("ageing");
-    let (status, body) = post(
-        &app,
-        "/api/payments",
-        &pass,
-        Some(&key()),
-        json!({ "reservationId": reservation }),
-    )
-    .await;
+    let (status, body) = pay(&app, &pass, reservation, &key()).await;
     assert_eq!(
         (status, body["error"].clone()),
         (410, json!("hold_expired"))
@@ -658,14 +618,7 @@ async fn a_balance_short_of_the_price_pays_nothing_and_voids_the_authorization()
     let buyer = user(PRICE - 1).await;
     let pass = app.pass("short", buyer).await;
     let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
-    let (status, body) = post(
-        &app,
-        "/api/payments",
-        &pass,
-        Some(&key()),
-        json!({ "reservationId": reservation }),
-    )
-    .await;
+    let (status, body) = pay(&app, &pass, reservation, &key()).await;
     assert_eq!(
         (status, body["error"].clone()),
         (422, json!("insufficient_balance")),

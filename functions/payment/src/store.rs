@@ -9,8 +9,8 @@
 
 use spin_sdk::mysql::Row;
 use sql_kit::{
-    Db, DbError, DbResult, column_text, column_time, column_u64, corrupt, datetime, id, int,
-    placeholders, text,
+    Db, DbError, DbResult, column_as, column_text, column_time, column_u64, corrupt, datetime, id,
+    int, placeholders, text,
 };
 use ticketing_core::events::{
     NotificationKind, NotificationRequest, PaymentCompleted, PaymentFacts, PaymentRefunded,
@@ -61,11 +61,7 @@ pub(crate) async fn balance(db: &Db, user: UserId) -> DbResult<Option<Balance>> 
         )
         .await?;
     rows.first()
-        .map(|row| {
-            column_u64(row, 0)
-                .and_then(|n| Balance::new(n).ok())
-                .ok_or_else(|| corrupt("balances.amount"))
-        })
+        .map(|row| column_as(row, 0, "balances.amount", Balance::new))
         .transpose()
 }
 
@@ -100,12 +96,8 @@ async fn charge_by_key(db: &Db, user: UserId, key: &IdempotencyKey) -> DbResult<
         .map(|row| {
             Ok(Charge {
                 charge_id: column_u64(row, 0).ok_or_else(|| corrupt("charges.id"))?,
-                amount: column_u64(row, 1)
-                    .and_then(|n| Amount::new(n).ok())
-                    .ok_or_else(|| corrupt("charges.amount"))?,
-                balance_after: column_u64(row, 2)
-                    .and_then(|n| Balance::new(n).ok())
-                    .ok_or_else(|| corrupt("charges.balance_after"))?,
+                amount: column_as(row, 1, "charges.amount", Amount::new)?,
+                balance_after: column_as(row, 2, "charges.balance_after", Balance::new)?,
             })
         })
         .transpose()
@@ -161,9 +153,7 @@ async fn charge_transaction(
         db.rollback().await;
         return Ok(Charged::UnknownUser);
     };
-    let current = column_u64(row, 0)
-        .and_then(|n| Balance::new(n).ok())
-        .ok_or_else(|| corrupt("balances.amount"))?;
+    let current = column_as(row, 0, "balances.amount", Balance::new)?;
     let after = match current.charge(amount, policy) {
         Ok(after) => after,
         Err(refused) => {
@@ -229,21 +219,13 @@ const PAYMENT_COLUMNS: &str = "id, user_id, reservation_id, status, amount, HEX(
 
 fn payment_from(row: &Row) -> DbResult<Payment> {
     Ok(Payment {
-        id: column_u64(row, 0)
-            .and_then(|n| PaymentId::new(n).ok())
-            .ok_or_else(|| corrupt("payments.id"))?,
-        user_id: column_u64(row, 1)
-            .and_then(|n| UserId::new(n).ok())
-            .ok_or_else(|| corrupt("payments.user_id"))?,
-        reservation_id: column_u64(row, 2)
-            .and_then(|n| ReservationId::new(n).ok())
-            .ok_or_else(|| corrupt("payments.reservation_id"))?,
+        id: column_as(row, 0, "payments.id", PaymentId::new)?,
+        user_id: column_as(row, 1, "payments.user_id", UserId::new)?,
+        reservation_id: column_as(row, 2, "payments.reservation_id", ReservationId::new)?,
         status: column_text(row, 3)
             .and_then(|s| PaymentStatus::parse(&s))
             .ok_or_else(|| corrupt("payments.status"))?,
-        amount: column_u64(row, 4)
-            .and_then(|n| Amount::new(n).ok())
-            .ok_or_else(|| corrupt("payments.amount"))?,
+        amount: column_as(row, 4, "payments.amount", Amount::new)?,
         fingerprint_hex: column_text(row, 5)
             .ok_or_else(|| corrupt("payments.request_hash"))?
             .to_ascii_lowercase(),
@@ -358,24 +340,16 @@ pub(crate) async fn booking(db: &Db, reservation: ReservationId) -> DbResult<Opt
     Ok(Some(Booking {
         reservation: Reservation {
             id: reservation,
-            user_id: column_u64(row, 0)
-                .and_then(|n| UserId::new(n).ok())
-                .ok_or_else(|| corrupt("reservations.user_id"))?,
-            schedule_id: column_u64(row, 1)
-                .and_then(|n| ScheduleId::new(n).ok())
-                .ok_or_else(|| corrupt("reservations.schedule_id"))?,
+            user_id: column_as(row, 0, "reservations.user_id", UserId::new)?,
+            schedule_id: column_as(row, 1, "reservations.schedule_id", ScheduleId::new)?,
             status: column_text(row, 2)
                 .and_then(|s| ReservationStatus::parse(&s))
                 .ok_or_else(|| corrupt("reservations.status"))?,
             seat_ids,
-            amount: column_u64(row, 3)
-                .and_then(|n| Amount::new(n).ok())
-                .ok_or_else(|| corrupt("reservations.amount"))?,
+            amount: column_as(row, 3, "reservations.amount", Amount::new)?,
             expires_at: column_time(row, 4).ok_or_else(|| corrupt("reservations.expires_at"))?,
         },
-        concert_id: column_u64(row, 5)
-            .and_then(|n| ConcertId::new(n).ok())
-            .ok_or_else(|| corrupt("schedules.concert_id"))?,
+        concert_id: column_as(row, 5, "schedules.concert_id", ConcertId::new)?,
         starts_at: column_time(row, 6).ok_or_else(|| corrupt("schedules.starts_at"))?,
     }))
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use spin_sdk::mysql::Row;
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use sql_kit::{
-    Db, DbError, DbResult, column_text, column_time, column_u64, corrupt, datetime, id,
+    Db, DbError, DbResult, column_as, column_text, column_time, column_u64, corrupt, datetime, id,
     placeholders,
 };
 use ticketing_core::ApiError;
@@ -72,9 +72,7 @@ pub(crate) struct ScheduleRef {
 
 fn concert_from(row: &Row) -> DbResult<Concert> {
     Ok(Concert {
-        concert_id: column_u64(row, 0)
-            .and_then(|n| ConcertId::new(n).ok())
-            .ok_or_else(|| corrupt("concerts.id"))?,
+        concert_id: column_as(row, 0, "concerts.id", ConcertId::new)?,
         title: column_text(row, 1).ok_or_else(|| corrupt("concerts.title"))?,
         artist: column_text(row, 2).ok_or_else(|| corrupt("concerts.artist"))?,
         venue: column_text(row, 3).ok_or_else(|| corrupt("concerts.venue"))?,
@@ -122,9 +120,7 @@ pub(crate) async fn schedules(
     rows.iter()
         .map(|row| {
             Ok(Schedule {
-                schedule_id: column_u64(row, 0)
-                    .and_then(|n| ScheduleId::new(n).ok())
-                    .ok_or_else(|| corrupt("schedules.id"))?,
+                schedule_id: column_as(row, 0, "schedules.id", ScheduleId::new)?,
                 starts_at: column_time(row, 1).ok_or_else(|| corrupt("schedules.starts_at"))?,
                 total_seats: column_u64(row, 2).ok_or_else(|| corrupt("schedules.total_seats"))?,
                 available_seats: column_u64(row, 3).unwrap_or(0),
@@ -144,9 +140,7 @@ pub(crate) async fn schedule(db: &Db, schedule: ScheduleId) -> DbResult<Option<S
         .map(|row| {
             Ok(ScheduleRef {
                 schedule_id: schedule,
-                concert_id: column_u64(row, 0)
-                    .and_then(|n| ConcertId::new(n).ok())
-                    .ok_or_else(|| corrupt("schedules.concert_id"))?,
+                concert_id: column_as(row, 0, "schedules.concert_id", ConcertId::new)?,
                 total_seats: column_u64(row, 1).ok_or_else(|| corrupt("schedules.total_seats"))?,
             })
         })
@@ -173,14 +167,10 @@ pub(crate) async fn available_seats(
 
 fn seat_from(row: &Row) -> DbResult<Seat> {
     Ok(Seat {
-        seat_id: column_u64(row, 0)
-            .and_then(|n| SeatId::new(n).ok())
-            .ok_or_else(|| corrupt("seats.id"))?,
+        seat_id: column_as(row, 0, "seats.id", SeatId::new)?,
         seat_no: column_u64(row, 1).ok_or_else(|| corrupt("seats.seat_no"))?,
         label: column_text(row, 2).ok_or_else(|| corrupt("seats.label"))?,
-        price: column_u64(row, 3)
-            .and_then(|n| Amount::new(n).ok())
-            .ok_or_else(|| corrupt("seats.price"))?,
+        price: column_as(row, 3, "seats.price", Amount::new)?,
     })
 }
 
@@ -219,19 +209,13 @@ pub(crate) async fn reservation(
         .collect::<DbResult<_>>()?;
     let reservation = Reservation {
         id: reservation,
-        user_id: column_u64(row, 1)
-            .and_then(|n| UserId::new(n).ok())
-            .ok_or_else(|| corrupt("reservations.user_id"))?,
-        schedule_id: column_u64(row, 2)
-            .and_then(|n| ScheduleId::new(n).ok())
-            .ok_or_else(|| corrupt("reservations.schedule_id"))?,
+        user_id: column_as(row, 1, "reservations.user_id", UserId::new)?,
+        schedule_id: column_as(row, 2, "reservations.schedule_id", ScheduleId::new)?,
         status: column_text(row, 3)
             .and_then(|s| ReservationStatus::parse(&s))
             .ok_or_else(|| corrupt("reservations.status"))?,
         seat_ids: seats.iter().map(|s| s.seat_id).collect(),
-        amount: column_u64(row, 4)
-            .and_then(|n| Amount::new(n).ok())
-            .ok_or_else(|| corrupt("reservations.amount"))?,
+        amount: column_as(row, 4, "reservations.amount", Amount::new)?,
         expires_at: column_time(row, 5).ok_or_else(|| corrupt("reservations.expires_at"))?,
     };
     Ok(Some(ReservationView { reservation, seats }))
@@ -258,11 +242,7 @@ async fn seat_rows(db: &Db, seats: &[SeatId]) -> DbResult<Vec<SeatRow>> {
     rows.iter()
         .map(|row| {
             let seat = seat_from(row)?;
-            let owner = || {
-                column_u64(row, 6)
-                    .and_then(|n| ReservationId::new(n).ok())
-                    .ok_or_else(|| corrupt("seats.reservation_id"))
-            };
+            let owner = || column_as(row, 6, "seats.reservation_id", ReservationId::new);
             let state = match column_text(row, 5).as_deref() {
                 Some("AVAILABLE") => SeatState::Available,
                 Some("HELD") => SeatState::Held {
@@ -277,9 +257,7 @@ async fn seat_rows(db: &Db, seats: &[SeatId]) -> DbResult<Vec<SeatRow>> {
             Ok(SeatRow {
                 listing: SeatListing {
                     seat: seat.seat_id,
-                    schedule: column_u64(row, 4)
-                        .and_then(|n| ScheduleId::new(n).ok())
-                        .ok_or_else(|| corrupt("seats.schedule_id"))?,
+                    schedule: column_as(row, 4, "seats.schedule_id", ScheduleId::new)?,
                     price: seat.price,
                 },
                 seat,
@@ -486,12 +464,8 @@ async fn expire(db: &Db, reservation: ReservationId, now: Timestamp) -> DbResult
     let Some(row) = rows.first() else {
         return Ok(());
     };
-    let user = column_u64(row, 0)
-        .and_then(|n| UserId::new(n).ok())
-        .ok_or_else(|| corrupt("reservations.user_id"))?;
-    let schedule = column_u64(row, 1)
-        .and_then(|n| ScheduleId::new(n).ok())
-        .ok_or_else(|| corrupt("reservations.schedule_id"))?;
+    let user = column_as(row, 0, "reservations.user_id", UserId::new)?;
+    let schedule = column_as(row, 1, "reservations.schedule_id", ScheduleId::new)?;
     db.execute(
         "UPDATE reservations SET status = 'EXPIRED' WHERE id = ?",
         vec![id(reservation.get())],

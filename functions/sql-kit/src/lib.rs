@@ -193,6 +193,19 @@ pub fn column_u64(row: &Row, index: usize) -> Option<u64> {
     }
 }
 
+/// A non-negative integer column through a parse constructor (an id, an amount); a NULL,
+/// unreadable or invalid value is [`corrupt`], named by `what`.
+pub fn column_as<T, E>(
+    row: &Row,
+    index: usize,
+    what: &str,
+    parse: impl FnOnce(u64) -> Result<T, E>,
+) -> DbResult<T> {
+    column_u64(row, index)
+        .and_then(|n| parse(n).ok())
+        .ok_or_else(|| corrupt(what))
+}
+
 pub fn column_text(row: &Row, index: usize) -> Option<String> {
     match &row[index] {
         DbValue::Str(text) => Some(text.clone()),
