@@ -10,7 +10,7 @@
 use spin_sdk::mysql::Row;
 use sql_kit::{
     Db, DbError, DbResult, column_as, column_text, column_time, column_u64, corrupt, datetime, id,
-    int, placeholders, text,
+    int, placeholders, text, with_retries,
 };
 use ticketing_core::events::{
     NotificationKind, NotificationRequest, PaymentCompleted, PaymentFacts, PaymentRefunded,
@@ -24,28 +24,6 @@ use ticketing_core::money::{
 use ticketing_core::payment::{PaymentStatus, RequestFingerprint};
 use ticketing_core::seats::{Reservation, ReservationStatus};
 use ticketing_core::time::Timestamp;
-
-const LOCK_WAIT_SECONDS: u32 = 3;
-const ATTEMPTS: usize = 3;
-
-/// Runs `transaction` until it commits or fails for another reason than contention,
-/// rolling back after every failed attempt.
-macro_rules! with_retries {
-    ($db:expr, $transaction:expr) => {{
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match $transaction.await {
-                Err(DbError::Contention) if attempt < ATTEMPTS => $db.rollback().await,
-                Err(error) => {
-                    $db.rollback().await;
-                    break Err(error);
-                }
-                Ok(value) => break Ok(value),
-            }
-        }
-    }};
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -142,7 +120,7 @@ async fn charge_transaction(
     policy: &ChargePolicy,
     now: Timestamp,
 ) -> DbResult<Charged> {
-    db.begin(LOCK_WAIT_SECONDS).await?;
+    db.begin().await?;
     let rows = db
         .query(
             "SELECT amount FROM balances WHERE user_id = ? FOR UPDATE",
@@ -455,7 +433,7 @@ async fn settle_transaction(
 ) -> DbResult<Result<Balance, Unsettled>> {
     let r = &booking.reservation;
     let amount = r.amount.minor_units();
-    db.begin(LOCK_WAIT_SECONDS).await?;
+    db.begin().await?;
     db.execute(
         "UPDATE reservations SET status = 'CONFIRMED' \
          WHERE id = ? AND user_id = ? AND status = 'HELD' AND expires_at > ?",
@@ -540,7 +518,7 @@ async fn refund_transaction(
 ) -> DbResult<bool> {
     let r = &booking.reservation;
     let amount = r.amount.minor_units();
-    db.begin(LOCK_WAIT_SECONDS).await?;
+    db.begin().await?;
     db.execute(
         "UPDATE payments SET status = 'REFUNDED', refunded_at = ? WHERE id = ? AND status = 'SUCCEEDED'",
         vec![datetime(now), id(payment.get())],

@@ -13,7 +13,7 @@ use spin_sdk::mysql::Row;
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use sql_kit::{
     Db, DbError, DbResult, column_as, column_text, column_time, column_u64, corrupt, datetime, id,
-    placeholders,
+    placeholders, with_retries,
 };
 use ticketing_core::ApiError;
 use ticketing_core::events::{ReservationExpired, ReservationHeld, ReservationReleased};
@@ -27,11 +27,6 @@ use ticketing_core::time::Timestamp;
 
 /// The core's `SeatState::is_holdable` as SQL; `?` is the current time.
 const HOLDABLE: &str = "(status = 'AVAILABLE' OR (status = 'HELD' AND held_until <= ?))";
-
-/// How long a transaction waits for a row lock before giving up and retrying.
-const LOCK_WAIT_SECONDS: u32 = 3;
-/// Attempts of a transaction that lost a deadlock or a lock wait.
-const ATTEMPTS: usize = 3;
 
 // ---- catalog -------------------------------------------------------------------------
 
@@ -317,24 +312,14 @@ pub(crate) async fn hold(
         ids.dedup();
         ids
     };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match hold_transaction(db, selection, user, amount, &lapsed, policy, now).await {
-            Err(HoldRefused::Db(DbError::Contention)) if attempt < ATTEMPTS => {
-                db.rollback().await;
-            }
-            Err(refused) => {
-                db.rollback().await;
-                return Err(refused);
-            }
-            Ok(reservation) => {
-                found.sort_by_key(|s| s.seat.seat_id);
-                let seats = found.into_iter().map(|s| s.seat).collect();
-                return Ok(ReservationView { reservation, seats });
-            }
-        }
-    }
+    let held = with_retries!(
+        db,
+        hold_transaction(db, selection, user, amount, &lapsed, policy, now)
+    )?;
+    let reservation = held.map_err(HoldRefused::Seats)?;
+    found.sort_by_key(|s| s.seat.seat_id);
+    let seats = found.into_iter().map(|s| s.seat).collect();
+    Ok(ReservationView { reservation, seats })
 }
 
 async fn hold_transaction(
@@ -345,10 +330,10 @@ async fn hold_transaction(
     lapsed: &[ReservationId],
     policy: &HoldPolicy,
     now: Timestamp,
-) -> Result<Reservation, HoldRefused> {
+) -> DbResult<Result<Reservation, SeatError>> {
     let seats = selection.seats();
     let expires_at = policy.hold_expiry(now);
-    db.begin(LOCK_WAIT_SECONDS).await?;
+    db.begin().await?;
     for reservation in lapsed {
         expire(db, *reservation, now).await?;
     }
@@ -385,7 +370,8 @@ async fn hold_transaction(
     .await?;
     if db.row_count().await? != seats.len() as u64 {
         let taken = taken_seats(db, seats, reservation_id).await?;
-        return Err(HoldRefused::Seats(SeatError::Unavailable(taken)));
+        db.rollback().await;
+        return Ok(Err(SeatError::Unavailable(taken)));
     }
     let values = vec!["(?, ?)"; seats.len()].join(", ");
     let params = seats
@@ -401,7 +387,8 @@ async fn hold_transaction(
     {
         // A live row for one of these seats: the schema's last line of defence held.
         Err(DbError::Duplicate(_)) => {
-            return Err(HoldRefused::Seats(SeatError::Unavailable(seats.to_vec())));
+            db.rollback().await;
+            return Ok(Err(SeatError::Unavailable(seats.to_vec())));
         }
         other => other?,
     }
@@ -427,7 +414,7 @@ async fn hold_transaction(
     )
     .await?;
     db.commit().await?;
-    Ok(reservation)
+    Ok(Ok(reservation))
 }
 
 /// The selected seats some other reservation owns now.
@@ -527,22 +514,11 @@ async fn release_seats(
 /// Cancels a live hold: CANCELLED, seats on sale again, `reservation.released` published.
 /// Returns false when the hold was no longer live (paid, lapsed or cancelled meanwhile).
 pub(crate) async fn release(db: &Db, reservation: &Reservation, now: Timestamp) -> DbResult<bool> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match release_transaction(db, reservation, now).await {
-            Err(DbError::Contention) if attempt < ATTEMPTS => db.rollback().await,
-            Err(error) => {
-                db.rollback().await;
-                return Err(error);
-            }
-            Ok(released) => return Ok(released),
-        }
-    }
+    with_retries!(db, release_transaction(db, reservation, now))
 }
 
 async fn release_transaction(db: &Db, reservation: &Reservation, now: Timestamp) -> DbResult<bool> {
-    db.begin(LOCK_WAIT_SECONDS).await?;
+    db.begin().await?;
     db.execute(
         "UPDATE reservations SET status = 'CANCELLED' \
          WHERE id = ? AND status = 'HELD' AND expires_at > ?",

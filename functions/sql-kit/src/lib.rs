@@ -46,6 +46,36 @@ impl DbError {
 
 pub type DbResult<T> = Result<T, DbError>;
 
+/// How long a transaction waits for a row lock before giving up (and being retried).
+pub const LOCK_WAIT_SECONDS: u32 = 3;
+
+/// Attempts of a transaction that lost a deadlock or a lock wait.
+pub const ATTEMPTS: usize = 3;
+
+/// Runs `$transaction` (an expression making a fresh future of a `DbResult`) until it
+/// commits or fails for another reason than contention, rolling back after every failed
+/// attempt. A transaction that refuses for a business reason rolls back itself and
+/// returns `Ok` with the refusal.
+#[macro_export]
+macro_rules! with_retries {
+    ($db:expr, $transaction:expr) => {{
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match $transaction.await {
+                Err($crate::DbError::Contention) if attempt < $crate::ATTEMPTS => {
+                    $db.rollback().await
+                }
+                Err(error) => {
+                    $db.rollback().await;
+                    break Err(error);
+                }
+                Ok(value) => break Ok(value),
+            }
+        }
+    }};
+}
+
 /// One connection; statements run in order on it, so session state (a transaction,
 /// `ROW_COUNT()`, `LAST_INSERT_ID()`) carries from one to the next.
 pub struct Db {
@@ -86,12 +116,12 @@ impl Db {
     }
 
     /// Starts a READ COMMITTED transaction whose lock waits give up after
-    /// `lock_wait_seconds`. Under READ COMMITTED a conditional `UPDATE` skips rows whose
+    /// [`LOCK_WAIT_SECONDS`]. Under READ COMMITTED a conditional `UPDATE` skips rows whose
     /// committed version does not match instead of queueing behind their locks, which is
     /// what keeps losers of a seat race fast.
-    pub async fn begin(&self, lock_wait_seconds: u32) -> DbResult<()> {
+    pub async fn begin(&self) -> DbResult<()> {
         self.execute(
-            &format!("SET SESSION innodb_lock_wait_timeout = {lock_wait_seconds}"),
+            &format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"),
             vec![],
         )
         .await?;
