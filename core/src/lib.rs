@@ -6,6 +6,7 @@
 //! the edge functions, the bridge and the test suite.
 
 pub mod admin;
+pub mod cache;
 pub mod error;
 pub mod events;
 pub mod ids;

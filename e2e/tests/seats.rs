@@ -486,7 +486,7 @@ async fn the_catalog_reads_concerts_schedules_and_the_ranking() {
     assert_eq!(empty.status, 200);
     assert_eq!(empty.json()["ranking"], json!([]));
     let today = ticketing_core::ranking::daily_key(now);
-    for key in ["ranking:all", today.as_str()] {
+    for key in [ticketing_core::ranking::ALL_TIME_KEY, today.as_str()] {
         let _: () = redis::cmd("ZADD")
             .arg(key)
             .arg(7)

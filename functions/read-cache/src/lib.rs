@@ -1,31 +1,10 @@
-//! Where the seats component caches catalog reads in Redis, and how a writer that changes
-//! seats (a hold, a release, a refund) makes them stale. Seat maps are versioned per
-//! schedule: the writer bumps the version after its commit, and a reader only stores a map
-//! read under the version that is still current.
+//! How a component that changes seats (a hold, a release, a refund) makes the read cache
+//! stale. The key layout is `ticketing_core::cache`, shared with the bridge's sweeper.
 
 use spin_sdk::redis;
 use ticketing_core::ids::{ConcertId, ScheduleId};
 
-pub fn concerts_key() -> String {
-    "catalog:concerts".to_owned()
-}
-
-pub fn concert_key(concert: ConcertId) -> String {
-    format!("catalog:concert:{concert}")
-}
-
-pub fn schedules_key(concert: ConcertId) -> String {
-    format!("catalog:concert:{concert}:schedules")
-}
-
-/// A schedule's seat map and its version; they share a hash tag, so one slot on Redis
-/// Cluster.
-pub fn seat_map_keys(schedule: ScheduleId) -> (String, String) {
-    (
-        format!("{{sch:{schedule}}}:seats"),
-        format!("{{sch:{schedule}}}:version"),
-    )
-}
+pub use ticketing_core::cache::{concert_key, concerts_key, schedules_key, seat_map_keys};
 
 /// After a committed change to seats of `schedule` (of `concert`): its seat map and the
 /// concert's schedule list (with availability counts) are stale.

@@ -1,0 +1,457 @@
+//! Every SQL statement of the bridge: claiming and settling outbox batches, ending lapsed
+//! holds, and recording notifications with their deduplication.
+//!
+//! Transactions run at READ COMMITTED: a locking scan there takes no gap locks, so claiming
+//! unsent outbox rows never blocks the components inserting new ones, and `SKIP LOCKED`
+//! lets several bridges take disjoint batches.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Context as _;
+use mysql_async::prelude::Queryable;
+use mysql_async::{IsolationLevel, Pool, Transaction, TxOpts, Value};
+use ticketing_core::events::{Envelope, EventId, NotificationKind, NotificationRequest};
+use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
+use ticketing_core::time::Timestamp;
+
+/// One undelivered outbox row.
+#[derive(Debug)]
+pub(crate) struct OutboxRow {
+    pub(crate) id: u64,
+    pub(crate) topic: String,
+    pub(crate) key: String,
+    pub(crate) payload: Vec<u8>,
+    /// Failed deliveries so far.
+    pub(crate) attempts: u32,
+}
+
+/// Outbox rows locked by this bridge until [`Claim::settle`]; other bridges skip them.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    transaction: Transaction<'static>,
+    pub(crate) rows: Vec<OutboxRow>,
+}
+
+/// A hold the sweeper ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ExpiredHold {
+    pub(crate) reservation: ReservationId,
+    pub(crate) user: UserId,
+    pub(crate) schedule: ScheduleId,
+    pub(crate) concert: ConcertId,
+    pub(crate) seats: Vec<SeatId>,
+}
+
+/// A notification request as the consumer received it.
+#[derive(Debug)]
+pub(crate) struct ReceivedNotification {
+    pub(crate) event_id: EventId,
+    pub(crate) requested_at: Timestamp,
+    pub(crate) request: NotificationRequest,
+}
+
+/// What a deduplicated write did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    pub(crate) applied: usize,
+    pub(crate) duplicates: usize,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    pub(crate) fn connect(url: &str) -> anyhow::Result<Self> {
+        let opts = mysql_async::Opts::from_url(url).context("parsing the MySQL URL")?;
+        Ok(Self {
+            pool: Pool::new(opts),
+        })
+    }
+
+    async fn begin(&self) -> anyhow::Result<Transaction<'static>> {
+        let mut options = TxOpts::default();
+        options.with_isolation_level(IsolationLevel::ReadCommitted);
+        self.pool
+            .start_transaction(options)
+            .await
+            .context("starting a MySQL transaction")
+    }
+
+    /// Locks up to `limit` of the oldest unsent outbox rows that no other bridge holds.
+    pub(crate) async fn claim_unsent(&self, limit: usize) -> anyhow::Result<Claim> {
+        let mut transaction = self.begin().await?;
+        let rows: Vec<(u64, String, String, Vec<u8>, u32)> = transaction
+            .exec(
+                "SELECT id, topic, event_key, payload, attempts FROM outbox \
+                 WHERE sent_at IS NULL ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
+                (limit as u64,),
+            )
+            .await
+            .context("claiming outbox rows")?;
+        let rows = rows
+            .into_iter()
+            .map(|(id, topic, key, payload, attempts)| OutboxRow {
+                id,
+                topic,
+                key,
+                payload,
+                attempts,
+            })
+            .collect();
+        Ok(Claim { transaction, rows })
+    }
+
+    /// Rows not yet delivered, and the age of the oldest in seconds.
+    pub(crate) async fn backlog(&self) -> anyhow::Result<(u64, f64)> {
+        let mut connection = self.pool.get_conn().await?;
+        let row: Option<(u64, Option<i64>)> = connection
+            .query_first(
+                "SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(created_at), UTC_TIMESTAMP(3)) \
+                 FROM outbox WHERE sent_at IS NULL",
+            )
+            .await
+            .context("measuring the outbox backlog")?;
+        let (count, age_micros) = row.unwrap_or_default();
+        Ok((count, age_micros.unwrap_or(0).max(0) as f64 / 1e6))
+    }
+
+    /// Deletes up to `limit` rows delivered more than `retention_secs` ago; returns how many.
+    pub(crate) async fn purge_delivered(
+        &self,
+        retention_secs: u64,
+        limit: usize,
+    ) -> anyhow::Result<u64> {
+        let mut connection = self.pool.get_conn().await?;
+        connection
+            .exec_drop(
+                "DELETE FROM outbox WHERE sent_at < UTC_TIMESTAMP(3) - INTERVAL ? SECOND \
+                 ORDER BY sent_at LIMIT ?",
+                (retention_secs, limit as u64),
+            )
+            .await
+            .context("purging delivered outbox rows")?;
+        Ok(connection.affected_rows())
+    }
+
+    /// Ends up to `limit` holds lapsed at `now` that no one else is working on: each
+    /// reservation becomes EXPIRED, its seats go back on sale, and a `reservation.expired`
+    /// event (made by `announce`) goes to the outbox, all in one transaction. A hold a
+    /// component is paying or expiring right now is locked, so skipped; its status is
+    /// re-checked under the lock, so a hold is ended exactly once.
+    pub(crate) async fn expire_lapsed_holds(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        announce: impl Fn(&ExpiredHold) -> anyhow::Result<Envelope>,
+    ) -> anyhow::Result<Vec<ExpiredHold>> {
+        let mut transaction = self.begin().await?;
+        let lapsed: Vec<(u64, u64, u64)> = transaction
+            .exec(
+                "SELECT id, user_id, schedule_id FROM reservations \
+                 WHERE status = 'HELD' AND expires_at <= ? \
+                 ORDER BY expires_at LIMIT ? FOR UPDATE SKIP LOCKED",
+                (now.to_sql_datetime(), limit as u64),
+            )
+            .await
+            .context("finding lapsed holds")?;
+        if lapsed.is_empty() {
+            transaction.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let reservation_ids: Vec<u64> = lapsed.iter().map(|(id, _, _)| *id).collect();
+        let seat_rows: Vec<(u64, u64)> = transaction
+            .exec(
+                format!(
+                    "SELECT reservation_id, seat_id FROM reservation_seats \
+                     WHERE released_at IS NULL AND reservation_id IN ({}) \
+                     ORDER BY reservation_id, seat_id",
+                    placeholders(reservation_ids.len())
+                ),
+                values(&reservation_ids),
+            )
+            .await?;
+        let schedule_ids: BTreeSet<u64> = lapsed.iter().map(|(_, _, s)| *s).collect();
+        let schedule_ids: Vec<u64> = schedule_ids.into_iter().collect();
+        let concerts: BTreeMap<u64, u64> = transaction
+            .exec::<(u64, u64), _, _>(
+                format!(
+                    "SELECT id, concert_id FROM schedules WHERE id IN ({})",
+                    placeholders(schedule_ids.len())
+                ),
+                values(&schedule_ids),
+            )
+            .await?
+            .into_iter()
+            .collect();
+        let mut seats_of: BTreeMap<u64, Vec<SeatId>> = BTreeMap::new();
+        for (reservation, seat) in &seat_rows {
+            seats_of
+                .entry(*reservation)
+                .or_default()
+                .push(SeatId::new(*seat)?);
+        }
+        let expired = lapsed
+            .iter()
+            .map(|&(reservation, user, schedule)| {
+                Ok(ExpiredHold {
+                    reservation: ReservationId::new(reservation)?,
+                    user: UserId::new(user)?,
+                    schedule: ScheduleId::new(schedule)?,
+                    concert: ConcertId::new(
+                        *concerts
+                            .get(&schedule)
+                            .context("a schedule without a concert")?,
+                    )?,
+                    seats: seats_of.remove(&reservation).unwrap_or_default(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+
+        let in_reservations = placeholders(reservation_ids.len());
+        transaction
+            .exec_drop(
+                format!(
+                    "UPDATE reservations SET status = 'EXPIRED' \
+                     WHERE status = 'HELD' AND id IN ({in_reservations})"
+                ),
+                values(&reservation_ids),
+            )
+            .await?;
+        anyhow::ensure!(
+            transaction.affected_rows() == reservation_ids.len() as u64,
+            "a locked lapsed hold changed under its lock"
+        );
+        let mut params = vec![Value::from(now.to_sql_datetime())];
+        params.extend(reservation_ids.iter().map(|id| Value::from(*id)));
+        transaction
+            .exec_drop(
+                format!(
+                    "UPDATE reservation_seats SET released_at = ? \
+                     WHERE released_at IS NULL AND reservation_id IN ({in_reservations})"
+                ),
+                params,
+            )
+            .await?;
+        if !seat_rows.is_empty() {
+            let seat_ids: Vec<u64> = seat_rows.iter().map(|(_, seat)| *seat).collect();
+            let mut params = values(&seat_ids);
+            params.extend(reservation_ids.iter().map(|id| Value::from(*id)));
+            transaction
+                .exec_drop(
+                    format!(
+                        "UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, \
+                         held_until = NULL, version = version + 1 \
+                         WHERE status = 'HELD' AND id IN ({}) AND reservation_id IN ({in_reservations})",
+                        placeholders(seat_ids.len())
+                    ),
+                    params,
+                )
+                .await?;
+        }
+        let envelopes = expired
+            .iter()
+            .map(&announce)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        insert_outbox(&mut transaction, &envelopes).await?;
+        transaction.commit().await?;
+        Ok(expired)
+    }
+
+    /// Records each notification once for `consumer`: events already in processed_events
+    /// are skipped, the rest are marked processed and recorded in the same transaction.
+    pub(crate) async fn record_notifications(
+        &self,
+        consumer: &str,
+        received: &[ReceivedNotification],
+    ) -> anyhow::Result<Recorded> {
+        if received.is_empty() {
+            return Ok(Recorded::default());
+        }
+        let mut transaction = self.begin().await?;
+        let ids: Vec<String> = received.iter().map(|n| n.event_id.to_string()).collect();
+        let mut params = vec![Value::from(consumer)];
+        params.extend(ids.iter().map(|id| Value::from(id.as_str())));
+        let seen: BTreeSet<String> = transaction
+            .exec::<String, _, _>(
+                format!(
+                    "SELECT event_id FROM processed_events WHERE consumer = ? AND event_id IN ({})",
+                    placeholders(ids.len())
+                ),
+                params,
+            )
+            .await?
+            .into_iter()
+            .collect();
+        // A batch may carry the same event twice (a redelivery right behind the original).
+        let mut taken = seen.clone();
+        let fresh: Vec<(&String, &ReceivedNotification)> = ids
+            .iter()
+            .zip(received)
+            .filter(|(id, _)| taken.insert((*id).clone()))
+            .collect();
+        let recorded = Recorded {
+            applied: fresh.len(),
+            duplicates: received.len() - fresh.len(),
+        };
+        if fresh.is_empty() {
+            transaction.rollback().await?;
+            return Ok(recorded);
+        }
+        let params: Vec<Value> = fresh
+            .iter()
+            .flat_map(|(id, _)| [Value::from(consumer), Value::from(id.as_str())])
+            .collect();
+        transaction
+            .exec_drop(
+                format!(
+                    "INSERT INTO processed_events (consumer, event_id) VALUES {}",
+                    tuples(fresh.len(), 2)
+                ),
+                params,
+            )
+            .await
+            .context("marking notifications processed (a concurrent consumer got there first?)")?;
+        let params: Vec<Value> = fresh
+            .iter()
+            .flat_map(|(id, n)| {
+                [
+                    Value::from(id.as_str()),
+                    Value::from(n.request.user_id.get()),
+                    Value::from(kind_name(n.request.kind)),
+                    Value::from(n.request.reservation_id.get()),
+                    n.request
+                        .payment_id
+                        .map_or(Value::NULL, |p| Value::from(p.get())),
+                    Value::from(n.requested_at.to_sql_datetime()),
+                ]
+            })
+            .collect();
+        transaction
+            .exec_drop(
+                format!(
+                    "INSERT INTO notifications \
+                     (event_id, user_id, kind, reservation_id, payment_id, requested_at) VALUES {}",
+                    tuples(fresh.len(), 6)
+                ),
+                params,
+            )
+            .await
+            .context("recording notifications")?;
+        transaction.commit().await?;
+        Ok(recorded)
+    }
+}
+
+impl Claim {
+    /// Marks the delivered rows sent and counts a failed attempt on the others, then
+    /// releases the batch.
+    pub(crate) async fn settle(mut self, delivered: &[u64], failed: &[u64]) -> anyhow::Result<()> {
+        if !delivered.is_empty() {
+            self.transaction
+                .exec_drop(
+                    format!(
+                        "UPDATE outbox SET sent_at = UTC_TIMESTAMP(3) WHERE id IN ({})",
+                        placeholders(delivered.len())
+                    ),
+                    values(delivered),
+                )
+                .await
+                .context("marking outbox rows sent")?;
+        }
+        if !failed.is_empty() {
+            self.transaction
+                .exec_drop(
+                    format!(
+                        "UPDATE outbox SET attempts = attempts + 1 WHERE id IN ({})",
+                        placeholders(failed.len())
+                    ),
+                    values(failed),
+                )
+                .await
+                .context("counting failed deliveries")?;
+        }
+        self.transaction
+            .commit()
+            .await
+            .context("committing an outbox batch")
+    }
+}
+
+/// Writes events to the outbox inside the caller's transaction.
+async fn insert_outbox(
+    transaction: &mut Transaction<'static>,
+    envelopes: &[Envelope],
+) -> anyhow::Result<()> {
+    if envelopes.is_empty() {
+        return Ok(());
+    }
+    let mut params = Vec::with_capacity(envelopes.len() * 5);
+    for envelope in envelopes {
+        let topic = envelope.topic().context("an event of no known topic")?;
+        params.extend([
+            Value::from(envelope.event_id.to_string()),
+            Value::from(topic.name()),
+            Value::from(envelope.key.as_str()),
+            Value::from(envelope.to_json()?),
+            Value::from(envelope.occurred_at.to_sql_datetime()),
+        ]);
+    }
+    transaction
+        .exec_drop(
+            format!(
+                "INSERT INTO outbox (event_id, topic, event_key, payload, created_at) VALUES {}",
+                tuples(envelopes.len(), 5)
+            ),
+            params,
+        )
+        .await
+        .context("writing to the outbox")
+}
+
+fn kind_name(kind: NotificationKind) -> &'static str {
+    match kind {
+        NotificationKind::PaymentCompleted => "PAYMENT_COMPLETED",
+        NotificationKind::PaymentRefunded => "PAYMENT_REFUNDED",
+        NotificationKind::ReservationExpired => "RESERVATION_EXPIRED",
+    }
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// `n` row tuples of `width` placeholders each, for a multi-row INSERT.
+fn tuples(n: usize, width: usize) -> String {
+    let row = format!("({})", placeholders(width));
+    vec![row; n].join(", ")
+}
+
+fn values(ids: &[u64]) -> Vec<Value> {
+    ids.iter().map(|id| Value::from(*id)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_inserts_get_one_tuple_per_row() {
+        assert_eq!(tuples(2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(placeholders(1), "?");
+    }
+
+    #[test]
+    fn notification_kinds_are_the_schema_enum_values() {
+        // The ENUM of infra/mysql/migrations/0005_notifications.sql, in JSON form.
+        for kind in [
+            NotificationKind::PaymentCompleted,
+            NotificationKind::PaymentRefunded,
+            NotificationKind::ReservationExpired,
+        ] {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind_name(kind));
+        }
+    }
+}

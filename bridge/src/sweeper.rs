@@ -1,0 +1,95 @@
+//! The hold-expiry sweeper: ends holds that lapsed unpaid, puts their seats back on sale and
+//! announces `reservation.expired`. The seats component also expires a lapsed hold lazily
+//! when someone wants its seats; the sweeper makes sure every lapsed hold ends within a
+//! sweep interval even if no one does. Several bridges may sweep at once: each takes the
+//! lapsed holds no one else has locked (see `Store::expire_lapsed_holds`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use ticketing_core::cache::{schedules_key, seat_map_keys};
+use ticketing_core::events::{Envelope, EventId, ReservationExpired};
+use ticketing_core::time::Timestamp;
+
+use crate::config::Config;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::store::{ExpiredHold, Store};
+
+pub(crate) async fn run(
+    store: Store,
+    redis: ConnectionManager,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        match sweep(&store, &redis, &config, &metrics).await {
+            Ok(()) => health.ok("sweeper"),
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "hold-expiry sweep failed");
+                health.failing("sweeper", &error);
+            }
+        }
+        if !shutdown.sleep(config.sweeper.interval).await {
+            return;
+        }
+    }
+}
+
+/// Ends every hold lapsed by now, a batch per transaction.
+async fn sweep(
+    store: &Store,
+    redis: &ConnectionManager,
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    loop {
+        let now = crate::now();
+        let expired = store
+            .expire_lapsed_holds(now, config.sweeper.batch, |hold| announce(hold, now))
+            .await?;
+        metrics.holds_expired.inc_by(expired.len() as u64);
+        let seats: usize = expired.iter().map(|hold| hold.seats.len()).sum();
+        metrics.seats_released.inc_by(seats as u64);
+        if let Err(error) = invalidate(redis, &expired).await {
+            // Cached maps also lapse on their own within seconds; the seats are free anyway.
+            tracing::warn!(%error, "could not invalidate cached seat maps");
+        }
+        if expired.len() < config.sweeper.batch {
+            return Ok(());
+        }
+    }
+}
+
+fn announce(hold: &ExpiredHold, now: Timestamp) -> anyhow::Result<Envelope> {
+    let mut random = [0u8; 10];
+    getrandom::fill(&mut random)
+        .map_err(|e| anyhow::anyhow!("no randomness for an event id: {e}"))?;
+    let event = ReservationExpired {
+        reservation_id: hold.reservation,
+        user_id: hold.user,
+        schedule_id: hold.schedule,
+        seat_ids: hold.seats.clone(),
+    };
+    Ok(Envelope::wrap(&event, EventId::new(now, random), now)?)
+}
+
+/// The freed seats' schedules: bump each seat map's version and drop the cached map and
+/// the concert's schedule list, as the components do after a release.
+async fn invalidate(redis: &ConnectionManager, expired: &[ExpiredHold]) -> redis::RedisResult<()> {
+    let schedules: BTreeSet<_> = expired.iter().map(|h| (h.schedule, h.concert)).collect();
+    if schedules.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (schedule, concert) in schedules {
+        let (map, version) = seat_map_keys(schedule);
+        pipe.incr(version, 1).ignore();
+        pipe.del(&[map, schedules_key(concert)]).ignore();
+    }
+    pipe.query_async(&mut redis.clone()).await
+}
