@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
@@ -32,6 +33,24 @@ use crate::store::Store;
 struct Outcome {
     claimed: usize,
     failed: usize,
+    /// The broker rejected the producer's identity: only a new producer can go on.
+    fenced: bool,
+}
+
+/// Broker answers that reject the idempotent producer itself rather than one message.
+/// After an outage, librdkafka bumps the producer epoch, and a broker may fence it
+/// instead (tansu does); every later message then fails the same way.
+fn is_fencing(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::InvalidProducerIdMapping
+        )
+    )
 }
 
 pub(crate) async fn run(
@@ -47,6 +66,12 @@ pub(crate) async fn run(
         let started = Instant::now();
         let outcome = relay_batch(&store, &producer, &config, &metrics).await;
         let pause = match outcome {
+            Ok(Outcome { fenced: true, .. }) => {
+                tracing::warn!("the broker fenced the Kafka producer; replacing it");
+                producer = kafka::producer(&config)?;
+                health.failing("relay", &anyhow::anyhow!("producer fenced; replaced"));
+                Duration::ZERO
+            }
             Ok(Outcome { claimed: 0, .. }) => {
                 health.ok("relay");
                 backoff.succeeded();
@@ -60,7 +85,9 @@ pub(crate) async fn run(
                 backoff.succeeded();
                 Duration::ZERO
             }
-            Ok(Outcome { claimed, failed }) => {
+            Ok(Outcome {
+                claimed, failed, ..
+            }) => {
                 let error = anyhow::anyhow!("{failed} of {claimed} deliveries failed");
                 tracing::warn!(failed, claimed, "outbox deliveries failed; will retry");
                 health.failing("relay", &error);
@@ -99,6 +126,7 @@ async fn relay_batch(
         return Ok(Outcome {
             claimed: 0,
             failed: 0,
+            fenced: false,
         });
     }
     let topics: Vec<String> = claim
@@ -116,6 +144,7 @@ async fn relay_batch(
     let results = join_all(deliveries).await;
     let mut delivered = Vec::with_capacity(results.len());
     let mut failed = Vec::new();
+    let mut fenced = false;
     for (row, result) in claim.rows.iter().zip(results) {
         let labels = TopicLabels {
             topic: row.topic.clone(),
@@ -130,6 +159,7 @@ async fn relay_batch(
             }
             Err((error, _)) => {
                 tracing::debug!(id = row.id, %error, "delivery failed");
+                fenced |= is_fencing(&error);
                 failed.push(row.id);
                 metrics.produce_failed.get_or_create(&labels).inc();
             }
@@ -138,6 +168,7 @@ async fn relay_batch(
     let outcome = Outcome {
         claimed: claim.rows.len(),
         failed: failed.len(),
+        fenced,
     };
     claim.settle(&delivered, &failed).await?;
     Ok(outcome)
