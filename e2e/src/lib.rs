@@ -13,7 +13,7 @@ use edge::instance::ReuseSettings;
 use edge::server::ServerSettings;
 use edge_testkit::{Response, TestServer, build_wasm, mysql_host, repo_root, service_env};
 use mysql_async::prelude::Queryable;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{OnceCell, Semaphore};
 
 pub const ADMIN_KEY: &str = "e2e-admin-key-0123456789";
@@ -368,5 +368,84 @@ fn assert_well_formed(method: &str, path: &str, response: &Response) {
             "{method} {path}: {status} without an error body: {}",
             response.body
         );
+    }
+}
+/// An idempotency key no other request of this run has used.
+pub fn key() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "k-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// POSTs JSON with a bearer token (and an idempotency key): (status, body).
+pub async fn post(
+    app: &App,
+    path: &str,
+    token: &str,
+    key: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    if let Some(key) = key {
+        headers.push(("idempotency-key", key));
+    }
+    let response = app.call("POST", path, Some(&body), &headers).await;
+    (response.status, response.json())
+}
+
+/// Pays for `reservation` with `pass` under `key`.
+pub async fn pay(app: &App, pass: &str, reservation: u64, key: &str) -> (u16, Value) {
+    post(
+        app,
+        "/api/payments",
+        pass,
+        Some(key),
+        json!({ "reservationId": reservation }),
+    )
+    .await
+}
+
+/// GETs `path` with `auth` (an `Authorization` value), expecting JSON.
+pub async fn get(app: &App, path: &str, auth: &str) -> Value {
+    app.call("GET", path, None, &[("authorization", auth)])
+        .await
+        .json()
+}
+
+/// Holds one seat with `pass`; returns the reservation.
+pub async fn hold(app: &App, pass: &str, schedule: u64, seat: u64) -> u64 {
+    let (status, body) = post(
+        app,
+        "/api/reservations",
+        pass,
+        None,
+        json!({ "scheduleId": schedule, "seatIds": [seat] }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["reservationId"].as_u64().expect("reservation id")
+}
+
+/// Pays for `reservation`, with a new key after every decline or gateway timeout, as a user
+/// would. Returns the payment and the number of declines.
+pub async fn pay_until_done(app: &App, pass: &str, reservation: u64) -> (u64, u32) {
+    let mut declines = 0;
+    loop {
+        let (status, body) = pay(app, pass, reservation, &key()).await;
+        match status {
+            201 => return (body["paymentId"].as_u64().expect("payment id"), declines),
+            422 => {
+                assert_eq!(body["error"], "payment_declined", "{body}");
+                declines += 1;
+            }
+            // The gateway did not answer in time (a loaded machine): nothing was charged,
+            // and the user tries again with a new key, as after a decline.
+            503 => assert_eq!(body["error"], "service_unavailable", "{body}"),
+            other => panic!("payment of {reservation}: {other} {body}"),
+        }
     }
 }

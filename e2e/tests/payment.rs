@@ -3,24 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use e2e::{App, Gateway, mysql, user, venue};
+use e2e::{App, Gateway, get, hold, key, mysql, pay, pay_until_done, post, user, venue};
 use mysql_async::prelude::Queryable;
 use payment_gateway::Behaviour;
 use serde_json::{Value, json};
 
 const PRICE: u64 = 50_000;
 const OPENING: u64 = 1_000_000;
-
-fn key() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "k-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 async fn app_with(gateway: &Gateway) -> App {
     App::start(&[
@@ -32,67 +22,6 @@ async fn app_with(gateway: &Gateway) -> App {
         ("QUEUE_STATUS_LIMIT_PER_USER", "0"),
     ])
     .await
-}
-
-async fn post(app: &App, path: &str, token: &str, key: Option<&str>, body: Value) -> (u16, Value) {
-    let auth = format!("Bearer {token}");
-    let mut headers = vec![("authorization", auth.as_str())];
-    if let Some(key) = key {
-        headers.push(("idempotency-key", key));
-    }
-    let response = app.call("POST", path, Some(&body), &headers).await;
-    (response.status, response.json())
-}
-
-async fn pay(app: &App, pass: &str, reservation: u64, key: &str) -> (u16, Value) {
-    post(
-        app,
-        "/api/payments",
-        pass,
-        Some(key),
-        json!({ "reservationId": reservation }),
-    )
-    .await
-}
-
-/// GETs `path` with `auth` (an `Authorization` value), expecting JSON.
-async fn get(app: &App, path: &str, auth: &str) -> Value {
-    app.call("GET", path, None, &[("authorization", auth)])
-        .await
-        .json()
-}
-
-async fn hold(app: &App, pass: &str, schedule: u64, seat: u64) -> u64 {
-    let (status, body) = post(
-        app,
-        "/api/reservations",
-        pass,
-        None,
-        json!({ "scheduleId": schedule, "seatIds": [seat] }),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["reservationId"].as_u64().expect("reservation id")
-}
-
-/// Pays for `reservation`, with a new key after every decline or gateway timeout, as a user
-/// would. Returns the payment and the number of declines.
-async fn pay_until_done(app: &App, pass: &str, reservation: u64) -> (u64, u32) {
-    let mut declines = 0;
-    loop {
-        let (status, body) = pay(app, pass, reservation, &key()).await;
-        match status {
-            201 => return (body["paymentId"].as_u64().expect("payment id"), declines),
-            422 => {
-                assert_eq!(body["error"], "payment_declined", "{body}");
-                declines += 1;
-            }
-            // The gateway did not answer in time (a loaded machine): nothing was charged,
-            // and the user tries again with a new key, as after a decline.
-            503 => assert_eq!(body["error"], "service_unavailable", "{body}"),
-            other => panic!("payment of {reservation}: {other} {body}"),
-        }
-    }
 }
 
 /// The books of `users` must add up, each independently of the others.

@@ -18,6 +18,8 @@ KAFKA_PORT=${KAFKA_PORT:-19092}
 APP_PORT=${APP_PORT:-3000}
 GATEWAY_PORT=${GATEWAY_PORT:-18080}
 APP_ADMIN_PORT=${APP_ADMIN_PORT:-9090}
+# The Kafka bridge's admin listener (/metrics, /health).
+BRIDGE_PORT=${BRIDGE_PORT:-9091}
 BIND=127.0.0.1
 
 SERVICES=(redis mysql kafka)
@@ -55,6 +57,7 @@ svc_comm() {
     kafka) printf 'tansu' ;;
     app) printf 'edge' ;;
     gateway) printf 'payment-gateway' ;;
+    bridge) printf 'bridge' ;;
   esac
 }
 
@@ -65,6 +68,7 @@ svc_port() {
     kafka) printf '%s' "$KAFKA_PORT" ;;
     app) printf '%s' "$APP_PORT" ;;
     gateway) printf '%s' "$GATEWAY_PORT" ;;
+    bridge) printf '%s' "$BRIDGE_PORT" ;;
   esac
 }
 

@@ -1,0 +1,170 @@
+//! What the seats and payment components write to the outbox reaches its effects through
+//! the Kafka bridge (bridge/), against the real broker: a payment ranks its concert and
+//! notifies the buyer, a refund takes both back, and a hold nobody pays is ended by the
+//! sweeper, its seat back on the map.
+
+use std::time::{Duration, Instant};
+
+use e2e::{App, Gateway, hold, mysql, pay_until_done, post, user, venue};
+use edge_testkit::service_env;
+use mysql_async::prelude::Queryable;
+use payment_gateway::Behaviour;
+use serde_json::json;
+use ticketing_core::ranking::{ALL_TIME_KEY, daily_key};
+use ticketing_core::time::Timestamp;
+use tokio::net::TcpListener;
+
+const PRICE: u64 = 50_000;
+const OPENING: u64 = 1_000_000;
+
+fn now() -> Timestamp {
+    Timestamp::from_unix_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64,
+    )
+}
+
+/// Polls `check` until it holds, for at most 60 s.
+async fn eventually<F: AsyncFn() -> bool>(what: &str, check: F) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn seats_ranked(concert: u64) -> (Option<f64>, Option<f64>) {
+    let mut redis = redis::Client::open(e2e::redis_url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let all: Option<f64> = redis::cmd("ZSCORE")
+        .arg(ALL_TIME_KEY)
+        .arg(concert)
+        .query_async(&mut redis)
+        .await
+        .expect("ZSCORE");
+    let today: Option<f64> = redis::cmd("ZSCORE")
+        .arg(daily_key(now()))
+        .arg(concert)
+        .query_async(&mut redis)
+        .await
+        .expect("ZSCORE");
+    (all, today)
+}
+
+async fn count(sql: &str, params: impl Into<mysql_async::Params> + Send) -> u64 {
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
+    let n: Option<u64> = conn.exec_first(sql, params).await.expect(sql);
+    drop(conn);
+    pool.disconnect().await.ok();
+    n.unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_refunds_and_lapsed_holds_reach_their_effects_through_the_bridge() {
+    let gateway = Gateway::start(Behaviour {
+        decline_rate: 0.0,
+        ..Behaviour::default()
+    });
+    let app = App::start(&[
+        ("GATEWAY_URL", gateway.url.as_str()),
+        ("QUEUE_JOIN_LIMIT_PER_USER", "0"),
+        ("QUEUE_STATUS_LIMIT_PER_USER", "0"),
+    ])
+    .await;
+    let mut config = ticketing_bridge::Config::local(
+        &e2e::mysql_url().await,
+        &e2e::redis_url(),
+        &service_env()["KAFKA_BROKERS"],
+    );
+    config.namespace = format!("e2e{}-{}.", std::process::id(), now().unix_millis());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let bridge = tokio::spawn(ticketing_bridge::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let venue = venue(3, PRICE).await;
+    let buyer = user(OPENING).await;
+    let pass = app.pass("events", buyer).await;
+    let bought = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let (payment, _) = pay_until_done(&app, &pass, bought).await;
+    eventually("the payment ranks its concert", async || {
+        seats_ranked(venue.concert).await == (Some(1.0), Some(1.0))
+    })
+    .await;
+    let notified = "SELECT COUNT(*) FROM notifications WHERE payment_id = ? AND kind = ?";
+    eventually("the buyer is notified of the payment", async || {
+        count(notified, (payment, "PAYMENT_COMPLETED")).await == 1
+    })
+    .await;
+
+    let (status, body) = post(
+        &app,
+        &format!("/api/payments/{payment}/refund"),
+        &pass,
+        None,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the refund takes the seat out of the ranking", async || {
+        seats_ranked(venue.concert).await == (Some(0.0), Some(0.0))
+    })
+    .await;
+    eventually("the buyer is notified of the refund", async || {
+        count(notified, (payment, "PAYMENT_REFUNDED")).await == 1
+    })
+    .await;
+
+    // A hold nobody pays: its time runs out (moved into the past here, as the clock would).
+    let holder = user(OPENING).await;
+    let pass = app.pass("events", holder).await;
+    let lapsing = hold(&app, &pass, venue.schedule, venue.seats[1]).await;
+    let map = format!("/api/schedules/{}/seats", venue.schedule);
+    let before = app.call("GET", &map, None, &[]).await.json();
+    assert_eq!(before["availableSeats"], 2, "{before}");
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
+    let past = now()
+        .saturating_sub(Duration::from_secs(1))
+        .to_sql_datetime();
+    conn.exec_drop(
+        "UPDATE reservations SET expires_at = ? WHERE id = ?",
+        (&past, lapsing),
+    )
+    .await
+    .expect("lapse the reservation");
+    conn.exec_drop(
+        "UPDATE seats SET held_until = ? WHERE reservation_id = ?",
+        (&past, lapsing),
+    )
+    .await
+    .expect("lapse its seat");
+    drop(conn);
+    pool.disconnect().await.ok();
+    let expired = "SELECT COUNT(*) FROM reservations WHERE id = ? AND status = 'EXPIRED'";
+    eventually("the sweeper ends the lapsed hold", async || {
+        count(expired, (lapsing,)).await == 1
+    })
+    .await;
+    // No one asked for the seat, so only the sweeper can have freed it; the cached map
+    // was invalidated, so the very next read shows it.
+    let after = app.call("GET", &map, None, &[]).await.json();
+    assert_eq!(after["availableSeats"], 3, "{after}");
+    let announced = "SELECT COUNT(*) FROM outbox \
+                     WHERE topic = 'reservation.expired' AND event_key = ? AND sent_at IS NOT NULL";
+    eventually("reservation.expired is relayed, once", async || {
+        count(announced, (lapsing.to_string(),)).await == 1
+    })
+    .await;
+
+    let _ = stop.send(());
+    bridge.await.expect("bridge task").expect("bridge run");
+    app.stop().await;
+}
