@@ -1,0 +1,159 @@
+//! The invariants MySQL alone can prove (1 to 4 of ARCHITECTURE.md), as queries whose
+//! every row is one violation.
+
+use crate::Check;
+use mysql_async::Pool;
+use mysql_async::prelude::Queryable;
+
+/// A check as SQL: how much it examines, and the violations, one text row each.
+struct SqlCheck {
+    name: &'static str,
+    invariant: &'static str,
+    examined: &'static str,
+    violations: &'static str,
+}
+
+const CHECKS: &[SqlCheck] = &[
+    SqlCheck {
+        name: "seat_single_owner",
+        invariant: "a seat is in at most one live hold or confirmed reservation",
+        examined: "SELECT COUNT(*) FROM seats",
+        violations: "SELECT CONCAT('seat ', rs.seat_id, ' live in reservations ', \
+                     GROUP_CONCAT(r.id ORDER BY r.id)) \
+                     FROM reservation_seats rs JOIN reservations r ON r.id = rs.reservation_id \
+                     WHERE rs.released_at IS NULL AND r.status IN ('HELD', 'CONFIRMED') \
+                     GROUP BY rs.seat_id HAVING COUNT(*) > 1",
+    },
+    SqlCheck {
+        name: "seat_state_matches_owner",
+        invariant: "a held seat belongs to a live hold listing it, a sold one to a confirmed reservation",
+        examined: "SELECT COUNT(*) FROM seats WHERE status <> 'AVAILABLE'",
+        violations: "SELECT CONCAT('seat ', s.id, ' ', s.status, ' owned by ', \
+                     IFNULL(s.reservation_id, '-'), ' (', IFNULL(r.status, 'none'), ')') \
+                     FROM seats s LEFT JOIN reservations r ON r.id = s.reservation_id \
+                     LEFT JOIN reservation_seats rs ON rs.reservation_id = s.reservation_id \
+                       AND rs.seat_id = s.id AND rs.released_at IS NULL \
+                     WHERE s.status <> 'AVAILABLE' AND (rs.seat_id IS NULL \
+                       OR NOT (s.status = 'HELD' AND r.status = 'HELD' \
+                            OR s.status = 'SOLD' AND r.status = 'CONFIRMED')) \
+                     UNION ALL \
+                     SELECT CONCAT('reservation ', r.id, ' ', r.status, ' lists seat ', s.id, \
+                     ' owned by ', IFNULL(s.reservation_id, 'no one')) \
+                     FROM reservation_seats rs JOIN reservations r ON r.id = rs.reservation_id \
+                     JOIN seats s ON s.id = rs.seat_id \
+                     WHERE rs.released_at IS NULL AND r.status IN ('HELD', 'CONFIRMED') \
+                       AND (s.reservation_id IS NULL OR s.reservation_id <> r.id)",
+    },
+    SqlCheck {
+        name: "sales_agree",
+        invariant: "seats sold = seats of confirmed reservations = seats of succeeded payments",
+        examined: "SELECT COUNT(*) FROM reservations WHERE status IN ('CONFIRMED', 'REFUNDED')",
+        violations: "SELECT CONCAT('reservation ', r.id, ' CONFIRMED without one succeeded payment') \
+                     FROM reservations r WHERE r.status = 'CONFIRMED' AND (SELECT COUNT(*) \
+                       FROM payments p WHERE p.reservation_id = r.id AND p.status = 'SUCCEEDED') <> 1 \
+                     UNION ALL \
+                     SELECT CONCAT('payment ', p.id, ' ', p.status, ' for reservation ', r.id, \
+                     ' in ', r.status) FROM payments p JOIN reservations r ON r.id = p.reservation_id \
+                     WHERE p.status = 'SUCCEEDED' AND r.status <> 'CONFIRMED' \
+                        OR p.status = 'REFUNDED' AND r.status <> 'REFUNDED' \
+                     UNION ALL \
+                     SELECT CONCAT('totals: ', sold, ' sold, ', confirmed, ' confirmed, ', paid, \
+                     ' paid') FROM (SELECT \
+                       (SELECT COUNT(*) FROM seats WHERE status = 'SOLD') AS sold, \
+                       (SELECT COUNT(*) FROM reservation_seats rs JOIN reservations r \
+                         ON r.id = rs.reservation_id \
+                         WHERE rs.released_at IS NULL AND r.status = 'CONFIRMED') AS confirmed, \
+                       (SELECT COUNT(*) FROM reservation_seats rs JOIN payments p \
+                         ON p.reservation_id = rs.reservation_id \
+                         WHERE rs.released_at IS NULL AND p.status = 'SUCCEEDED') AS paid) t \
+                     WHERE sold <> confirmed OR confirmed <> paid",
+    },
+    SqlCheck {
+        name: "balances_match_ledger",
+        invariant: "every balance = opening + charges - payments + refunds in its ledger",
+        examined: "SELECT COUNT(*) FROM balances",
+        violations: "SELECT CONCAT('user ', b.user_id, ' balance ', b.amount, ' ledger ', \
+                     IFNULL(l.total, 0)) FROM balances b LEFT JOIN \
+                     (SELECT user_id, SUM(amount) AS total FROM balance_ledger GROUP BY user_id) l \
+                     ON l.user_id = b.user_id WHERE b.amount <> IFNULL(l.total, 0)",
+    },
+    SqlCheck {
+        name: "ledger_matches_money_moves",
+        invariant: "one ledger line per charge, settled payment and refund, of its amount; none for failed payments",
+        examined: "SELECT (SELECT COUNT(*) FROM charges) + (SELECT COUNT(*) FROM payments)",
+        violations: "SELECT CONCAT('charge ', c.id, ' of ', c.amount, ' has ledger line ', \
+                     IFNULL(l.amount, 'none')) FROM charges c LEFT JOIN balance_ledger l \
+                     ON l.entry_type = 'CHARGE' AND l.charge_id = c.id \
+                     WHERE l.id IS NULL OR l.amount <> c.amount \
+                     UNION ALL \
+                     SELECT CONCAT('payment ', p.id, ' ', p.status, ' of ', p.amount, ' debited ', \
+                     IFNULL(-l.amount, 'nothing')) FROM payments p LEFT JOIN balance_ledger l \
+                     ON l.entry_type = 'PAYMENT' AND l.payment_id = p.id \
+                     WHERE (p.status IN ('SUCCEEDED', 'REFUNDED')) <> (l.id IS NOT NULL) \
+                        OR l.id IS NOT NULL AND -l.amount <> p.amount \
+                     UNION ALL \
+                     SELECT CONCAT('payment ', p.id, ' ', p.status, ' credited back ', \
+                     IFNULL(l.amount, 'nothing')) FROM payments p LEFT JOIN balance_ledger l \
+                     ON l.entry_type = 'REFUND' AND l.payment_id = p.id \
+                     WHERE (p.status = 'REFUNDED') <> (l.id IS NOT NULL) \
+                        OR l.id IS NOT NULL AND l.amount <> p.amount",
+    },
+    SqlCheck {
+        name: "outbox_drained",
+        invariant: "every event left the outbox for Kafka",
+        examined: "SELECT COUNT(*) FROM outbox",
+        violations: "SELECT CONCAT('outbox ', id, ' ', topic, ' key ', event_key, ' unsent since ', \
+                     created_at) FROM outbox WHERE sent_at IS NULL",
+    },
+    SqlCheck {
+        name: "payments_announced_once",
+        invariant: "each settled payment wrote exactly one payment.completed (within outbox retention)",
+        examined: "SELECT COUNT(*) FROM payments WHERE status IN ('SUCCEEDED', 'REFUNDED')",
+        violations: "SELECT CONCAT('payment ', p.id, ' announced ', COUNT(o.id), ' times') \
+                     FROM payments p LEFT JOIN outbox o ON o.topic = 'payment.completed' \
+                       AND o.event_key = CAST(p.reservation_id AS CHAR) \
+                     WHERE p.status IN ('SUCCEEDED', 'REFUNDED') \
+                       AND p.updated_at >= (SELECT IFNULL(MIN(created_at), '9999-12-31') FROM outbox) \
+                     GROUP BY p.id HAVING COUNT(o.id) <> 1",
+    },
+    SqlCheck {
+        name: "notifications_recorded_once",
+        invariant: "each delivered notification.request became exactly one notification",
+        examined: "SELECT COUNT(*) FROM outbox WHERE topic = 'notification.request' AND sent_at IS NOT NULL",
+        violations: "SELECT CONCAT('event ', o.event_id, ' recorded ', COUNT(n.id), ' times') \
+                     FROM outbox o LEFT JOIN notifications n ON n.event_id = o.event_id \
+                     WHERE o.topic = 'notification.request' AND o.sent_at IS NOT NULL \
+                     GROUP BY o.event_id HAVING COUNT(n.id) <> 1",
+    },
+];
+
+use crate::EXAMPLES;
+
+pub(crate) async fn run(pool: &Pool) -> anyhow::Result<Vec<Check>> {
+    let mut connection = pool.get_conn().await?;
+    let mut checks = Vec::with_capacity(CHECKS.len());
+    for check in CHECKS {
+        let examined: Option<u64> = connection.query_first(check.examined).await?;
+        let violations: Vec<String> = connection.query(check.violations).await?;
+        checks.push(Check {
+            name: check.name,
+            invariant: check.invariant,
+            examined: examined.unwrap_or(0),
+            violations: violations.len() as u64,
+            examples: violations.into_iter().take(EXAMPLES).collect(),
+        });
+    }
+    Ok(checks)
+}
+
+/// Ids of the payment events (completions and refunds) the relay has delivered.
+pub(crate) async fn delivered_payment_events(pool: &Pool) -> anyhow::Result<Vec<String>> {
+    Ok(pool
+        .get_conn()
+        .await?
+        .query(
+            "SELECT event_id FROM outbox WHERE sent_at IS NOT NULL \
+             AND topic IN ('payment.completed', 'payment.refunded') ORDER BY id",
+        )
+        .await?)
+}

@@ -1,0 +1,265 @@
+//! The verifier against a real MariaDB and Redis: a consistent store passes every check, and
+//! each kind of corruption a bug could cause is caught by the check meant for it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use mysql_async::Pool;
+use mysql_async::prelude::Queryable;
+use ticketing_core::events::EventId;
+use ticketing_core::ranking::counted_key;
+use ticketing_core::time::Timestamp;
+use ticketing_verifier::{Report, Sources, verify};
+
+const REDIS_DB: u32 = 7;
+const EVENT: &str = "01a1ff61-67c0-7000-9bcc-0000243067c0";
+
+fn service(name: &str) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text =
+        std::fs::read_to_string(root.join(".state/env")).expect(".state/env: run infra/local/up");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}=")))
+        .expect("a setting")
+        .to_owned()
+}
+
+/// A store in which one user bought one seat (paid, announced, ranked, notified), another
+/// seat is held, and a queue admitted its first two of three places.
+async fn consistent_store() -> Sources {
+    let base = service("MYSQL_URL");
+    let mysql_url = format!(
+        "{}/ticketing_test_verifier",
+        base.rsplit_once('/').expect("db").0
+    );
+    let admin = Pool::new(base.as_str());
+    admin
+        .get_conn()
+        .await
+        .expect("MySQL")
+        .query_drop("DROP DATABASE IF EXISTS ticketing_test_verifier")
+        .await
+        .expect("drop");
+    admin.disconnect().await.ok();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = Command::new(root.join("infra/mysql/migrate"))
+        .env("MYSQL_URL", &mysql_url)
+        .output()
+        .expect("migrate");
+    assert!(status.status.success(), "{status:?}");
+    let pool = Pool::new(mysql_url.as_str());
+    let mut conn = pool.get_conn().await.expect("MySQL");
+    let now = Timestamp::from_unix_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64,
+    );
+    let later = now
+        .saturating_add(std::time::Duration::from_secs(600))
+        .to_sql_datetime();
+    conn.query_drop(format!(
+        "INSERT INTO users (id, name) VALUES (1, 'a'), (2, 'b');
+         INSERT INTO balances (user_id, amount) VALUES (1, 50000), (2, 100000);
+         INSERT INTO balance_ledger (user_id, entry_type, amount, balance_after)
+           VALUES (1, 'OPENING', 100000, 100000), (2, 'OPENING', 100000, 100000);
+         INSERT INTO concerts (id, title, artist, venue) VALUES (1, 'C', 'A', 'V');
+         INSERT INTO schedules (id, concert_id, starts_at, total_seats)
+           VALUES (101, 1, '2030-01-01 19:00:00', 3);
+         INSERT INTO reservations (id, user_id, schedule_id, status, amount, expires_at)
+           VALUES (1, 1, 101, 'CONFIRMED', 50000, '{later}'), (2, 2, 101, 'HELD', 50000, '{later}');
+         INSERT INTO seats (id, schedule_id, seat_no, label, price, status, reservation_id, held_until)
+           VALUES (1010001, 101, 1, 'A1', 50000, 'SOLD', 1, NULL),
+                  (1010002, 101, 2, 'A2', 50000, 'HELD', 2, '{later}'),
+                  (1010003, 101, 3, 'A3', 50000, 'AVAILABLE', NULL, NULL);
+         INSERT INTO reservation_seats (reservation_id, seat_id) VALUES (1, 1010001), (2, 1010002);
+         INSERT INTO payments (id, user_id, reservation_id, idempotency_key, request_hash, amount, status)
+           VALUES (1, 1, 1, 'k1', REPEAT('x', 32), 50000, 'SUCCEEDED');
+         INSERT INTO balance_ledger (user_id, entry_type, amount, balance_after, payment_id)
+           VALUES (1, 'PAYMENT', -50000, 50000, 1);
+         INSERT INTO outbox (event_id, topic, event_key, payload, created_at, sent_at)
+           VALUES ('{EVENT}', 'payment.completed', '1', '{{}}', NOW(3) - INTERVAL 1 MINUTE, NOW(3)),
+                  ('01a1ff61-67c0-7000-9bcc-0000243067c1', 'notification.request', '1', '{{}}',
+                   NOW(3) - INTERVAL 1 MINUTE, NOW(3));
+         INSERT INTO notifications (event_id, user_id, kind, reservation_id, payment_id, requested_at)
+           VALUES ('01a1ff61-67c0-7000-9bcc-0000243067c1', 1, 'PAYMENT_COMPLETED', 1, 1, NOW(3));"
+    ))
+    .await
+    .expect("fixture");
+    drop(conn);
+    pool.disconnect().await.ok();
+
+    let redis_url = format!("{}/{REDIS_DB}", service("REDIS_URL"));
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    let _: () = redis::pipe()
+        .cmd("FLUSHDB")
+        .cmd("SET")
+        .arg(counted_key(&EventId::parse(EVENT).expect("id")))
+        .arg(1)
+        .cmd("HSET")
+        .arg("{q:t}:meta")
+        .arg("seq")
+        .arg(3)
+        .cmd("HSET")
+        .arg("{q:t}:places")
+        .arg(&[(1, "X:1:CONSUMED"), (2, "A:2:100:700"), (3, "W:3:150")])
+        .cmd("HSET")
+        .arg("{q:t}:users")
+        .arg(&[(1, "1:10"), (2, "2:11"), (3, "3:12")])
+        .query_async(&mut redis)
+        .await
+        .expect("Redis fixture");
+    Sources {
+        mysql_url,
+        redis_url,
+    }
+}
+
+fn failing(report: &Report) -> Vec<&'static str> {
+    report
+        .checks
+        .iter()
+        .filter(|c| !c.ok())
+        .map(|c| c.name)
+        .collect()
+}
+
+async fn sql(sources: &Sources, statement: &str) {
+    let pool = Pool::new(sources.mysql_url.as_str());
+    pool.get_conn()
+        .await
+        .expect("MySQL")
+        .query_drop(statement)
+        .await
+        .expect(statement);
+    pool.disconnect().await.ok();
+}
+
+async fn redis_cmd(sources: &Sources, args: &[&str]) {
+    let mut redis = redis::Client::open(sources.redis_url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    let _: redis::Value = cmd.query_async(&mut redis).await.expect("Redis");
+}
+
+/// A corruption, as SQL statements and Redis commands applied to a consistent store.
+struct Corruption {
+    check: &'static str,
+    sql: &'static str,
+    redis: &'static [&'static str],
+}
+
+const CORRUPTIONS: &[Corruption] = &[
+    // The double booking; the schema's unique live-seat key forbids it, so drop that first.
+    Corruption {
+        check: "seat_single_owner",
+        sql: "ALTER TABLE reservation_seats DROP INDEX uq_live_seat; \
+              INSERT INTO reservations (id, user_id, schedule_id, status, amount, expires_at) \
+              VALUES (3, 2, 101, 'HELD', 50000, '2030-01-01 00:00:00'); \
+              INSERT INTO reservation_seats (reservation_id, seat_id) VALUES (3, 1010001)",
+        redis: &[],
+    },
+    Corruption {
+        check: "seat_state_matches_owner",
+        sql: "UPDATE seats SET status = 'HELD', reservation_id = 1, \
+              held_until = '2030-01-01 00:00:00' WHERE id = 1010003",
+        redis: &[],
+    },
+    Corruption {
+        check: "sales_agree",
+        sql: "UPDATE reservations SET status = 'EXPIRED' WHERE id = 1",
+        redis: &[],
+    },
+    Corruption {
+        check: "balances_match_ledger",
+        sql: "UPDATE balances SET amount = amount - 1 WHERE user_id = 2",
+        redis: &[],
+    },
+    Corruption {
+        check: "ledger_matches_money_moves",
+        sql: "DELETE FROM balance_ledger WHERE entry_type = 'PAYMENT'; \
+              UPDATE balances SET amount = 100000 WHERE user_id = 1",
+        redis: &[],
+    },
+    Corruption {
+        check: "outbox_drained",
+        sql: "UPDATE outbox SET sent_at = NULL WHERE topic = 'notification.request'",
+        redis: &[],
+    },
+    Corruption {
+        check: "payments_announced_once",
+        sql: "INSERT INTO outbox (event_id, topic, event_key, payload, created_at, sent_at) \
+              VALUES ('01a1ff61-67c0-7000-9bcc-0000243067c2', 'payment.completed', '1', '{}', \
+              NOW(3), NOW(3))",
+        redis: &[
+            "SET",
+            "{ranking}:counted:01a1ff61-67c0-7000-9bcc-0000243067c2",
+            "1",
+        ],
+    },
+    Corruption {
+        check: "notifications_recorded_once",
+        sql: "DELETE FROM notifications",
+        redis: &[],
+    },
+    Corruption {
+        check: "ranking_applied",
+        sql: "",
+        redis: &[
+            "DEL",
+            "{ranking}:counted:01a1ff61-67c0-7000-9bcc-0000243067c0",
+        ],
+    },
+    Corruption {
+        check: "queue_order",
+        sql: "",
+        redis: &["HDEL", "{q:t}:places", "2"],
+    },
+    Corruption {
+        check: "queue_order",
+        sql: "",
+        redis: &["HSET", "{q:t}:places", "2", "W:2:100", "3", "A:3:100:700"],
+    },
+];
+
+#[tokio::test]
+async fn a_consistent_store_passes_and_each_corruption_a_bug_could_cause_fails_its_check() {
+    let sources = consistent_store().await;
+    let report = verify(&sources).await.expect("verify");
+    assert!(report.ok, "{}", report.table());
+    assert!(
+        report.checks.iter().all(|c| c.examined > 0),
+        "every check looked at something:\n{}",
+        report.table()
+    );
+    // One store at a time: they share the scratch database.
+    for corruption in CORRUPTIONS {
+        let sources = consistent_store().await;
+        if !corruption.sql.is_empty() {
+            sql(&sources, corruption.sql).await;
+        }
+        if !corruption.redis.is_empty() {
+            redis_cmd(&sources, corruption.redis).await;
+        }
+        let report = verify(&sources).await.expect("verify");
+        assert!(!report.ok);
+        assert!(
+            failing(&report).contains(&corruption.check),
+            "{} should have caught: {} {:?}\n{}",
+            corruption.check,
+            corruption.sql,
+            corruption.redis,
+            report.table()
+        );
+    }
+}
