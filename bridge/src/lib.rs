@@ -27,7 +27,7 @@ mod store;
 mod sweeper;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use redis::aio::ConnectionManager;
@@ -182,8 +182,5 @@ async fn connect_redis(
 
 /// The wall clock as the domain's timestamp.
 fn now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64);
-    Timestamp::from_unix_millis(millis)
+    Timestamp::from_system_time(SystemTime::now())
 }

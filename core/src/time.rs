@@ -4,7 +4,7 @@
 //! the `now` it is given and tests can walk time forward at will.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -45,6 +45,13 @@ impl Timestamp {
 
     pub const fn unix_millis(self) -> u64 {
         self.0
+    }
+
+    /// The instant of a wall-clock reading (adapters read the clock; the core never does).
+    /// A reading before 1970 cannot happen on a running machine and saturates to the epoch.
+    pub fn from_system_time(at: SystemTime) -> Self {
+        let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Whole seconds since the epoch, rounded down.
@@ -352,5 +359,16 @@ mod tests {
             prop_assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()).unwrap(), t);
             prop_assert_eq!(Timestamp::from_civil(t.to_civil()), Some(t));
         }
+    }
+
+    #[test]
+    fn a_system_time_converts_to_its_millisecond() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_795_264_496_789_999);
+        assert_eq!(
+            Timestamp::from_system_time(at),
+            Timestamp::from_unix_millis(1_795_264_496_789)
+        );
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(Timestamp::from_system_time(before), Timestamp::UNIX_EPOCH);
     }
 }

@@ -18,12 +18,7 @@ const PRICE: u64 = 50_000;
 const OPENING: u64 = 1_000_000;
 
 fn now() -> Timestamp {
-    Timestamp::from_unix_millis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as u64,
-    )
+    Timestamp::from_system_time(std::time::SystemTime::now())
 }
 
 /// Polls `check` until it holds, for at most 60 s.

@@ -467,12 +467,7 @@ async fn the_catalog_reads_concerts_schedules_and_the_ranking() {
         .await
         .expect("redis");
     // Only this test touches the ranking sets of the tests' Redis database: start empty.
-    let now = ticketing_core::time::Timestamp::from_unix_millis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as u64,
-    );
+    let now = ticketing_core::time::Timestamp::from_system_time(std::time::SystemTime::now());
     let mut keys = RankingWindow::Days(7).keys(now);
     keys.push(ticketing_core::ranking::ALL_TIME_KEY.to_owned());
     let _: () = redis::cmd("DEL")

@@ -1,15 +1,15 @@
 //! What the bridge's tests share: a scratch MySQL database and Redis database per test,
-//! outbox rows made with the core's event types, bridges in-process or as processes, a raw
-//! Kafka audit of what reached the topics, and the exact-effects check.
+//! outbox rows made with the core's event types, bridges in-process, a raw Kafka audit of
+//! what reached the topics, and the exact-effects check.
 
-#![allow(dead_code, unreachable_pub)] // each test binary uses its own part of this module
+#![allow(unreachable_pub)] // `pub` for the test file that mounts this module
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Pool, Value};
@@ -47,12 +47,7 @@ pub fn service(name: &str) -> String {
 }
 
 pub fn now() -> Timestamp {
-    Timestamp::from_unix_millis(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as u64,
-    )
+    Timestamp::from_system_time(SystemTime::now())
 }
 
 /// A test's own MySQL database (`ticketing_test_bridge_<name>`, recreated and migrated),

@@ -155,10 +155,7 @@ pub fn query_param<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
 
 /// The wall clock, for the core's rules. Before 1970 cannot happen on a running host.
 pub fn now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_unix_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+    Timestamp::from_system_time(std::time::SystemTime::now())
 }
 
 /// Configuration from Spin variables, loaded on an instance's first request and kept for

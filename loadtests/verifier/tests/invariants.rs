@@ -49,12 +49,7 @@ async fn consistent_store() -> Sources {
     assert!(status.status.success(), "{status:?}");
     let pool = Pool::new(mysql_url.as_str());
     let mut conn = pool.get_conn().await.expect("MySQL");
-    let now = Timestamp::from_unix_millis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as u64,
-    );
+    let now = Timestamp::from_system_time(std::time::SystemTime::now());
     let later = now
         .saturating_add(std::time::Duration::from_secs(600))
         .to_sql_datetime();
