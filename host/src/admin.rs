@@ -1,13 +1,11 @@
 //! The admin listener: `/metrics` (Prometheus text) and `/health`, kept off the public port.
 
-use std::convert::Infallible;
-use std::pin::pin;
 use std::sync::Arc;
 
+use admin_http::Reply;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
@@ -17,33 +15,20 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut shutdown = pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut shutdown => return Ok(()),
-        };
-        let metrics = metrics.clone();
-        let service = hyper::service::service_fn(move |request: http::Request<_>| {
-            let response = match request.uri().path() {
-                "/metrics" => Response::builder()
-                    .header("content-type", "text/plain; version=0.0.4")
-                    .body(Full::new(Bytes::from(metrics.encode()))),
-                "/health" => Response::builder()
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from_static(br#"{"status":"ok"}"#))),
-                _ => Response::builder()
-                    .status(StatusCode::NOT_FOUND)
-                    .body(Full::new(Bytes::new())),
-            };
-            async move { Ok::<_, Infallible>(response.unwrap_or_default()) }
-        });
-        tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "admin connection");
-            }
-        });
-    }
+    admin_http::serve(listener, move |path| respond(&metrics, path), shutdown).await
+}
+
+fn respond(metrics: &Metrics, path: &str) -> Reply {
+    let response = match path {
+        "/metrics" => Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(metrics.encode()))),
+        "/health" => Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(br#"{"status":"ok"}"#))),
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::new())),
+    };
+    response.unwrap_or_default()
 }
