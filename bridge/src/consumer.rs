@@ -52,10 +52,7 @@ impl LagContext {
     fn labels(&self, topic: &str, partition: i32) -> PartitionLabels {
         PartitionLabels {
             group: self.group.clone(),
-            topic: topic
-                .strip_prefix(&self.namespace)
-                .unwrap_or(topic)
-                .to_owned(),
+            topic: unprefixed(topic, &self.namespace),
             partition,
         }
     }
