@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Writes the markdown report of one `loadtests/run` results folder to stdout.
+
+Reads, per scenario folder: run.json (what ran, exit codes), summary.json (k6's
+--summary-export), verifier.json and resources.csv. Rates are counts divided by the active
+load time (the `active_seconds` gauge), not by k6's whole run, which includes setup.
+"""
+
+import csv
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REQUEST = re.compile(r"^http_req_duration\{name:(?P<name>[^}]+)\}$")
+BUILTIN = ("http_req", "data_", "iteration", "vus", "checks", "group_duration", "active_seconds")
+
+
+def load(path, default=None):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+def ms(value):
+    return f"{value:.1f}" if value is not None else "–"
+
+
+def machine():
+    cpus = os.cpu_count()
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    return f"commit {commit}, {cpus} CPUs ({model}), {platform.system()} {platform.release()}"
+
+
+def thresholds(metrics):
+    """(metric, expression, passed) for every threshold k6 evaluated."""
+    rows = []
+    for name, metric in sorted(metrics.items()):
+        for expression, crossed in metric.get("thresholds", {}).items():
+            rows.append((name, expression, not crossed))
+    return rows
+
+
+def active_seconds(metrics, run):
+    gauge = metrics.get("active_seconds", {})
+    return gauge.get("max") or run.get("seconds") or 1
+
+
+def request_rows(metrics, seconds):
+    rows = []
+    for key, trend in sorted(metrics.items()):
+        match = REQUEST.match(key)
+        if not match:
+            continue
+        name = match["name"]
+        count = metrics.get(f"http_reqs{{name:{name}}}", {}).get("count", 0)
+        failed = metrics.get(f"http_req_failed{{name:{name}}}", {}).get("value")
+        rows.append("| {} | {} | {:.0f} | {} | {} | {} | {} | {} |".format(
+            name, count, count / seconds, ms(trend.get("p(50)")), ms(trend.get("p(95)")),
+            ms(trend.get("p(99)")), ms(trend.get("max")),
+            f"{failed * 100:.2f} %" if failed is not None else "–"))
+    return rows
+
+
+def business_rows(metrics, seconds):
+    """The scenario's own metrics (held seats, payments, journey steps, …)."""
+    rows = []
+    for name, metric in sorted(metrics.items()):
+        if name.startswith(BUILTIN):
+            continue
+        if "count" in metric:
+            rows.append(f"| {name} | {metric['count']} ({metric['count'] / seconds:.1f}/s) |")
+        elif "passes" in metric:
+            rows.append(f"| {name} | {metric['value'] * 100:.2f} % ({metric['passes']} of "
+                        f"{metric['passes'] + metric['fails']}) |")
+        elif "p(95)" in metric:
+            rows.append(f"| {name} | P50 {metric['p(50)']:.2f}, P95 {metric['p(95)']:.2f}, max {metric['max']:.2f} |")
+    return rows
+
+
+def resources(path):
+    try:
+        with path.open() as handle:
+            samples = [{k: float(v or 0) for k, v in row.items()} for row in csv.DictReader(handle)]
+    except FileNotFoundError:
+        return []
+    if len(samples) < 2:
+        return []
+    first, last = samples[0], samples[-1]
+    mib = 1024 * 1024
+
+    def line(label, key, scale=1.0, unit=""):
+        values = [s[key] / scale for s in samples]
+        return f"| {label} | {values[0]:.0f}{unit} | {values[-1]:.0f}{unit} | {max(values):.0f}{unit} |"
+
+    rows = [
+        line("edge host RSS", "app_rss_kb", 1024, " MiB"),
+        line("bridge RSS", "bridge_rss_kb", 1024, " MiB"),
+        line("Redis used memory", "redis_used_bytes", mib, " MiB"),
+        line("MySQL connections", "mysql_connections"),
+    ]
+    limit = last["redis_max_bytes"]
+    peak = max(s["redis_used_bytes"] for s in samples)
+    if limit:
+        rows.append(f"| Redis memory of its limit | {first['redis_used_bytes'] / limit * 100:.1f} % | "
+                    f"{last['redis_used_bytes'] / limit * 100:.1f} % | {peak / limit * 100:.1f} % |")
+    hits = last["redis_hits"] - first["redis_hits"]
+    misses = last["redis_misses"] - first["redis_misses"]
+    if hits + misses:
+        rows.append(f"| Redis key hit rate over the run | | {hits / (hits + misses) * 100:.2f} % "
+                    f"({hits:.0f} hits, {misses:.0f} misses) | |")
+    return rows
+
+
+def scenario_section(folder):
+    run = load(folder / "run.json", {})
+    metrics = load(folder / "summary.json", {}).get("metrics", {})
+    verifier = load(folder / "verifier.json", {"ok": False, "checks": []})
+    seconds = active_seconds(metrics, run)
+    lines = [f"## {folder.name}", ""]
+    lines.append(f"Load ran {seconds:.0f} s after setup (wall time {run.get('seconds', '?')} s); "
+                 f"k6 exit {run.get('k6_exit', '?')}, verifier exit {run.get('verifier_exit', '?')}.")
+    flushed = folder / "flushed_at"
+    if flushed.exists():
+        lines.append(f"Read cache flushed {int(flushed.read_text()) - run.get('started', 0)} s after k6 started.")
+    lines += ["", "| request | count | per s | P50 ms | P95 ms | P99 ms | max ms | failed |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += request_rows(metrics, seconds)
+    business = business_rows(metrics, seconds)
+    if business:
+        lines += ["", "| metric | value |", "|---|---|"] + business
+    lines += ["", "| threshold | | result |", "|---|---|---|"]
+    lines += [f"| `{name}` | `{expr}` | {'pass' if ok else '**FAIL**'} |" for name, expr, ok in thresholds(metrics)]
+    lines += ["", "| invariant | examined | violations |", "|---|---:|---:|"]
+    lines += [f"| {c['name']} | {c['examined']} | {c['violations'] if not c['violations'] else '**%d**' % c['violations']} |"
+              for c in verifier["checks"]]
+    if not verifier["checks"]:
+        lines.append("| verifier did not report | | **?** |")
+    res = resources(folder / "resources.csv")
+    if res:
+        lines += ["", "| resource | start | end | max |", "|---|---:|---:|---:|"] + res
+    return lines, run, metrics, verifier
+
+
+def main():
+    out = Path(sys.argv[1])
+    folders = sorted((p for p in out.iterdir() if (p / "run.json").exists()),
+                     key=lambda p: load(p / "run.json", {}).get("started", 0))
+    summary = ["| scenario | thresholds | invariants | result |", "|---|---|---|---|"]
+    sections = []
+    for folder in folders:
+        lines, run, metrics, verifier = scenario_section(folder)
+        sections += [""] + lines
+        rows = thresholds(metrics)
+        passed = sum(ok for _, _, ok in rows)
+        green = sum(not c["violations"] for c in verifier["checks"])
+        ok = run.get("k6_exit") == 0 and run.get("verifier_exit") == 0
+        summary.append(f"| {folder.name} | {passed}/{len(rows)} passed | {green}/{len(verifier['checks'])} green | "
+                       f"{'pass' if ok else '**FAIL**'} |")
+    print(f"# Load test report: {out.name}")
+    print()
+    print(f"{machine()}; k6 runs on the same machine as the app and its services.")
+    print()
+    print("\n".join(summary))
+    print("\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
