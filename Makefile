@@ -6,7 +6,7 @@ SHELL := bash
 
 SEED ?= demo
 
-.PHONY: help up down status services seed app build lint test test-rust test-wasm test-infra
+.PHONY: help up down status services seed app build lint test test-rust test-wasm test-infra test-load
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,7 +41,7 @@ lint: ## Formatting and clippy of both workspaces (native, and the wasm componen
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip2 --manifest-path functions/Cargo.toml --all-targets -- -D warnings
 
-test: services lint test-rust test-wasm test-infra ## Set up everything and run every test.
+test: services lint test-rust test-wasm test-infra test-load ## Set up everything and run every test.
 
 test-rust:
 	cargo test --workspace
@@ -52,3 +52,6 @@ test-wasm: ## The core and the components build for the edge target.
 
 test-infra: ## Schema, migrations, seed data and compose against the real local services.
 	infra/tests/run
+
+test-load: ## Every k6 scenario and fault drill, smoke profile, with thresholds and the verifier (resets the app's data).
+	loadtests/run all drills --profile smoke

@@ -2,7 +2,8 @@
 """Writes the markdown report of one `loadtests/run` results folder to stdout.
 
 Reads, per scenario folder: run.json (what ran, exit codes), summary.json (k6's
---summary-export), verifier.json and resources.csv. Rates are counts divided by the active
+--summary-export), verifier.json, resources.csv and, for fault drills, fault.json.
+`report.py --recovery FOLDER` prints a drill's recovery time in seconds instead. Rates are counts divided by the active
 load time (the `active_seconds` gauge), not by k6's whole run, which includes setup.
 """
 
@@ -16,7 +17,8 @@ import sys
 from pathlib import Path
 
 REQUEST = re.compile(r"^http_req_duration\{name:(?P<name>[^}]+)\}$")
-BUILTIN = ("http_req", "data_", "iteration", "vus", "checks", "group_duration", "active_seconds")
+# k6's own metrics and ours that only the report reads (wall-clock failure times).
+NOT_BUSINESS = ("http_req", "data_", "iteration", "vus", "checks", "group_duration", "active_seconds", "failed_at")
 
 
 def load(path, default=None):
@@ -79,7 +81,7 @@ def business_rows(metrics, seconds):
     """The scenario's own metrics (held seats, payments, journey steps, …)."""
     rows = []
     for name, metric in sorted(metrics.items()):
-        if name.startswith(BUILTIN):
+        if name.startswith(NOT_BUSINESS):
             continue
         if "count" in metric:
             rows.append(f"| {name} | {metric['count']} ({metric['count'] / seconds:.1f}/s) |")
@@ -119,10 +121,41 @@ def resources(path):
                     f"{last['redis_used_bytes'] / limit * 100:.1f} % | {peak / limit * 100:.1f} % |")
     hits = last["redis_hits"] - first["redis_hits"]
     misses = last["redis_misses"] - first["redis_misses"]
-    if hits + misses:
+    # A restarted Redis (the Redis drill) starts its counters again: no rate then.
+    if hits >= 0 and misses >= 0 and hits + misses:
         rows.append(f"| Redis key hit rate over the run | | {hits / (hits + misses) * 100:.2f} % "
                     f"({hits:.0f} hits, {misses:.0f} misses) | |")
     return rows
+
+
+def recovery_seconds(folder):
+    """How long after the dependency was serving again the system was whole again: the
+    later of its last failed request and the outbox catching up (inf if it never did)."""
+    fault = load(folder / "fault.json")
+    if not fault:
+        return 0.0
+    if fault.get("outbox_caught_up_at") is None:
+        return float("inf")
+    last_failure = load(folder / "summary.json", {}).get("metrics", {}).get("failed_at", {}).get("max")
+    ends = [fault["outbox_caught_up_at"]] + ([last_failure] if last_failure is not None else [])
+    return max(0.0, max(ends) - fault["restored_at"])
+
+
+def drill_lines(folder, run, metrics):
+    fault = load(folder / "fault.json")
+    if not fault:
+        return []
+    failures = metrics.get("drill_failures", {}).get("count", 0)
+    caught_up = fault.get("outbox_caught_up_at")
+    pipeline = (f"the outbox caught up {caught_up - fault['restored_at']:.1f} s after the restore"
+                if caught_up else "**the outbox had not caught up 60 s after the restore**")
+    unexpected = metrics.get("drill_unexpected", {}).get("count", 0)
+    return ["", f"Fault drill: {fault['fault']} away from {fault['stopped_at'] - run.get('started', 0):.0f} s "
+            f"after k6 started, serving again {fault['restored_at'] - fault['stopped_at']:.1f} s later; "
+            f"of {metrics.get('http_reqs', {}).get('count', 0)} requests {failures} failed, "
+            f"{unexpected} of them not as a clean 503; "
+            f"{pipeline}; **recovery {recovery_seconds(folder):.1f} s** (the later of the last failure and the "
+            f"outbox catching up, after the restore; the bar is 30 s)."]
 
 
 def scenario_section(folder):
@@ -136,6 +169,7 @@ def scenario_section(folder):
     flushed = folder / "flushed_at"
     if flushed.exists():
         lines.append(f"Read cache flushed {int(flushed.read_text()) - run.get('started', 0)} s after k6 started.")
+    lines += drill_lines(folder, run, metrics)
     lines += ["", "| request | count | per s | P50 ms | P95 ms | P99 ms | max ms | failed |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     lines += request_rows(metrics, seconds)
@@ -156,6 +190,9 @@ def scenario_section(folder):
 
 
 def main():
+    if sys.argv[1] == "--recovery":
+        print(f"{recovery_seconds(Path(sys.argv[2])):.1f}")
+        return
     out = Path(sys.argv[1])
     folders = sorted((p for p in out.iterdir() if (p / "run.json").exists()),
                      key=lambda p: load(p / "run.json", {}).get("started", 0))

@@ -3,10 +3,13 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use e2e::{App, Venue, mysql, venue};
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
+use ticketing_core::cache::{rebuild_lease_key, seat_map_keys};
+use ticketing_core::ids::ScheduleId;
 use ticketing_core::ranking::RankingWindow;
 
 const PRICE: u64 = 50_000;
@@ -25,6 +28,11 @@ async fn reserve(app: &App, pass: &str, schedule: u64, seats: &[u64]) -> (u16, V
 }
 
 async fn seat_map(app: &App, schedule: u64) -> Vec<u64> {
+    seat_map_from_cache(app, schedule).await.0
+}
+
+/// The free seats, and where the component got them from (its `x-cache` header).
+async fn seat_map_from_cache(app: &App, schedule: u64) -> (Vec<u64>, String) {
     let response = app
         .call(
             "GET",
@@ -34,12 +42,17 @@ async fn seat_map(app: &App, schedule: u64) -> Vec<u64> {
         )
         .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    response.json()["seats"]
+    let source = response.headers["x-cache"]
+        .to_str()
+        .expect("x-cache")
+        .to_owned();
+    let seats = response.json()["seats"]
         .as_array()
         .expect("seats")
         .iter()
         .map(|s| s["seatId"].as_u64().expect("seat id"))
-        .collect()
+        .collect();
+    (seats, source)
 }
 
 async fn schedules_of(app: &App, concert: u64) -> Value {
@@ -177,8 +190,14 @@ async fn a_thousand_users_wanting_the_same_five_seats_hold_exactly_five() {
 async fn the_seat_map_reflects_a_hold_and_a_release_on_the_next_read() {
     let app = App::start(&[]).await;
     let venue = venue(10, PRICE).await;
-    let before = seat_map(&app, venue.schedule).await;
-    assert_eq!(before, venue.seats, "all ten, cached now");
+    let before = seat_map_from_cache(&app, venue.schedule).await;
+    assert_eq!(before, (venue.seats.clone(), "miss".to_owned()));
+    let cached = seat_map_from_cache(&app, venue.schedule).await;
+    assert_eq!(
+        cached,
+        (venue.seats.clone(), "hit".to_owned()),
+        "all ten, cached now"
+    );
     let pass = app.pass("map", venue.schedule * 10_000 + 1).await;
     let (status, held) = reserve(&app, &pass, venue.schedule, &venue.seats[2..4]).await;
     assert_eq!(status, 201, "{held}");
@@ -461,11 +480,7 @@ async fn the_catalog_reads_concerts_schedules_and_the_ranking() {
     assert_eq!(schedules["schedules"][0]["scheduleId"], venue.schedule);
     assert_eq!(schedules["schedules"][0]["totalSeats"], 3);
 
-    let mut redis = redis::Client::open(e2e::redis_url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut redis = tests_redis().await;
     // Only this test touches the ranking sets of the tests' Redis database: start empty.
     let now = ticketing_core::time::Timestamp::from_system_time(std::time::SystemTime::now());
     let mut keys = RankingWindow::Days(7).keys(now);
@@ -511,6 +526,82 @@ async fn the_catalog_reads_concerts_schedules_and_the_ranking() {
         .call("GET", "/api/concerts/ranking?window=30d", None, &[])
         .await;
     assert_eq!(bad.status, 400);
+    app.stop().await;
+}
+
+async fn tests_redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(e2e::redis_url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
+}
+
+/// Marks the rebuild of `schedule`'s seat map as taken by another reader for `ms`.
+async fn lease_seat_map_rebuild(
+    redis: &mut redis::aio::MultiplexedConnection,
+    schedule: u64,
+    ms: u64,
+) {
+    let (map, _) = seat_map_keys(ScheduleId::new(schedule).expect("schedule"));
+    let _: () = redis::cmd("SET")
+        .arg(rebuild_lease_key(&map))
+        .arg("1")
+        .arg("PX")
+        .arg(ms)
+        .query_async(redis)
+        .await
+        .expect("set lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_of_a_cold_seat_map_takes_the_rebuild_in_flight_instead_of_querying_mysql() {
+    let app = Arc::new(App::start(&[]).await);
+    let venue = venue(10, PRICE).await;
+    let mut redis = tests_redis().await;
+    lease_seat_map_rebuild(&mut redis, venue.schedule, 5_000).await;
+    let reader = tokio::spawn({
+        let app = app.clone();
+        async move { seat_map_from_cache(&app, venue.schedule).await }
+    });
+    // The rebuilder stores its map a moment later; it differs from the database on purpose
+    // (one seat, where MySQL has ten), so the answer shows where the reader got it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (map, _) = seat_map_keys(ScheduleId::new(venue.schedule).expect("schedule"));
+    let rebuilt = json!({
+        "scheduleId": venue.schedule, "concertId": venue.concert, "totalSeats": 10,
+        "availableSeats": 1,
+        "seats": [{ "seatId": venue.seats[0], "seatNo": 1, "label": "A1", "price": PRICE }],
+    });
+    let _: () = redis::cmd("SET")
+        .arg(&map)
+        .arg(rebuilt.to_string())
+        .query_async(&mut redis)
+        .await
+        .expect("set map");
+    assert_eq!(
+        reader.await.expect("reader"),
+        (vec![venue.seats[0]], "shared".to_owned())
+    );
+    Arc::into_inner(app).expect("one app").stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_whose_reader_vanished_holds_others_back_about_a_second_at_most() {
+    let app = App::start(&[]).await;
+    let venue = venue(10, PRICE).await;
+    let mut redis = tests_redis().await;
+    lease_seat_map_rebuild(&mut redis, venue.schedule, 60_000).await;
+    let started = Instant::now();
+    assert_eq!(
+        seat_map_from_cache(&app, venue.schedule).await,
+        (venue.seats.clone(), "miss".to_owned())
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "waited {waited:?} for a lease nobody will end"
+    );
     app.stop().await;
 }
 

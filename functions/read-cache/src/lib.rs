@@ -4,7 +4,9 @@
 use spin_sdk::redis;
 use ticketing_core::ids::{ConcertId, ScheduleId};
 
-pub use ticketing_core::cache::{concert_key, concerts_key, schedules_key, seat_map_keys};
+pub use ticketing_core::cache::{
+    concert_key, concerts_key, rebuild_lease_key, schedules_key, seat_map_keys,
+};
 
 /// After a committed change to seats of `schedule` (of `concert`): its seat map and the
 /// concert's schedule list (with availability counts) are stale.

@@ -7,7 +7,7 @@
 //! selection is sorted), so two holds never deadlock on each other, and the unique key on
 //! live reservation seats backs the whole thing up in the schema.
 
-use read_cache::{invalidate_schedule, seat_map_keys};
+use read_cache::{invalidate_schedule, rebuild_lease_key, seat_map_keys};
 use serde::Serialize;
 use spin_sdk::mysql::Row;
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
@@ -581,11 +581,15 @@ fn redis_failed(error: &redis::Error) -> ApiError {
     ApiError::unavailable("redis")
 }
 
-/// A seat map from the cache, or the version to store a fresh one under.
-pub(crate) enum SeatMap {
-    Cached(String),
-    Missing { version: String },
+/// A cache lookup: the cached body, or what a rebuild needs to store a fresh one (for a
+/// seat map, the version it was missing under).
+pub(crate) enum Lookup<Miss> {
+    Hit(String),
+    Miss(Miss),
 }
+
+/// How long a rebuild lease lasts if its holder never ends it (say, its instance died).
+const REBUILD_LEASE_MS: u64 = 2_000;
 
 impl Cache {
     pub(crate) async fn connect(address: &str) -> Result<Self, ApiError> {
@@ -595,13 +599,51 @@ impl Cache {
         Ok(Self { connection })
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<String>, ApiError> {
+    pub(crate) async fn get(&self, key: &str) -> Result<Lookup<()>, ApiError> {
         let value = self
             .connection
             .get(key)
             .await
             .map_err(|e| redis_failed(&e))?;
-        Ok(value.and_then(|bytes| String::from_utf8(bytes).ok()))
+        Ok(
+            match value.and_then(|bytes| String::from_utf8(bytes).ok()) {
+                Some(body) => Lookup::Hit(body),
+                None => Lookup::Miss(()),
+            },
+        )
+    }
+
+    /// Takes the lease to rebuild `key`: false while another reader holds it. A Redis
+    /// failure grants it, since then every reader goes to the database anyway.
+    pub(crate) async fn claim_rebuild(&self, key: &str) -> bool {
+        let result = self
+            .connection
+            .execute(
+                "SET",
+                [
+                    bytes(&rebuild_lease_key(key)),
+                    bytes("1"),
+                    bytes("NX"),
+                    bytes("PX"),
+                    bytes(&REBUILD_LEASE_MS.to_string()),
+                ],
+            )
+            .await;
+        match result {
+            Ok(values) => !matches!(values.first(), None | Some(RedisResult::Nil)),
+            Err(error) => {
+                eprintln!("seats: leasing the rebuild of {key}: {error:?}");
+                true
+            }
+        }
+    }
+
+    /// Ends a rebuild lease taken by `claim_rebuild`, so waiting readers need not wait out
+    /// its lifetime if the rebuilt body could not be stored.
+    pub(crate) async fn end_rebuild(&self, key: &str) {
+        if let Err(error) = self.connection.del([rebuild_lease_key(key)]).await {
+            eprintln!("seats: ending the rebuild of {key}: {error:?}");
+        }
     }
 
     /// Stores `value` for `ttl_ms`; a failure only costs the next reader a database query.
@@ -623,7 +665,7 @@ impl Cache {
         }
     }
 
-    pub(crate) async fn seat_map(&self, schedule: ScheduleId) -> Result<SeatMap, ApiError> {
+    pub(crate) async fn seat_map(&self, schedule: ScheduleId) -> Result<Lookup<String>, ApiError> {
         let (map, version) = seat_map_keys(schedule);
         let values = self
             .connection
@@ -631,12 +673,12 @@ impl Cache {
             .await
             .map_err(|e| redis_failed(&e))?;
         match (values.first().and_then(result_text), values.get(1)) {
-            (Some(cached), _) => Ok(SeatMap::Cached(cached)),
-            (None, version) => Ok(SeatMap::Missing {
-                version: version
+            (Some(cached), _) => Ok(Lookup::Hit(cached)),
+            (None, version) => Ok(Lookup::Miss(
+                version
                     .and_then(result_text)
                     .unwrap_or_else(|| "0".to_owned()),
-            }),
+            )),
         }
     }
 
