@@ -53,5 +53,5 @@ test-wasm: ## The core and the components build for the edge target.
 test-infra: ## Schema, migrations, seed data and compose against the real local services.
 	infra/tests/run
 
-test-load: ## Every k6 scenario and fault drill, smoke profile, with thresholds and the verifier (resets the app's data).
-	loadtests/run all drills --profile smoke
+test-load: ## Every k6 scenario, the API fuzzer and the fault drills (smoke profile), each followed by the verifier (resets the app's data).
+	loadtests/run all api-fuzz drills --profile smoke

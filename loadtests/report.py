@@ -164,12 +164,20 @@ def scenario_section(folder):
     verifier = load(folder / "verifier.json", {"ok": False, "checks": []})
     seconds = active_seconds(metrics, run)
     lines = [f"## {folder.name}", ""]
+    if run.get("resources", "none") != "none":
+        lines.append(f"Edge host limited to the {run['resources']} spec.")
     lines.append(f"Load ran {seconds:.0f} s after setup (wall time {run.get('seconds', '?')} s); "
                  f"k6 exit {run.get('k6_exit', '?')}, verifier exit {run.get('verifier_exit', '?')}.")
     flushed = folder / "flushed_at"
     if flushed.exists():
         lines.append(f"Read cache flushed {int(flushed.read_text()) - run.get('started', 0)} s after k6 started.")
     lines += drill_lines(folder, run, metrics)
+    fuzz = load(folder / "fuzz.json")
+    if fuzz:
+        lines += ["", f"schemathesis against openapi.yaml: {fuzz['cases']} generated requests over "
+                      f"{fuzz['operations']} operations; {fuzz['failures']} failed checks (5xx, undocumented "
+                      f"status, content type, header or body), {fuzz['errors']} errors; "
+                      f"{fuzz['generator_crashes']} crashes inside the generator. Details in fuzz.log."]
     lines += ["", "| request | count | per s | P50 ms | P95 ms | P99 ms | max ms | failed |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     lines += request_rows(metrics, seconds)
@@ -189,6 +197,28 @@ def scenario_section(folder):
     return lines, run, metrics, verifier
 
 
+def overall(metrics, seconds):
+    """All requests of a run: rate, P95 and error rate, the seed reports' comparison."""
+    duration = metrics.get("http_req_duration", {})
+    count = metrics.get("http_reqs", {}).get("count", 0)
+    failed = metrics.get("http_req_failed", {}).get("value", 0)
+    return count / seconds, duration.get("p(95)"), failed
+
+
+def comparison(runs):
+    """The resource specs side by side, one row per scenario and spec."""
+    rows = ["| scenario | resources | requests/s | P95 ms | errors | result |", "|---|---|---:|---:|---:|---|"]
+    for folder, run, metrics in sorted(runs, key=lambda r: (r[1]["scenario"], SPECS.index(r[1]["resources"]))):
+        rate, p95, failed = overall(metrics, active_seconds(metrics, run))
+        ok = run.get("k6_exit") == 0 and run.get("verifier_exit") == 0
+        rows.append(f"| {run['scenario']} | {run['resources']} | {rate:.0f} | {ms(p95)} | {failed * 100:.2f} % | "
+                    f"{'pass' if ok else '**FAIL**'} |")
+    return rows
+
+
+SPECS = ["small", "medium", "large", "none"]
+
+
 def main():
     if sys.argv[1] == "--recovery":
         print(f"{recovery_seconds(Path(sys.argv[2])):.1f}")
@@ -198,8 +228,11 @@ def main():
                      key=lambda p: load(p / "run.json", {}).get("started", 0))
     summary = ["| scenario | thresholds | invariants | result |", "|---|---|---|---|"]
     sections = []
+    limited = []
     for folder in folders:
         lines, run, metrics, verifier = scenario_section(folder)
+        if run.get("resources", "none") != "none":
+            limited.append((folder, run, metrics))
         sections += [""] + lines
         rows = thresholds(metrics)
         passed = sum(ok for _, _, ok in rows)
@@ -212,6 +245,13 @@ def main():
     print(f"{machine()}; k6 runs on the same machine as the app and its services.")
     print()
     print("\n".join(summary))
+    if limited:
+        print()
+        print("Resource specs (edge host limited by loadtests/limit: small 0.5 CPU / 512 MB, "
+              "medium 1 CPU / 1 GB, large 2 CPUs / 2 GB; Redis, MariaDB, the broker, the bridge "
+              "and k6 share the rest of the machine):")
+        print()
+        print("\n".join(comparison(limited)))
     print("\n".join(sections))
 
 

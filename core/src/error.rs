@@ -31,6 +31,8 @@ pub enum ErrorCode {
     Forbidden,
     /// The resource does not exist.
     NotFound,
+    /// The path exists, but not with this method; `details.allowed` lists the ones it has.
+    MethodNotAllowed,
     /// One or more requested seats are held or sold by someone else.
     SeatsUnavailable,
     /// The resource is in a state that does not allow the operation.
@@ -59,7 +61,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidField,
         ErrorCode::Unauthenticated,
@@ -70,6 +72,7 @@ impl ErrorCode {
         ErrorCode::TokenWrongQueue,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
         ErrorCode::SeatsUnavailable,
         ErrorCode::InvalidState,
         ErrorCode::QueueClosed,
@@ -97,6 +100,7 @@ impl ErrorCode {
             ErrorCode::TokenWrongQueue => "token_wrong_queue",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::SeatsUnavailable => "seats_unavailable",
             ErrorCode::InvalidState => "invalid_state",
             ErrorCode::QueueClosed => "queue_closed",
@@ -123,6 +127,7 @@ impl ErrorCode {
             | ErrorCode::TokenWrongKind => 401,
             ErrorCode::TokenWrongQueue | ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::SeatsUnavailable
             | ErrorCode::InvalidState
             | ErrorCode::QueueClosed
@@ -255,7 +260,7 @@ mod tests {
     #[test]
     fn every_status_the_taxonomy_promises_is_used_and_no_other() {
         let statuses: HashSet<_> = ErrorCode::ALL.iter().map(|c| c.http_status()).collect();
-        let promised: HashSet<u16> = [400, 401, 403, 404, 409, 410, 422, 429, 503].into();
+        let promised: HashSet<u16> = [400, 401, 403, 404, 405, 409, 410, 422, 429, 503].into();
         assert_eq!(statuses, promised);
     }
 

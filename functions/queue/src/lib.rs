@@ -31,11 +31,23 @@ async fn handle(request: Request) -> impl IntoResponse {
 
 async fn route(request: Request) -> Result<Reply, ApiError> {
     let path = request.uri().path().trim_end_matches('/');
-    match (request.method().clone(), path) {
-        (Method::POST, "/api/queue/tokens") => join(request).await,
-        (Method::GET, "/api/queue/status") => status(request).await,
-        (Method::GET, "/api/admin/queue") => admin_read(request).await,
-        (Method::PUT, "/api/admin/queue") => admin_update(request).await,
+    match path {
+        "/api/queue/tokens" => {
+            http_kit::only(&request, Method::POST)?;
+            join(request).await
+        }
+        "/api/queue/status" => {
+            http_kit::only(&request, Method::GET)?;
+            status(request).await
+        }
+        "/api/admin/queue" => match *request.method() {
+            Method::GET => admin_read(request).await,
+            Method::PUT => admin_update(request).await,
+            _ => Err(http_kit::wrong_method(
+                &request,
+                &[Method::GET, Method::PUT],
+            )),
+        },
         _ => Err(http_kit::no_route(&request)),
     }
 }

@@ -50,24 +50,41 @@ async fn handle(request: Request) -> impl IntoResponse {
 async fn route(request: Request) -> Result<Reply, ApiError> {
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
-    match (request.method().clone(), segments.as_slice()) {
-        (Method::GET, ["api", "concerts"]) => concerts().await,
-        (Method::GET, ["api", "concerts", "ranking"]) => ranking(&request).await,
-        (Method::GET, ["api", "concerts", id]) => concert(ConcertId::parse(id)?).await,
-        (Method::GET, ["api", "concerts", concert, "schedules"]) => {
+    match segments.as_slice() {
+        ["api", "concerts"] => {
+            http_kit::only(&request, Method::GET)?;
+            concerts().await
+        }
+        ["api", "concerts", "ranking"] => {
+            http_kit::only(&request, Method::GET)?;
+            ranking(&request).await
+        }
+        ["api", "concerts", id] => {
+            http_kit::only(&request, Method::GET)?;
+            concert(ConcertId::parse(id)?).await
+        }
+        ["api", "concerts", concert, "schedules"] => {
+            http_kit::only(&request, Method::GET)?;
             schedules(ConcertId::parse(concert)?).await
         }
-        (Method::GET, ["api", "schedules", schedule, "seats"]) => {
+        ["api", "schedules", schedule, "seats"] => {
+            http_kit::only(&request, Method::GET)?;
             seat_map(ScheduleId::parse(schedule)?).await
         }
-        (Method::POST, ["api", "reservations"]) => reserve(request).await,
-        (Method::GET, ["api", "reservations", reservation]) => {
-            let reservation = ReservationId::parse(reservation)?;
-            show_reservation(&request, reservation).await
+        ["api", "reservations"] => {
+            http_kit::only(&request, Method::POST)?;
+            reserve(request).await
         }
-        (Method::DELETE, ["api", "reservations", reservation]) => {
+        ["api", "reservations", reservation] => {
             let reservation = ReservationId::parse(reservation)?;
-            cancel_reservation(&request, reservation).await
+            match *request.method() {
+                Method::GET => show_reservation(&request, reservation).await,
+                Method::DELETE => cancel_reservation(&request, reservation).await,
+                _ => Err(http_kit::wrong_method(
+                    &request,
+                    &[Method::GET, Method::DELETE],
+                )),
+            }
         }
         _ => Err(http_kit::no_route(&request)),
     }
