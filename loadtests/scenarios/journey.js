@@ -56,6 +56,8 @@ function think() {
   sleep(thinkSeconds * (0.5 + Math.random()));
 }
 
+/// Polls as a well-behaved waiting-room page does: again after half the announced wait,
+/// between 1 and 10 s (10,000 fans polling every second would be the spike themselves).
 function waitForPass(ticket) {
   const deadline = Date.now() + patienceSeconds * 1000;
   while (Date.now() < deadline) {
@@ -67,7 +69,8 @@ function waitForPass(ticket) {
     if (status === 'EXPIRED') {
       return null;
     }
-    sleep(1);
+    const eta = status === 'WAITING' ? res.json('etaSeconds') : 2;
+    sleep(Math.min(Math.max(eta / 2, 1), 10));
   }
   return null;
 }
@@ -117,10 +120,14 @@ function holdOne(pass, choice) {
 }
 
 export default function (data) {
-  const user = exec.vu.idInTest;
   sleep(Math.random() * arrivalSeconds);
-  const started = Date.now();
+  journey(data);
   measureActive(data);
+}
+
+function journey(data) {
+  const user = exec.vu.idInTest;
+  const started = Date.now();
   const joined = postJson('/api/queue/tokens', { userId: user, queueId: data.queue }, named('join', 201));
   if (!through('join', check(joined, { 'a token is issued': (r) => r.status === 201 }))) {
     return;

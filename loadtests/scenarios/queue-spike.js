@@ -28,7 +28,9 @@ const SHAPES = {
 // holds issue 4's bar: >= 5,000 issues/s with P95 < 50 ms.
 const THRESHOLDS = {
   smoke: {
-    'http_req_duration{name:join}': ['p(95)<500', 'p(99)<1000', { threshold: 'p(95)<1000', abortOnFail: true }],
+    // The seeds' fail line (P95 > 1 s) is a threshold, not an abort: a full run shows the
+    // whole curve, also past the point where the machine gives out.
+    'http_req_duration{name:join}': ['p(95)<500', 'p(99)<1000', 'p(95)<1000'],
     'http_req_duration{name:status}': ['p(95)<500'],
     'http_req_failed{name:status}': ['rate<0.01'],
     checks: ['rate>0.99'],
