@@ -67,6 +67,22 @@ fn parse_place(value: &str) -> Option<Place> {
     }
 }
 
+/// A whole hash, read with HSCAN: a spike leaves queues of millions of places, whose one
+/// HGETALL reply would outlast the connection's response timeout.
+async fn hash<K, V>(redis: &mut MultiplexedConnection, key: &str) -> anyhow::Result<BTreeMap<K, V>>
+where
+    K: redis::FromRedisValue + Ord + Unpin + Send,
+    V: redis::FromRedisValue + Unpin + Send,
+{
+    let mut entries = BTreeMap::new();
+    let mut iter: redis::AsyncIter<'_, (K, V)> = redis.hscan(key).await?;
+    while let Some(entry) = iter.next_item().await {
+        let (field, value) = entry?;
+        entries.insert(field, value);
+    }
+    Ok(entries)
+}
+
 /// Positions of every queue are 1..=seq with no gap, one per user, and no one was admitted
 /// after an earlier position that is still waiting.
 pub(crate) async fn queue_order(redis: &mut MultiplexedConnection) -> anyhow::Result<Check> {
@@ -83,8 +99,8 @@ pub(crate) async fn queue_order(redis: &mut MultiplexedConnection) -> anyhow::Re
     for meta in metas {
         let queue = meta.trim_end_matches(":meta");
         let seq: Option<u64> = redis.hget(&meta, "seq").await?;
-        let places: BTreeMap<u64, String> = redis.hgetall(format!("{queue}:places")).await?;
-        let users: BTreeMap<String, String> = redis.hgetall(format!("{queue}:users")).await?;
+        let places: BTreeMap<u64, String> = hash(redis, &format!("{queue}:places")).await?;
+        let users: BTreeMap<String, String> = hash(redis, &format!("{queue}:users")).await?;
         let seq = seq.unwrap_or(0);
         examined += seq;
         violations.extend(check_queue(queue, seq, &places, &users));
