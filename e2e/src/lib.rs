@@ -4,14 +4,15 @@
 //! `ticketing_test_e2e` (migrated on first use), so tests never touch the data of a running
 //! `make up`. Tests make their own concerts, schedules and users with fresh ids.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use edge::instance::ReuseSettings;
 use edge::server::ServerSettings;
-use edge_testkit::{Response, TestServer, build_wasm, mysql_host, repo_root, service_env};
+use edge_testkit::{
+    Response, TestServer, build_wasm, database_url, migrate, mysql_host, repo_root, service_env,
+};
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, Semaphore};
@@ -33,16 +34,8 @@ pub async fn mysql_url() -> String {
     static MIGRATED: OnceCell<String> = OnceCell::const_new();
     MIGRATED
         .get_or_init(|| async {
-            let base = service_env()["MYSQL_URL"].clone();
-            let url = format!(
-                "{}/{MYSQL_DB}",
-                base.rsplit_once('/').expect("a database in MYSQL_URL").0
-            );
-            let status = Command::new(repo_root().join("infra/mysql/migrate"))
-                .env("MYSQL_URL", &url)
-                .status()
-                .expect("running infra/mysql/migrate");
-            assert!(status.success(), "migrating {MYSQL_DB} failed");
+            let url = database_url(MYSQL_DB);
+            migrate(&url);
             url
         })
         .await

@@ -6,8 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,22 +26,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the bridge lives in the repository")
-        .to_path_buf()
-}
+pub use edge_testkit::repo_root;
 
-/// A setting from `.state/env`, which `infra/local/up` writes.
+/// A setting of the local services (`infra/local/up` writes them to `.state/env`).
 pub fn service(name: &str) -> String {
-    let path = repo_root().join(".state/env");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run infra/local/up first", path.display()));
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("{name} is not in {}", path.display()))
-        .to_owned()
+    edge_testkit::service_env()[name].clone()
 }
 
 pub fn now() -> Timestamp {
@@ -62,29 +49,8 @@ pub struct Scratch {
 
 impl Scratch {
     pub async fn new(name: &str, redis_db: u32) -> Self {
-        let base = service("MYSQL_URL");
-        let database = format!("ticketing_test_bridge_{name}");
-        let mysql_url = format!(
-            "{}/{database}",
-            base.rsplit_once('/').expect("a database").0
-        );
-        let admin = Pool::new(base.as_str());
-        admin
-            .get_conn()
-            .await
-            .expect("MySQL")
-            .query_drop(format!("DROP DATABASE IF EXISTS `{database}`"))
-            .await
-            .expect("dropping the scratch database");
-        admin.disconnect().await.ok();
-        let migrated = Command::new(repo_root().join("infra/mysql/migrate"))
-            .env("MYSQL_URL", &mysql_url)
-            .output()
-            .expect("running infra/mysql/migrate");
-        assert!(
-            migrated.status.success(),
-            "migrating {database}: {migrated:?}"
-        );
+        let mysql_url =
+            edge_testkit::scratch_database(&format!("ticketing_test_bridge_{name}")).await;
         let redis_url = format!("{}/{redis_db}", service("REDIS_URL"));
         let mut redis = redis_connection(&redis_url).await;
         let _: () = redis::cmd("FLUSHDB")

@@ -18,6 +18,7 @@ use edge::mysql::{MysqlPools, MysqlSettings};
 use edge::redis::{RedisPools, RedisSettings};
 use edge::server::{self, ServerSettings};
 use http_body_util::{BodyExt, Full};
+use mysql_async::prelude::Queryable;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -44,6 +45,42 @@ pub fn service_env() -> HashMap<String, String> {
         "start the local services first: infra/local/up"
     );
     env
+}
+
+/// The URL of `database` on the local MySQL server of `service_env`.
+pub fn database_url(database: &str) -> String {
+    let base = &service_env()["MYSQL_URL"];
+    let server = base.rsplit_once('/').expect("a database in MYSQL_URL").0;
+    format!("{server}/{database}")
+}
+
+/// Brings the database at `mysql_url` to the current schema with `infra/mysql/migrate`.
+pub fn migrate(mysql_url: &str) {
+    let migrated = Command::new(repo_root().join("infra/mysql/migrate"))
+        .env("MYSQL_URL", mysql_url)
+        .output()
+        .expect("running infra/mysql/migrate");
+    assert!(
+        migrated.status.success(),
+        "migrating {mysql_url}: {migrated:?}"
+    );
+}
+
+/// A test's own database, dropped and migrated afresh, so a run starts from what the
+/// migrations make and nothing an earlier run left: its URL.
+pub async fn scratch_database(database: &str) -> String {
+    let admin = mysql_async::Pool::new(service_env()["MYSQL_URL"].as_str());
+    admin
+        .get_conn()
+        .await
+        .expect("connecting to MySQL")
+        .query_drop(format!("DROP DATABASE IF EXISTS `{database}`"))
+        .await
+        .expect("dropping the scratch database");
+    admin.disconnect().await.ok();
+    let url = database_url(database);
+    migrate(&url);
+    url
 }
 
 /// Builds a wasm workspace with cargo (release, wasm32-wasip2), once per test binary.

@@ -1,9 +1,6 @@
 //! The verifier against a real MariaDB and Redis: a consistent store passes every check, and
 //! each kind of corruption a bug could cause is caught by the check meant for it.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use mysql_async::Pool;
 use mysql_async::prelude::Queryable;
 use ticketing_core::events::EventId;
@@ -14,39 +11,15 @@ use ticketing_verifier::{Report, Sources, verify};
 const REDIS_DB: u32 = 7;
 const EVENT: &str = "01a1ff61-67c0-7000-9bcc-0000243067c0";
 
+/// A setting of the local services (`infra/local/up` writes them to `.state/env`).
 fn service(name: &str) -> String {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let text =
-        std::fs::read_to_string(root.join(".state/env")).expect(".state/env: run infra/local/up");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name}=")))
-        .expect("a setting")
-        .to_owned()
+    edge_testkit::service_env()[name].clone()
 }
 
 /// A store in which one user bought one seat (paid, announced, ranked, notified), another
 /// seat is held, and a queue admitted its first two of three places.
 async fn consistent_store() -> Sources {
-    let base = service("MYSQL_URL");
-    let mysql_url = format!(
-        "{}/ticketing_test_verifier",
-        base.rsplit_once('/').expect("db").0
-    );
-    let admin = Pool::new(base.as_str());
-    admin
-        .get_conn()
-        .await
-        .expect("MySQL")
-        .query_drop("DROP DATABASE IF EXISTS ticketing_test_verifier")
-        .await
-        .expect("drop");
-    admin.disconnect().await.ok();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = Command::new(root.join("infra/mysql/migrate"))
-        .env("MYSQL_URL", &mysql_url)
-        .output()
-        .expect("migrate");
-    assert!(status.status.success(), "{status:?}");
+    let mysql_url = edge_testkit::scratch_database("ticketing_test_verifier").await;
     let pool = Pool::new(mysql_url.as_str());
     let mut conn = pool.get_conn().await.expect("MySQL");
     let now = Timestamp::from_system_time(std::time::SystemTime::now());
