@@ -23,7 +23,7 @@ const PAYMENT_TOPICS: [Topic; 2] = [Topic::PaymentCompleted, Topic::Notification
 /// Every event of `expected` reached Kafka at least once; returns how many copies beyond
 /// one the topics hold (redeliveries the consumers had to absorb).
 async fn assert_none_lost_in_kafka(scratch: &Scratch, events: usize) -> u32 {
-    let seen = audit_topics(scratch, &PAYMENT_TOPICS, events).await;
+    let seen = audit_topics(scratch, &PAYMENT_TOPICS).await;
     assert_eq!(seen.len(), events, "events missing from Kafka");
     seen.values().map(|copies| copies - 1).sum()
 }
@@ -452,7 +452,7 @@ async fn two_sweepers_end_each_lapsed_hold_exactly_once() {
         .expect("GET");
     assert!(version > 5, "the seat map's cache version was bumped");
     // The relay delivers the sweeper's events like any other.
-    let seen = audit_topics(&scratch, &[Topic::ReservationExpired], lapsed as usize).await;
+    let seen = audit_topics(&scratch, &[Topic::ReservationExpired]).await;
     assert_eq!(seen.len(), lapsed as usize);
     eprintln!("sweepers: {swept:?} holds expired by each bridge");
     one.stop().await;

@@ -11,9 +11,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Pool, Value};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use ticketing_bridge::Config;
 use ticketing_core::events::{
     Envelope, Event, EventId, NotificationKind, NotificationRequest, PaymentCompleted,
@@ -22,6 +19,7 @@ use ticketing_core::events::{
 use ticketing_core::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::money::Amount;
 use ticketing_core::time::Timestamp;
+use ticketing_verifier::kafka::KafkaSource;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -284,59 +282,26 @@ pub async fn assert_effects_exact(scratch: &Scratch, expected: &Expected) {
     assert_eq!(scratch.unsent().await, 0, "the outbox drained");
 }
 
-/// How many times each event id reached the namespace's topics, read raw from Kafka with
-/// a consumer group of its own: shows what the deduplication layer absorbed.
-pub async fn audit_topics(
-    scratch: &Scratch,
-    topics: &[Topic],
-    at_least: usize,
-) -> BTreeMap<String, u32> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", service("KAFKA_BROKERS"))
-        .set("group.id", format!("{}audit", scratch.namespace))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .expect("audit consumer");
-    let names: Vec<String> = topics
-        .iter()
-        .map(|t| format!("{}{}", scratch.namespace, t.name()))
-        .collect();
-    consumer
-        .subscribe(&names.iter().map(String::as_str).collect::<Vec<_>>())
-        .expect("subscribe");
-    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
-    let mut positions: BTreeMap<(String, i32), (u64, i64)> = BTreeMap::new();
-    let mut total = 0;
-    loop {
-        // Quiet for 5 s after everything expected has arrived: the topics are read out.
-        let wait = if total >= at_least { 5 } else { 60 };
-        match tokio::time::timeout(Duration::from_secs(wait), consumer.recv()).await {
-            Ok(Ok(message)) => {
-                let envelope =
-                    Envelope::from_json(message.payload().expect("a payload")).expect("an event");
-                *seen.entry(envelope.event_id.to_string()).or_default() += 1;
-                let position = positions
-                    .entry((message.topic().to_owned(), message.partition()))
-                    .or_default();
-                position.0 += 1;
-                position.1 = message.offset();
-                total += 1;
-            }
-            Ok(Err(error)) => panic!("audit consumer: {error}"),
-            Err(_) => break,
-        }
+/// How many times each event id reached the namespace's topics, read raw from Kafka by the
+/// verifier's reader once the relay has marked every outbox row sent: shows what the
+/// deduplication layer absorbed.
+pub async fn audit_topics(scratch: &Scratch, topics: &[Topic]) -> BTreeMap<String, u32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scratch.unsent().await > 0 {
+        assert!(Instant::now() < deadline, "the outbox did not drain");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    if total < at_least {
-        for ((topic, partition), (count, last)) in &positions {
-            let marks = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5));
-            eprintln!(
-                "audit: {topic}/{partition}: {count} read, last offset {last}, watermarks {marks:?}"
-            );
-        }
-    }
-    seen
+    let source = KafkaSource {
+        brokers: service("KAFKA_BROKERS"),
+        namespace: scratch.namespace.clone(),
+    };
+    let names: Vec<String> = topics.iter().map(|t| t.name().to_owned()).collect();
+    ticketing_verifier::kafka::events(&source, &names)
+        .await
+        .expect("reading the topics")
+        .into_iter()
+        .map(|(event, copies)| (event, copies.count))
+        .collect()
 }
 
 /// A bridge running in this process, with its admin listener on a free port.

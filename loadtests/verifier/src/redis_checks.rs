@@ -8,7 +8,7 @@ use redis::aio::MultiplexedConnection;
 use ticketing_core::events::EventId;
 use ticketing_core::ranking::counted_key;
 
-use crate::{Check, EXAMPLES};
+use crate::Check;
 
 /// Every delivered payment event has its counted mark, which the bridge sets in the same
 /// script as the ranking change (so at least once, and the mark makes it at most once).
@@ -31,13 +31,12 @@ pub(crate) async fn ranking_applied(
                 .map(|(id, _)| format!("event {id} did not reach the ranking")),
         );
     }
-    Ok(Check {
-        name: "ranking_applied",
-        invariant: "each delivered payment event moved the ranking, once",
-        examined: event_ids.len() as u64,
-        violations: missing.len() as u64,
-        examples: missing.into_iter().take(EXAMPLES).collect(),
-    })
+    Ok(Check::new(
+        "ranking_applied",
+        "each delivered payment event moved the ranking, once",
+        event_ids.len() as u64,
+        missing,
+    ))
 }
 
 /// A place in a waiting room, as `waiting_room.lua` stores it.
@@ -105,13 +104,12 @@ pub(crate) async fn queue_order(redis: &mut MultiplexedConnection) -> anyhow::Re
         examined += seq;
         violations.extend(check_queue(queue, seq, &places, &users));
     }
-    Ok(Check {
-        name: "queue_order",
-        invariant: "queue positions are unique and gap-free; no one admitted before an earlier waiter",
+    Ok(Check::new(
+        "queue_order",
+        "queue positions are unique and gap-free; no one admitted before an earlier waiter",
         examined,
-        violations: violations.len() as u64,
-        examples: violations.into_iter().take(EXAMPLES).collect(),
-    })
+        violations,
+    ))
 }
 
 fn check_queue(

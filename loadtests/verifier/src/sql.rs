@@ -127,21 +127,18 @@ const CHECKS: &[SqlCheck] = &[
     },
 ];
 
-use crate::EXAMPLES;
-
 pub(crate) async fn run(pool: &Pool) -> anyhow::Result<Vec<Check>> {
     let mut connection = pool.get_conn().await?;
     let mut checks = Vec::with_capacity(CHECKS.len());
     for check in CHECKS {
         let examined: Option<u64> = connection.query_first(check.examined).await?;
         let violations: Vec<String> = connection.query(check.violations).await?;
-        checks.push(Check {
-            name: check.name,
-            invariant: check.invariant,
-            examined: examined.unwrap_or(0),
-            violations: violations.len() as u64,
-            examples: violations.into_iter().take(EXAMPLES).collect(),
-        });
+        checks.push(Check::new(
+            check.name,
+            check.invariant,
+            examined.unwrap_or(0),
+            violations,
+        ));
     }
     Ok(checks)
 }
@@ -156,4 +153,32 @@ pub(crate) async fn delivered_payment_events(pool: &Pool) -> anyhow::Result<Vec<
              AND topic IN ('payment.completed', 'payment.refunded') ORDER BY id",
         )
         .await?)
+}
+
+/// An outbox row the relay marked sent.
+pub(crate) struct SentEvent {
+    pub(crate) id: u64,
+    pub(crate) event_id: String,
+    pub(crate) topic: String,
+    pub(crate) key: String,
+}
+
+/// Every row the relay marked sent (within the outbox's retention).
+pub(crate) async fn sent_events(pool: &Pool) -> anyhow::Result<Vec<SentEvent>> {
+    let rows: Vec<(u64, String, String, String)> = pool
+        .get_conn()
+        .await?
+        .query(
+            "SELECT id, event_id, topic, event_key FROM outbox WHERE sent_at IS NOT NULL ORDER BY id",
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, event_id, topic, key)| SentEvent {
+            id,
+            event_id,
+            topic,
+            key,
+        })
+        .collect())
 }

@@ -1,23 +1,69 @@
-//! The verifier against a real MariaDB and Redis: a consistent store passes every check, and
-//! each kind of corruption a bug could cause is caught by the check meant for it.
+//! The verifier against a real MariaDB, Redis and Kafka broker: a consistent store passes
+//! every check, and each kind of corruption a bug could cause is caught by the check meant
+//! for it.
 
 use mysql_async::Pool;
 use mysql_async::prelude::Queryable;
-use ticketing_core::events::EventId;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use ticketing_core::events::{Envelope, EventId};
 use ticketing_core::ranking::counted_key;
 use ticketing_core::time::Timestamp;
+use ticketing_verifier::kafka::KafkaSource;
 use ticketing_verifier::{Report, Sources, verify};
 
 const REDIS_DB: u32 = 7;
 const EVENT: &str = "01a1ff61-67c0-7000-9bcc-0000243067c0";
+const NOTIFICATION: &str = "01a1ff61-67c0-7000-9bcc-0000243067c1";
 
 /// A setting of the local services (`infra/local/up` writes them to `.state/env`).
 fn service(name: &str) -> String {
     edge_testkit::service_env()[name].clone()
 }
 
-/// A store in which one user bought one seat (paid, announced, ranked, notified), another
-/// seat is held, and a queue admitted its first two of three places.
+/// Topics of this test run only: a prefix no other run uses.
+fn kafka_source() -> KafkaSource {
+    static NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let namespace = NAMESPACE.get_or_init(|| {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis();
+        format!("verifier-{}-{started}.", std::process::id())
+    });
+    KafkaSource {
+        brokers: service("KAFKA_BROKERS"),
+        namespace: namespace.clone(),
+    }
+}
+
+/// Relays an outbox row the way the bridge does: its envelope, keyed, on its topic.
+async fn relay(kafka: &KafkaSource, topic: &str, key: &str, event: &str, now: Timestamp) {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()
+        .expect("producer");
+    let envelope = Envelope {
+        event_id: EventId::parse(event).expect("id"),
+        event_type: topic.to_owned(),
+        version: 1,
+        occurred_at: now,
+        key: key.to_owned(),
+        payload: serde_json::json!({}),
+    }
+    .to_json()
+    .expect("envelope");
+    let topic = format!("{}{topic}", kafka.namespace);
+    producer
+        .send(
+            FutureRecord::to(&topic).key(key).payload(&envelope),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("produced");
+}
+
+/// A store in which one user bought one seat (paid, announced, ranked, notified, both events
+/// in Kafka), another seat is held, and a queue admitted its first two of three places.
 async fn consistent_store() -> Sources {
     let mysql_url = edge_testkit::scratch_database("ticketing_test_verifier").await;
     let pool = Pool::new(mysql_url.as_str());
@@ -47,15 +93,18 @@ async fn consistent_store() -> Sources {
            VALUES (1, 'PAYMENT', -50000, 50000, 1);
          INSERT INTO outbox (event_id, topic, event_key, payload, created_at, sent_at)
            VALUES ('{EVENT}', 'payment.completed', '1', '{{}}', NOW(3) - INTERVAL 1 MINUTE, NOW(3)),
-                  ('01a1ff61-67c0-7000-9bcc-0000243067c1', 'notification.request', '1', '{{}}',
+                  ('{NOTIFICATION}', 'notification.request', '1', '{{}}',
                    NOW(3) - INTERVAL 1 MINUTE, NOW(3));
          INSERT INTO notifications (event_id, user_id, kind, reservation_id, payment_id, requested_at)
-           VALUES ('01a1ff61-67c0-7000-9bcc-0000243067c1', 1, 'PAYMENT_COMPLETED', 1, 1, NOW(3));"
+           VALUES ('{NOTIFICATION}', 1, 'PAYMENT_COMPLETED', 1, 1, NOW(3));"
     ))
     .await
     .expect("fixture");
     drop(conn);
     pool.disconnect().await.ok();
+    let kafka = kafka_source();
+    relay(&kafka, "payment.completed", "1", EVENT, now).await;
+    relay(&kafka, "notification.request", "1", NOTIFICATION, now).await;
 
     let redis_url = format!("{}/{REDIS_DB}", service("REDIS_URL"));
     let mut redis = redis::Client::open(redis_url.as_str())
@@ -84,6 +133,7 @@ async fn consistent_store() -> Sources {
     Sources {
         mysql_url,
         redis_url,
+        kafka,
     }
 }
 
@@ -174,6 +224,20 @@ const CORRUPTIONS: &[Corruption] = &[
             "{ranking}:counted:01a1ff61-67c0-7000-9bcc-0000243067c2",
             "1",
         ],
+    },
+    // Marked sent, never produced: the relay lost it.
+    Corruption {
+        check: "outbox_in_kafka",
+        sql: "INSERT INTO outbox (event_id, topic, event_key, payload, created_at, sent_at) \
+              VALUES ('01a1ff61-67c0-7000-9bcc-0000243067c3', 'reservation.held', '1', '{}', \
+              NOW(3), NOW(3))",
+        redis: &[],
+    },
+    // In Kafka under another key than its row's: consumers would order it wrongly.
+    Corruption {
+        check: "outbox_in_kafka",
+        sql: "UPDATE outbox SET event_key = '2' WHERE topic = 'notification.request'",
+        redis: &[],
     },
     Corruption {
         check: "notifications_recorded_once",
