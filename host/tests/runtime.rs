@@ -161,6 +161,40 @@ async fn a_connection_dropped_inside_a_transaction_is_rolled_back() {
     server.stop().await;
 }
 
+/// `/probe/mysql/session/show` as run on the session `connection_id` names (sequential
+/// requests soon get the pool's idle connection again).
+async fn shown_on(server: &TestServer, connection_id: &serde_json::Value) -> serde_json::Value {
+    for _ in 0..50 {
+        let shown = server.get_json("/probe/mysql/session/show").await;
+        if shown[0] == *connection_id {
+            return shown;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the pool never handed out connection {connection_id} again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_session_settings_and_variables_do_not_reach_the_next_guest() {
+    let server = default_server().await;
+    // Restored: the session variable goes back to the server's default.
+    let set = server.get_json("/probe/mysql/session/set").await;
+    let shown = shown_on(&server, &set[0]).await;
+    assert_eq!(
+        shown[1], shown[2],
+        "lock wait timeout back to the default: {shown}"
+    );
+    // Reset: a user variable only a reset can remove (`@leak IS NULL` is 1).
+    let set = server.get_json("/probe/mysql/session/uservar").await;
+    let shown = shown_on(&server, &set[0]).await;
+    assert_eq!(
+        shown[3],
+        serde_json::json!(["DbValue::Int32(1)"]),
+        "{shown}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_parameters_of_every_type_round_trip() {
     let server = default_server().await;

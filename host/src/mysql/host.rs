@@ -50,11 +50,13 @@ fn params(values: Vec<ParameterValue>) -> Params {
     }
 }
 
-fn shared_connection(
+/// The guest's session, with `statement` noted for its release.
+fn session_for(
     accessor: &Accessor<HostState, HasSelf<HostState>>,
     resource: &Resource<MysqlConnection>,
+    statement: &str,
 ) -> wasmtime::Result<Arc<tokio::sync::Mutex<mysql_async::Conn>>> {
-    accessor.with(|mut access| Ok(access.get().table.get(resource)?.connection.clone()))
+    accessor.with(|mut access| Ok(access.get().table.get(resource)?.session_for(statement)))
 }
 
 /// Feeds the rows of a result set into `rows`, after sending its columns on `columns`.
@@ -161,10 +163,10 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
             Err(error) => return Ok(Err(Error::ConnectionFailed(error.to_string()))),
         };
         let resource = accessor.with(|mut access| {
-            access.get().table.push(MysqlConnection {
-                connection: Arc::new(tokio::sync::Mutex::new(connection)),
-                _in_use: InUse::new(&component.metrics.mysql_connections_in_use),
-            })
+            access.get().table.push(MysqlConnection::new(
+                connection,
+                InUse::new(&component.metrics.mysql_connections_in_use),
+            ))
         })?;
         Ok(Ok(resource))
     }
@@ -175,7 +177,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         statement: String,
         parameters: Vec<ParameterValue>,
     ) -> Outcome<QueryOutput> {
-        let connection = shared_connection(accessor, &this)?;
+        let connection = session_for(accessor, &this, &statement)?;
         let metrics = calling_component(accessor).metrics.clone();
         let started = Instant::now();
         let (columns_tx, columns_rx) = oneshot::channel();
@@ -230,7 +232,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         statement: String,
         parameters: Vec<ParameterValue>,
     ) -> Outcome<()> {
-        let connection = shared_connection(accessor, &this)?;
+        let connection = session_for(accessor, &this, &statement)?;
         let metrics = calling_component(accessor).metrics.clone();
         let started = Instant::now();
         let mut connection = connection.lock().await;

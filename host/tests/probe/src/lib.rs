@@ -265,6 +265,22 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             "INSERT INTO edge_probe (label) VALUES ('abandoned')",
         ])
         .await?),
+        // Session state a guest leaves behind, and what the next guest sees of it.
+        "/mysql/session/set" => ok(mysql_script(&[
+            "SET SESSION innodb_lock_wait_timeout = 7",
+            "SELECT CONNECTION_ID()",
+        ])
+        .await?),
+        "/mysql/session/uservar" => {
+            ok(mysql_script(&["SET @leak = 1", "SELECT CONNECTION_ID()"]).await?)
+        }
+        "/mysql/session/show" => ok(mysql_script(&[
+            "SELECT CONNECTION_ID()",
+            "SELECT @@SESSION.innodb_lock_wait_timeout",
+            "SELECT @@GLOBAL.innodb_lock_wait_timeout",
+            "SELECT @leak IS NULL",
+        ])
+        .await?),
         "/mysql/count" => {
             let label = query_param(&request, "label").unwrap_or_default();
             let c = mysql_connection().await?;
