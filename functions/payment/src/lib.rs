@@ -13,10 +13,11 @@
 //! 2. **Authorize** at the external gateway under the reference `pay-{payment id}`. The
 //!    gateway answers a repeated reference with its first decision, so this step can be
 //!    repeated safely. Still no money or seat changes in our books.
-//! 3. **Settle** in one MySQL transaction: reservation HELD→CONFIRMED (only if still held and
-//!    unexpired), its seats HELD→SOLD, the balance debited by a conditional update (never
-//!    below zero), the ledger line, the payment PENDING→SUCCEEDED, and the outbox rows
-//!    (`payment.completed`, `notification.request`). All of it commits or none of it does.
+//! 3. **Settle** in one MySQL transaction: with the payment, reservation and balance rows
+//!    locked, reservation HELD→CONFIRMED (only if still held and unexpired), its seats
+//!    HELD→SOLD, the balance debited (only if it covers the price: never below zero), the
+//!    ledger line, the payment PENDING→SUCCEEDED, and the outbox rows (`payment.completed`,
+//!    `notification.request`). All of it commits or none of it does.
 //!
 //! The debit and the sale are in the same transaction, so no crash point separates them. A
 //! crash before step 3 commits leaves a PENDING payment with at most an unused gateway
@@ -292,7 +293,15 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
         let booking = store::booking(&db, first.reservation_id)
             .await?
             .ok_or_else(|| not_found("reservation", first.reservation_id))?;
-        return complete(config, &db, &pass, first.id, &booking, now).await;
+        return complete(
+            config,
+            &db,
+            &pass,
+            (first.id, first.created_at),
+            &booking,
+            now,
+        )
+        .await;
     }
 
     let booking = store::booking(&db, body.reservation_id)
@@ -313,15 +322,15 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
             .ok_or_else(|| ApiError::from(IdempotencyError::InProgress))?;
         return outcome_reply(&first);
     };
-    complete(config, &db, &pass, payment, &booking, now).await
+    complete(config, &db, &pass, (payment, now), &booking, now).await
 }
 
-/// Steps 2 and 3 of a recorded payment (see the module documentation).
+/// Steps 2 and 3 of a payment recorded at `created_at` (see the module documentation).
 async fn complete(
     config: &Config,
     db: &Db,
     pass: &Claims,
-    payment: PaymentId,
+    (payment, created_at): (PaymentId, Timestamp),
     booking: &Booking,
     now: Timestamp,
 ) -> Result<Reply, ApiError> {
@@ -347,16 +356,32 @@ async fn complete(
         Authorization::Declined { .. } => Some("card_declined"),
         Authorization::Unavailable => Some("gateway_unavailable"),
     };
-    if let Some(code) = failure {
-        if !matches!(authorization, Authorization::Declined { .. }) {
-            gateway::void(&config.gateway_url, payment.get(), config.gateway_timeout).await;
+    let Some(code) = failure else {
+        if let Ok(room) = WaitingRoom::connect(&config.redis_url).await
+            && let Err(error) = room.consume(pass, now).await
+        {
+            eprintln!("payment: consuming the pass of payment {payment}: {error}");
         }
-        store::fail(db, payment, code).await?;
-    } else if let Ok(room) = WaitingRoom::connect(&config.redis_url).await
-        && let Err(error) = room.consume(pass, now).await
-    {
-        eprintln!("payment: consuming the pass of payment {payment}: {error}");
+        // This request settled it, so the outcome is known without reading it back.
+        let r = &booking.reservation;
+        return Ok(json(
+            StatusCode::CREATED,
+            &PaymentReply {
+                payment_id: payment,
+                user_id: r.user_id,
+                reservation_id: r.id,
+                status: PaymentStatus::Succeeded,
+                amount: r.amount,
+                failure_code: None,
+                created_at,
+            },
+        ));
+    };
+    if !matches!(authorization, Authorization::Declined { .. }) {
+        gateway::void(&config.gateway_url, payment.get(), config.gateway_timeout).await;
     }
+    store::fail(db, payment, code).await?;
+    // Read back: a concurrent request with the same key may have settled it meanwhile.
     let stored = store::payment(db, payment)
         .await?
         .ok_or_else(|| not_found("payment", payment))?;

@@ -3,17 +3,20 @@
 //!
 //! Every money movement is one transaction with its ledger line: a debit, the reservation
 //! becoming CONFIRMED, its seats SOLD, the payment SUCCEEDED and the outbox rows commit
-//! together or not at all; a refund likewise. Conditional updates (`… AND amount >= ?`,
-//! `… AND status = 'HELD' AND expires_at > ?`) with `ROW_COUNT()` make each step refuse
-//! instead of overdrawing or double-selling, whatever runs concurrently.
+//! together or not at all; a refund likewise. A settlement first locks its payment,
+//! reservation and balance rows (`FOR UPDATE`) and lets the core's rules decide on them (the
+//! payment is still pending, the hold payable, the balance covers the price); the other
+//! writes are conditional (`… AND status = 'HELD'`, checked with `ROW_COUNT()`). Each step
+//! refuses instead of overdrawing or double-selling, whatever runs concurrently.
 
 use spin_sdk::mysql::Row;
 use sql_kit::{
-    Db, DbError, DbResult, column_as, column_text, column_time, column_u64, corrupt, datetime, id,
-    int, placeholders, text, with_retries,
+    Db, DbError, DbResult, column_as, column_text, column_time, column_u64, corrupt, datetime,
+    envelope, id, int, placeholders, text, with_retries,
 };
 use ticketing_core::events::{
-    NotificationKind, NotificationRequest, PaymentCompleted, PaymentFacts, PaymentRefunded,
+    Envelope, NotificationKind, NotificationRequest, PaymentCompleted, PaymentFacts,
+    PaymentRefunded,
 };
 use ticketing_core::ids::{
     ConcertId, IdempotencyKey, PaymentId, ReservationId, ScheduleId, SeatId, UserId,
@@ -390,15 +393,14 @@ async fn ledger_line(
     .await
 }
 
-/// Asks the notification sender to tell the user about the payment.
-async fn notify(
-    db: &Db,
+/// The request to tell the user about the payment, for the outbox.
+fn notification(
     payment: PaymentId,
     booking: &Booking,
     kind: NotificationKind,
     now: Timestamp,
-) -> DbResult<()> {
-    db.publish(
+) -> DbResult<Envelope> {
+    envelope(
         &NotificationRequest {
             user_id: booking.reservation.user_id,
             kind,
@@ -407,7 +409,6 @@ async fn notify(
         },
         now,
     )
-    .await
 }
 
 /// The settling transaction of an authorized payment. Returns the balance after the debit.
@@ -432,18 +433,46 @@ async fn settle_transaction(
     now: Timestamp,
 ) -> DbResult<Result<Balance, Unsettled>> {
     let r = &booking.reservation;
-    let amount = r.amount.minor_units();
     db.begin().await?;
-    db.execute(
-        "UPDATE reservations SET status = 'CONFIRMED' \
-         WHERE id = ? AND user_id = ? AND status = 'HELD' AND expires_at > ?",
-        vec![id(r.id.get()), id(r.user_id.get()), datetime(now)],
-    )
-    .await?;
-    if db.row_count().await? != 1 {
+    // Locks the payment, the reservation and the balance, so what the rules decide from
+    // them below still holds at the commit.
+    let rows = db
+        .query(
+            "SELECT p.status, r.status, r.expires_at, b.amount FROM payments p \
+             JOIN reservations r ON r.id = p.reservation_id \
+             JOIN balances b ON b.user_id = r.user_id \
+             WHERE p.id = ? AND r.id = ? AND r.user_id = ? FOR UPDATE",
+            vec![id(payment.get()), id(r.id.get()), id(r.user_id.get())],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        db.rollback().await;
+        return Ok(Err(Unsettled::HoldGone));
+    };
+    let pending =
+        column_text(row, 0).and_then(|s| PaymentStatus::parse(&s)) == Some(PaymentStatus::Pending);
+    let held = Reservation {
+        status: column_text(row, 1)
+            .and_then(|s| ReservationStatus::parse(&s))
+            .ok_or_else(|| corrupt("reservations.status"))?,
+        expires_at: column_time(row, 2).ok_or_else(|| corrupt("reservations.expires_at"))?,
+        ..r.clone()
+    };
+    let balance = column_as(row, 3, "balances.amount", Balance::new)?;
+    // Settled or failed by another request meanwhile, or the hold lapsed or changed.
+    if !pending || held.confirm(now).is_err() {
         db.rollback().await;
         return Ok(Err(Unsettled::HoldGone));
     }
+    let Ok(after) = balance.debit(r.amount) else {
+        db.rollback().await;
+        return Ok(Err(Unsettled::InsufficientBalance));
+    };
+    db.execute(
+        "UPDATE reservations SET status = 'CONFIRMED' WHERE id = ?",
+        vec![id(r.id.get())],
+    )
+    .await?;
     let mut params = vec![id(r.id.get())];
     params.extend(r.seat_ids.iter().map(|s| id(s.get())));
     db.execute(
@@ -460,39 +489,21 @@ async fn settle_transaction(
         return Ok(Err(Unsettled::HoldGone));
     }
     db.execute(
-        "UPDATE balances SET amount = amount - ?, version = version + 1 \
-         WHERE user_id = ? AND amount >= ?",
-        vec![id(amount), id(r.user_id.get()), id(amount)],
+        "UPDATE balances SET amount = ?, version = version + 1 WHERE user_id = ?",
+        vec![id(after.minor_units()), id(r.user_id.get())],
     )
     .await?;
-    if db.row_count().await? != 1 {
-        db.rollback().await;
-        return Ok(Err(Unsettled::InsufficientBalance));
-    }
-    let after = balance(db, r.user_id)
-        .await?
-        .ok_or_else(|| corrupt("balances.amount"))?;
     ledger_line(db, payment, booking, LedgerEntryKind::Payment, after, now).await?;
     db.execute(
         "UPDATE payments SET status = 'SUCCEEDED', gateway_ref = ?, failure_code = NULL \
-         WHERE id = ? AND status = 'PENDING'",
+         WHERE id = ?",
         vec![text(gateway_ref), id(payment.get())],
     )
     .await?;
-    if db.row_count().await? != 1 {
-        // Settled or failed by another request meanwhile: undo everything above.
-        db.rollback().await;
-        return Ok(Err(Unsettled::HoldGone));
-    }
-    db.publish(&PaymentCompleted(facts(payment, booking)), now)
-        .await?;
-    notify(
-        db,
-        payment,
-        booking,
-        NotificationKind::PaymentCompleted,
-        now,
-    )
+    db.publish_all(&[
+        envelope(&PaymentCompleted(facts(payment, booking)), now)?,
+        notification(payment, booking, NotificationKind::PaymentCompleted, now)?,
+    ])
     .await?;
     db.commit().await?;
     Ok(Ok(after))
@@ -558,9 +569,11 @@ async fn refund_transaction(
         params,
     )
     .await?;
-    db.publish(&PaymentRefunded(facts(payment, booking)), now)
-        .await?;
-    notify(db, payment, booking, NotificationKind::PaymentRefunded, now).await?;
+    db.publish_all(&[
+        envelope(&PaymentRefunded(facts(payment, booking)), now)?,
+        notification(payment, booking, NotificationKind::PaymentRefunded, now)?,
+    ])
+    .await?;
     db.commit().await?;
     Ok(true)
 }

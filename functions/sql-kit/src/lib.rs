@@ -158,23 +158,42 @@ impl Db {
 
     /// Writes `event` to the outbox; call inside the transaction that makes it true.
     pub async fn publish<E: Event>(&self, event: &E, now: Timestamp) -> DbResult<()> {
-        let envelope = Envelope::wrap(event, new_event_id(now), now)
-            .map_err(|error| DbError::Unavailable(format!("encoding an event: {error}")))?;
-        let payload = envelope
-            .to_json()
-            .map_err(|error| DbError::Unavailable(format!("encoding an event: {error}")))?;
-        self.execute(
-            "INSERT INTO outbox (event_id, topic, event_key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-            vec![
+        self.publish_all(&[envelope(event, now)?]).await
+    }
+
+    /// Writes several events to the outbox in one statement, in order.
+    pub async fn publish_all(&self, envelopes: &[Envelope]) -> DbResult<()> {
+        let mut params = Vec::with_capacity(envelopes.len() * 5);
+        for envelope in envelopes {
+            let payload = envelope
+                .to_json()
+                .map_err(|error| DbError::Unavailable(format!("encoding an event: {error}")))?;
+            let topic = envelope.topic().ok_or_else(|| {
+                DbError::Unavailable(format!("no topic for {}", envelope.event_type))
+            })?;
+            params.extend([
                 text(envelope.event_id.to_string()),
-                text(E::TOPIC.name()),
-                text(envelope.key),
+                text(topic.name()),
+                text(envelope.key.clone()),
                 text(payload),
-                datetime(now),
-            ],
+                datetime(envelope.occurred_at),
+            ]);
+        }
+        self.execute(
+            &format!(
+                "INSERT INTO outbox (event_id, topic, event_key, payload, created_at) VALUES {}",
+                vec!["(?, ?, ?, ?, ?)"; envelopes.len()].join(", ")
+            ),
+            params,
         )
         .await
     }
+}
+
+/// `event` in its envelope, under a new event id, as the outbox stores it.
+pub fn envelope<E: Event>(event: &E, now: Timestamp) -> DbResult<Envelope> {
+    Envelope::wrap(event, new_event_id(now), now)
+        .map_err(|error| DbError::Unavailable(format!("encoding an event: {error}")))
 }
 
 /// A time-ordered event id (UUIDv7) with 80 random bits from the host.

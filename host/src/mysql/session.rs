@@ -119,8 +119,9 @@ impl SessionUse {
             return Release::Reset;
         }
         let mut statements = Vec::new();
-        // First: undoing `autocommit` would commit what the guest left open.
-        if self.transaction || !self.variables.is_empty() {
+        // With autocommit off every statement opens a transaction, and restoring it would
+        // commit that: roll back first.
+        if self.transaction || self.variables.contains("autocommit") {
             statements.push("ROLLBACK".to_owned());
         }
         if !self.variables.is_empty() {
@@ -175,14 +176,27 @@ mod tests {
     }
 
     #[test]
-    fn session_variables_go_back_to_their_defaults_after_a_rollback() {
+    fn session_variables_go_back_to_their_defaults() {
         assert_eq!(
             after(&[
                 "SET SESSION innodb_lock_wait_timeout = 3",
                 "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
                 "START TRANSACTION",
                 "COMMIT",
+            ]),
+            Release::Restore(vec![
+                "SET SESSION innodb_lock_wait_timeout = DEFAULT".to_owned()
+            ])
+        );
+    }
+
+    #[test]
+    fn turning_autocommit_back_on_comes_after_a_rollback() {
+        assert_eq!(
+            after(&[
                 "set sql_mode = ANSI, autocommit = 0",
+                "INSERT INTO seats (id) VALUES (1)",
+                "SET SESSION innodb_lock_wait_timeout = 3",
             ]),
             Release::Restore(vec![
                 "ROLLBACK".to_owned(),
