@@ -26,7 +26,8 @@ pub struct Config {
 pub struct RelayConfig {
     /// Outbox rows claimed and produced together.
     pub batch: usize,
-    /// Pause between scans while the outbox is empty.
+    /// Pause before the next scan once the relay has caught up (the outbox was empty or
+    /// gave less than a full batch), so rows gather into batches instead of trickling.
     pub idle_poll: Duration,
     /// How long the producer keeps trying to deliver one message before it reports a
     /// failure; the row then stays unsent and a later batch retries it.
