@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use edge::instance::ReuseSettings;
+use edge::mysql::MysqlSettings;
 use edge::server::ServerSettings;
 use edge_testkit::{
     Response, TestServer, build_wasm, database_url, migrate, mysql_host, repo_root, service_env,
@@ -253,6 +254,7 @@ impl App {
             &borrowed,
             ReuseSettings::default(),
             ServerSettings::default(),
+            MysqlSettings::default(),
         )
         .await;
         Self {

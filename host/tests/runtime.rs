@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edge::instance::ReuseSettings;
+use edge::mysql::MysqlSettings;
 use edge::server::ServerSettings;
 use edge_testkit::{TestServer, build_wasm, mysql_host, repo_root, service_env};
 use mysql_async::prelude::Queryable;
@@ -35,7 +36,11 @@ async fn test_database(mysql_url: &str) -> String {
 }
 
 /// The probe application (tests/fixtures/probe.toml) with its test database.
-async fn probe_server(reuse: ReuseSettings, settings: ServerSettings) -> TestServer {
+async fn probe_server(
+    reuse: ReuseSettings,
+    settings: ServerSettings,
+    mysql: MysqlSettings,
+) -> TestServer {
     build_wasm(
         "host/tests/probe/Cargo.toml",
         Some("target/test-components"),
@@ -49,11 +54,16 @@ async fn probe_server(reuse: ReuseSettings, settings: ServerSettings) -> TestSer
         ("SPIN_VARIABLE_API_KEY", "s3cret".to_owned()),
     ];
     let manifest = repo_root().join("host/tests/fixtures/probe.toml");
-    TestServer::serve(&manifest, &variables, reuse, settings).await
+    TestServer::serve(&manifest, &variables, reuse, settings, mysql).await
 }
 
 async fn default_server() -> TestServer {
-    probe_server(ReuseSettings::default(), ServerSettings::default()).await
+    probe_server(
+        ReuseSettings::default(),
+        ServerSettings::default(),
+        MysqlSettings::default(),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,32 +171,26 @@ async fn a_connection_dropped_inside_a_transaction_is_rolled_back() {
     server.stop().await;
 }
 
-/// `/probe/mysql/session/show` as run on the session `connection_id` names (sequential
-/// requests soon get the pool's idle connection again).
-async fn shown_on(server: &TestServer, connection_id: &serde_json::Value) -> serde_json::Value {
-    for _ in 0..50 {
-        let shown = server.get_json("/probe/mysql/session/show").await;
-        if shown[0] == *connection_id {
-            return shown;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("the pool never handed out connection {connection_id} again");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guests_session_settings_and_variables_do_not_reach_the_next_guest() {
-    let server = default_server().await;
+    // One pooled connection: every request gets the session the previous one left.
+    let one = MysqlSettings {
+        max_connections: 1,
+        ..MysqlSettings::default()
+    };
+    let server = probe_server(ReuseSettings::default(), ServerSettings::default(), one).await;
     // Restored: the session variable goes back to the server's default.
     let set = server.get_json("/probe/mysql/session/set").await;
-    let shown = shown_on(&server, &set[0]).await;
+    let shown = server.get_json("/probe/mysql/session/show").await;
+    assert_eq!(shown[0], set[0], "the same connection");
     assert_eq!(
         shown[1], shown[2],
         "lock wait timeout back to the default: {shown}"
     );
     // Reset: a user variable only a reset can remove (`@leak IS NULL` is 1).
     let set = server.get_json("/probe/mysql/session/uservar").await;
-    let shown = shown_on(&server, &set[0]).await;
+    let shown = server.get_json("/probe/mysql/session/show").await;
+    assert_eq!(shown[0], set[0], "the same connection");
     assert_eq!(
         shown[3],
         serde_json::json!(["DbValue::Int32(1)"]),
@@ -319,7 +323,7 @@ async fn a_guest_that_never_yields_is_stopped_with_a_504() {
         request_timeout: Duration::from_millis(500),
         ..ReuseSettings::default()
     };
-    let server = probe_server(reuse, ServerSettings::default()).await;
+    let server = probe_server(reuse, ServerSettings::default(), MysqlSettings::default()).await;
     let started = std::time::Instant::now();
     let (status, _) = server.get("/probe/spin").await;
     assert_eq!(status, 504);
@@ -338,7 +342,7 @@ async fn a_body_over_the_limit_is_a_413_and_one_under_it_passes() {
         max_request_body: 1024,
         ..ServerSettings::default()
     };
-    let server = probe_server(ReuseSettings::default(), settings).await;
+    let server = probe_server(ReuseSettings::default(), settings, MysqlSettings::default()).await;
     let (status, body) = server
         .request("POST", "/probe/echo", Bytes::from(vec![b'x'; 1000]))
         .await;
@@ -356,7 +360,7 @@ async fn instances_for_sequential_requests(reuse_count: usize, requests: usize) 
         max_requests_per_instance: reuse_count,
         ..ReuseSettings::default()
     };
-    let server = probe_server(reuse, ServerSettings::default()).await;
+    let server = probe_server(reuse, ServerSettings::default(), MysqlSettings::default()).await;
     for _ in 0..requests {
         assert_eq!(server.get_json("/probe/hello").await, "hello");
     }
@@ -391,6 +395,7 @@ async fn the_applications_own_spin_toml_serves_health_with_live_dependencies() {
         &variables,
         ReuseSettings::default(),
         ServerSettings::default(),
+        MysqlSettings::default(),
     )
     .await;
     assert_eq!(

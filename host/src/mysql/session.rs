@@ -8,6 +8,8 @@
 //! host can name (an open transaction, system variables set for the session) is restored by
 //! `ROLLBACK` and `SET SESSION … = DEFAULT`; anything else (user variables, temporary
 //! tables, locks, character sets, statements it does not recognise) is reset.
+//! `LAST_INSERT_ID()` and `ROW_COUNT()` are not cleared between guests; like on any shared
+//! session they only mean something right after the guest's own statement.
 
 use std::collections::BTreeSet;
 

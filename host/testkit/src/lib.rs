@@ -154,6 +154,7 @@ impl TestServer {
         variables: &[(&str, String)],
         reuse: ReuseSettings,
         settings: ServerSettings,
+        mysql: MysqlSettings,
     ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -177,7 +178,7 @@ impl TestServer {
                 RedisSettings::default(),
                 metrics.redis_connections.clone(),
             )),
-            mysql: Arc::new(MysqlPools::new(MysqlSettings::default())),
+            mysql: Arc::new(MysqlPools::new(mysql)),
             metrics: metrics.clone(),
             reuse,
             max_instance_memory: 64 << 20,
