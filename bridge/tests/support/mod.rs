@@ -300,7 +300,7 @@ pub async fn audit_topics(scratch: &Scratch, topics: &[Topic]) -> BTreeMap<Strin
         .await
         .expect("reading the topics")
         .into_iter()
-        .map(|(event, copies)| (event, copies.count))
+        .map(|(event, copies)| (event, copies.placements.len() as u32))
         .collect()
 }
 

@@ -20,12 +20,10 @@ pub struct KafkaSource {
     pub namespace: String,
 }
 
-/// One event id as the topics hold it.
+/// One event id as the topics hold it: the topic (without namespace) and message key of
+/// every message carrying it. More than one is a redelivery the consumers absorb.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Copies {
-    /// Messages carrying the event: more than one is a redelivery the consumers absorb.
-    pub count: u32,
-    /// Every topic (without namespace) and message key it arrived under.
     pub placements: Vec<(String, String)>,
 }
 
@@ -106,7 +104,6 @@ fn read_topic(
             })?;
         let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
         let copies = events.entry(envelope.event_id.to_string()).or_default();
-        copies.count += 1;
         copies.placements.push((topic.to_owned(), key));
     }
     Ok(())

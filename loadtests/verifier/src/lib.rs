@@ -1,8 +1,7 @@
 //! The invariant verifier: after a load run, proves from the stores themselves (MySQL, Redis
 //! and the Kafka topics) that nothing was double-booked, lost or charged twice (the
-//! invariants of ARCHITECTURE.md). Each check
-//! counts what it looked at and what violates it; a report is green only when every
-//! violation count is zero.
+//! invariants of ARCHITECTURE.md). Each check counts what it looked at and what violates
+//! it; a report is green only when every violation count is zero.
 //!
 //! The checks read committed state only, so run them once the load has stopped and the
 //! bridge has drained the outbox (a hold still live, or an event still in flight, is not a
