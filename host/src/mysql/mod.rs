@@ -52,7 +52,7 @@ impl Drop for MysqlConnection {
             .unwrap_or_else(|e| e.into_inner())
             .release();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // The pool resets a connection by default.
+            // The pool armed the reset when it handed the connection out.
             return;
         };
         let connection = self.connection.clone();

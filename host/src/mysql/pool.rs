@@ -63,8 +63,9 @@ impl MysqlPools {
             // Without an idle lifetime mysql_async keeps no idle connection above the
             // minimum (0): every request paid a new connection and login (measured).
             .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
-            // A returned connection is reset unless its guest's use proved it clean (see
-            // `session`), which keeps the server's prepared statements for the next guest.
+            // Armed again at every checkout: a returned connection is reset unless its
+            // guest's release clears the flag (see `session`), which keeps the server's
+            // prepared statements for the next guest.
             .with_reset_connection(true);
         let pool = Pool::new(OptsBuilder::from_opts(opts).pool_opts(pool_opts));
         pools.insert(address.to_owned(), pool.clone());
@@ -75,12 +76,10 @@ impl MysqlPools {
     pub async fn acquire(&self, address: &str) -> Result<Conn, AcquireError> {
         let pool = self.pool(address)?;
         let timeout = self.settings.acquire_timeout;
-        let mut connection = tokio::time::timeout(timeout, pool.get_conn())
+        tokio::time::timeout(timeout, pool.get_conn())
             .await
-            .map_err(|_| AcquireError::Exhausted(timeout))??;
-        // Reset on return unless the guest's release proves it unnecessary.
-        connection.reset_connection(true);
-        Ok(connection)
+            .map_err(|_| AcquireError::Exhausted(timeout))?
+            .map_err(AcquireError::from)
     }
 
     /// Closes every pool, waiting for connections to be returned; for graceful shutdown.

@@ -37,82 +37,87 @@ pub(super) enum Release {
 }
 
 impl SessionUse {
-    /// Notes a statement the guest is about to run.
+    /// Notes a statement the guest is about to run. Runs for every statement, so it reads
+    /// the text in place without copying it.
     pub(super) fn record(&mut self, statement: &str) {
-        let words: Vec<String> = statement
-            .split_whitespace()
-            .take(3)
-            .map(str::to_ascii_uppercase)
-            .collect();
-        let first = words.first().map(String::as_str).unwrap_or_default();
+        let statement = statement.trim().trim_end_matches(';');
         // `@` names user variables and `@@` system variables, which a SELECT can assign;
-        // a `;` inside may start another statement (the text protocol runs several).
-        if statement.contains('@') || statement.trim().trim_end_matches(';').contains(';') {
+        // a `;` inside starts another statement (the text protocol runs several).
+        if statement.contains(['@', ';']) {
             self.needs_reset = true;
             return;
         }
-        match first {
-            "START" | "BEGIN" => {
-                self.transaction = true;
-                self.next_transaction_set = false;
+        let first = statement.split_whitespace().next().unwrap_or_default();
+        let is = |keyword: &str| first.eq_ignore_ascii_case(keyword);
+        if is("START") || is("BEGIN") {
+            self.transaction = true;
+            self.next_transaction_set = false;
+        } else if is("COMMIT") || is("ROLLBACK") {
+            self.transaction = false;
+        } else if ["SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH"]
+            .into_iter()
+            .any(is)
+        {
+            // Locking functions (GET_LOCK, …) hold their lock past the request.
+            if statement
+                .as_bytes()
+                .windows(6)
+                .any(|w| w.eq_ignore_ascii_case(b"_lock("))
+            {
+                self.needs_reset = true;
             }
-            "COMMIT" | "ROLLBACK" => self.transaction = false,
-            "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "WITH" => {
-                // Locking functions hold their lock past the request.
-                if statement.to_ascii_uppercase().contains("_LOCK(") {
-                    self.needs_reset = true;
-                }
-            }
-            "SET" => self.record_set(statement, &words),
-            _ => self.needs_reset = true,
+        } else if is("SET") {
+            self.record_set(&statement[first.len()..]);
+        } else {
+            self.needs_reset = true;
         }
     }
 
-    fn record_set(&mut self, statement: &str, words: &[String]) {
-        let second = words.get(1).map(String::as_str).unwrap_or_default();
-        if second == "TRANSACTION" {
+    /// `rest` is what follows `SET`.
+    fn record_set(&mut self, rest: &str) {
+        let rest = rest.trim_start();
+        let (head, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        if head.eq_ignore_ascii_case("TRANSACTION") {
             self.next_transaction_set = true;
             return;
         }
-        let mut assignments = statement.trim().trim_end_matches(';')[3..].trim();
-        if let Some(rest) = ["SESSION ", "LOCAL "].iter().find_map(|scope| {
-            assignments
-                .get(..scope.len())
-                .filter(|head| head.eq_ignore_ascii_case(scope))
-                .map(|_| &assignments[scope.len()..])
-        }) {
-            assignments = rest.trim_start();
-        }
-        // `SET name = value[, name = value …]` of plain system variables; values are
-        // numbers or words (a quoted value could hide a comma). Anything else: reset.
-        let mut names = Vec::new();
+        let assignments =
+            if head.eq_ignore_ascii_case("SESSION") || head.eq_ignore_ascii_case("LOCAL") {
+                tail
+            } else {
+                rest
+            };
+        // `name = value[, name = value …]` of plain system variables; values are numbers or
+        // words (a quoted value could hide a comma). Anything else: reset.
+        let plain = |text: &str, extra: &[char]| {
+            !text.is_empty()
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c))
+        };
+        let reserved = [
+            "GLOBAL",
+            "NAMES",
+            "CHARACTER",
+            "PASSWORD",
+            "ROLE",
+            "TRANSACTION",
+        ];
         for assignment in assignments.split(',') {
             let Some((name, value)) = assignment.split_once('=') else {
                 self.needs_reset = true;
                 return;
             };
             let (name, value) = (name.trim(), value.trim());
-            let plain = |text: &str, extra: &[char]| {
-                !text.is_empty()
-                    && text
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c))
-            };
-            let reserved = [
-                "GLOBAL",
-                "NAMES",
-                "CHARACTER",
-                "PASSWORD",
-                "ROLE",
-                "TRANSACTION",
-            ];
-            if !plain(name, &[]) || !plain(value, &['.', '-']) || reserved.contains(&name) {
+            if !plain(name, &[])
+                || !plain(value, &['.', '-'])
+                || reserved.iter().any(|word| name.eq_ignore_ascii_case(word))
+            {
                 self.needs_reset = true;
                 return;
             }
-            names.push(name.to_ascii_lowercase());
+            self.variables.insert(name.to_ascii_lowercase());
         }
-        self.variables.extend(names);
     }
 
     /// What the next guest needs done to this session.
