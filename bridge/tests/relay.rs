@@ -266,12 +266,35 @@ async fn two_bridges_share_the_relay_and_the_consumers() {
     let one = InProcess::start(scratch.config()).await;
     let two = InProcess::start(scratch.config()).await;
     let mut expected = support::Expected::default();
-    for round in 0..20 {
-        let (events, more) = payment_events(1 + round * 1_000, 1_000);
+    // A trickle of 1,000 rows every 500 ms for at least 10 s, so both relays find work, and
+    // on until both consumers have had partitions too: how soon the group rebalances onto
+    // the second member depends on the broker and the machine's load, not on the bridge.
+    let mut rounds = 0u64;
+    loop {
+        let (events, more) = payment_events(1 + rounds * 1_000, 1_000);
         scratch.insert_outbox(&events).await;
         expected.merge(&more);
-        // A trickle over 10 s, so both relays find work and both consumers get partitions.
+        rounds += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let (produced, consumed) = (
+            (
+                one.metric("bridge_produced_total").await,
+                two.metric("bridge_produced_total").await,
+            ),
+            (
+                one.metric("bridge_consumed_total").await,
+                two.metric("bridge_consumed_total").await,
+            ),
+        );
+        let shared = produced.0 > 0.0 && produced.1 > 0.0 && consumed.0 > 0.0 && consumed.1 > 0.0;
+        if rounds >= 20 && shared {
+            break;
+        }
+        assert!(
+            rounds < 120,
+            "after 60 s of trickle both bridges should have relayed and consumed: \
+             produced {produced:?}, consumed {consumed:?}"
+        );
     }
     wait_for_effects(&scratch, &expected, Duration::from_secs(120)).await;
     assert_effects_exact(&scratch, &expected).await;
@@ -283,16 +306,8 @@ async fn two_bridges_share_the_relay_and_the_consumers() {
         one.metric("bridge_consumed_total").await,
         two.metric("bridge_consumed_total").await,
     );
-    eprintln!("two bridges: produced {produced:?}, consumed {consumed:?}");
-    assert!(
-        produced.0 > 0.0 && produced.1 > 0.0,
-        "both relays took batches"
-    );
-    assert!(produced.0 + produced.1 >= 20_000.0);
-    assert!(
-        consumed.0 > 0.0 && consumed.1 > 0.0,
-        "both consumed partitions"
-    );
+    eprintln!("two bridges, {rounds} rounds: produced {produced:?}, consumed {consumed:?}");
+    assert!(produced.0 + produced.1 >= (rounds * 1_000) as f64);
     one.stop().await;
     two.stop().await;
 }
