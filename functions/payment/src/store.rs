@@ -297,11 +297,14 @@ pub(crate) struct Booking {
     pub(crate) starts_at: Timestamp,
 }
 
+/// One read: the reservation, its show, and its seats as a sorted, comma-separated list.
 pub(crate) async fn booking(db: &Db, reservation: ReservationId) -> DbResult<Option<Booking>> {
     let rows = db
         .query(
             "SELECT r.user_id, r.schedule_id, r.status, r.amount, r.expires_at, \
-               sc.concert_id, sc.starts_at \
+               sc.concert_id, sc.starts_at, \
+               (SELECT GROUP_CONCAT(rs.seat_id ORDER BY rs.seat_id) FROM reservation_seats rs \
+                WHERE rs.reservation_id = r.id) \
              FROM reservations r JOIN schedules sc ON sc.id = r.schedule_id WHERE r.id = ?",
             vec![id(reservation.get())],
         )
@@ -309,15 +312,6 @@ pub(crate) async fn booking(db: &Db, reservation: ReservationId) -> DbResult<Opt
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let seat_ids: Vec<SeatId> = db
-        .query(
-            "SELECT seat_id FROM reservation_seats WHERE reservation_id = ? ORDER BY seat_id",
-            vec![id(reservation.get())],
-        )
-        .await?
-        .iter()
-        .filter_map(|row| column_u64(row, 0).and_then(|n| SeatId::new(n).ok()))
-        .collect();
     Ok(Some(Booking {
         reservation: Reservation {
             id: reservation,
@@ -326,13 +320,27 @@ pub(crate) async fn booking(db: &Db, reservation: ReservationId) -> DbResult<Opt
             status: column_text(row, 2)
                 .and_then(|s| ReservationStatus::parse(&s))
                 .ok_or_else(|| corrupt("reservations.status"))?,
-            seat_ids,
+            seat_ids: seat_list(column_text(row, 7).as_deref())?,
             amount: column_as(row, 3, "reservations.amount", Amount::new)?,
             expires_at: column_time(row, 4).ok_or_else(|| corrupt("reservations.expires_at"))?,
         },
         concert_id: column_as(row, 5, "schedules.concert_id", ConcertId::new)?,
         starts_at: column_time(row, 6).ok_or_else(|| corrupt("schedules.starts_at"))?,
     }))
+}
+
+/// The seats of a `GROUP_CONCAT`; NULL (no rows) is no seats.
+fn seat_list(list: Option<&str>) -> DbResult<Vec<SeatId>> {
+    list.map_or(Ok(Vec::new()), |list| {
+        list.split(',')
+            .map(|n| {
+                n.parse()
+                    .ok()
+                    .and_then(|n| SeatId::new(n).ok())
+                    .ok_or_else(|| corrupt("reservation_seats.seat_id"))
+            })
+            .collect()
+    })
 }
 
 /// Why an authorized payment could not be settled; the caller voids the authorization.
