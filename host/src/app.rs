@@ -18,6 +18,7 @@ use crate::bindings::SpinImports;
 use crate::instance::{ComponentInstances, ReuseSettings};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::mysql::MysqlPools;
+use crate::outbound_http::HttpClient;
 use crate::redis::RedisPools;
 use crate::state::{ComponentContext, HostState};
 
@@ -27,6 +28,7 @@ pub struct Shared {
     pub engine: Engine,
     pub redis: Arc<RedisPools>,
     pub mysql: Arc<MysqlPools>,
+    pub http: HttpClient,
     pub metrics: Arc<Metrics>,
     pub reuse: ReuseSettings,
     pub max_instance_memory: usize,
@@ -138,6 +140,7 @@ fn prepare_component(
         allowed_hosts: AllowedHosts::parse(&spec.allowed_outbound_hosts, variables)?,
         redis: shared.redis.clone(),
         mysql: shared.mysql.clone(),
+        http: shared.http.clone(),
         metrics: shared.metrics.clone(),
         max_memory_bytes: shared.max_instance_memory,
     });

@@ -12,6 +12,7 @@ use edge::engine::{self, EngineSettings};
 use edge::instance::ReuseSettings;
 use edge::metrics::Metrics;
 use edge::mysql::{MysqlPools, MysqlSettings};
+use edge::outbound_http::HttpClient;
 use edge::redis::{RedisPools, RedisSettings};
 use edge::server::{self, ServerSettings};
 use tokio::net::TcpListener;
@@ -153,6 +154,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             max_connections: args.mysql_max_connections,
             ..MysqlSettings::default()
         })),
+        http: HttpClient::default(),
         metrics,
         reuse: ReuseSettings {
             max_requests_per_instance: args.max_instance_reuse_count.max(1),

@@ -15,7 +15,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::metrics::Metrics;
 use crate::mysql::MysqlPools;
-use crate::outbound_http::OutboundHttp;
+use crate::outbound_http::{HttpClient, OutboundHttp};
 use crate::redis::RedisPools;
 
 /// What a component may reach and read, shared by all its instances.
@@ -26,6 +26,7 @@ pub struct ComponentContext {
     pub allowed_hosts: AllowedHosts,
     pub redis: Arc<RedisPools>,
     pub mysql: Arc<MysqlPools>,
+    pub http: HttpClient,
     pub metrics: Arc<Metrics>,
     /// Most bytes one instance's linear memories may grow to.
     pub max_memory_bytes: usize,

@@ -304,6 +304,67 @@ async fn destinations_outside_allowed_outbound_hosts_are_error_values_not_traps(
     server.stop().await;
 }
 
+/// A keep-alive HTTP server on port 0 answering `ok`, and how many connections it accepted.
+async fn counting_http_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding");
+    let address = listener.local_addr().expect("address");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let service = hyper::service::service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"ok"),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (address, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_requests_reuse_one_pooled_connection_and_failures_are_error_values() {
+    let server = default_server().await;
+    let (address, accepted) = counting_http_server().await;
+    for _ in 0..5 {
+        let answer = server
+            .get_json(&format!("/probe/outbound?url=http://{address}/x"))
+            .await;
+        assert_eq!(answer["result"], "status 200 OK: ok");
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "five sequential requests travel on one kept-alive connection"
+    );
+    // A port nobody listens on: the guest gets the error code, not a trap.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let refused = server
+        .get_json(&format!("/probe/outbound?url=http://{closed}/x"))
+        .await;
+    assert!(
+        refused["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("ConnectionRefused")),
+        "{refused}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_is_a_500_without_internal_detail() {
     let server = default_server().await;

@@ -2,12 +2,15 @@
 //!
 //! A refused destination is answered with the `HTTP-request-denied` error code before any
 //! connection is attempted, exactly as Spin does; the guest sees an error value, never a trap.
+//! Allowed requests go out on the application's pooled [`HttpClient`].
+
+mod client;
 
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+pub use self::client::HttpClient;
 use crate::state::ComponentContext;
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
@@ -50,12 +53,11 @@ impl WasiHttpHooks for OutboundHttp {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        let client = self.component.http.clone();
         Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as IoFuture,
-            ))
+            let response = client.send(request, options).await?;
+            // The pool drives the connection; its failures reach the guest through the body.
+            Ok((response, Box::new(async { Ok(()) }) as IoFuture))
         })
     }
 }

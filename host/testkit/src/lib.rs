@@ -15,6 +15,7 @@ use edge::engine::{self, EngineSettings};
 use edge::instance::ReuseSettings;
 use edge::metrics::Metrics;
 use edge::mysql::{MysqlPools, MysqlSettings};
+use edge::outbound_http::HttpClient;
 use edge::redis::{RedisPools, RedisSettings};
 use edge::server::{self, ServerSettings};
 use http_body_util::{BodyExt, Full};
@@ -179,6 +180,7 @@ impl TestServer {
                 metrics.redis_connections.clone(),
             )),
             mysql: Arc::new(MysqlPools::new(mysql)),
+            http: HttpClient::default(),
             metrics: metrics.clone(),
             reuse,
             max_instance_memory: 64 << 20,

@@ -313,11 +313,17 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
                 .unwrap_or_default()
                 .replace("%3A", ":")
                 .replace("%2F", "/");
-            let result = spin_sdk::http::get(url).await;
-            ok(json!({ "result": match result {
-                Ok(response) => format!("status {}", response.status()),
+            let result = match spin_sdk::http::get(url).await {
+                Ok(response) => {
+                    let status = response.status();
+                    match response.into_body().bytes().await {
+                        Ok(body) => format!("status {status}: {}", String::from_utf8_lossy(&body)),
+                        Err(error) => format!("status {status}, body {error:?}"),
+                    }
+                }
                 Err(error) => format!("{error:?}"),
-            }}))
+            };
+            ok(json!({ "result": result }))
         }
         "/trap" => panic!("the probe was asked to trap"),
         "/spin" => {
