@@ -71,12 +71,18 @@ tokio::task_local! {
 }
 
 impl HttpClient {
-    /// Sends `request` (an absolute `http` or `https` URI) on a pooled connection.
+    /// Sends `request` on a pooled connection; its URI must be an absolute `http` or `https`
+    /// one (a relative URI has nowhere to go, as with wasmtime's own client).
     pub async fn send(
         &self,
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
     ) -> Result<http::Response<WasiBody>, Error> {
+        let uri = request.uri();
+        let scheme_known = matches!(uri.scheme_str(), Some("http" | "https"));
+        if !scheme_known || uri.host().is_none_or(str::is_empty) {
+            return Err(Error::HttpRequestUriInvalid);
+        }
         let timeout = |pick: fn(&RequestOptions) -> Option<Duration>| {
             options.as_ref().and_then(pick).unwrap_or(DEFAULT_TIMEOUT)
         };
@@ -325,5 +331,28 @@ impl Body for BetweenBytes {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.incoming.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Empty;
+
+    fn get(uri: &str) -> http::Request<WasiBody> {
+        let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
+        http::Request::get(uri).body(body).expect("a request")
+    }
+
+    #[tokio::test]
+    async fn a_uri_without_a_host_or_with_another_scheme_is_invalid_before_any_connection() {
+        let client = HttpClient::default();
+        for uri in ["/relative", "ftp://127.0.0.1:21/file"] {
+            let error = client.send(get(uri), None).await.expect_err(uri);
+            assert!(
+                matches!(error, Error::HttpRequestUriInvalid),
+                "{uri}: {error}"
+            );
+        }
     }
 }
