@@ -259,6 +259,16 @@ async fn killing_the_bridge_mid_batch_duplicates_nothing_downstream() {
     );
 }
 
+/// What each of two bridges has (produced, consumed) so far.
+async fn work_done(one: &InProcess, two: &InProcess) -> ((f64, f64), (f64, f64)) {
+    let count =
+        |name: &'static str| async move { (one.metric(name).await, two.metric(name).await) };
+    (
+        count("bridge_produced_total").await,
+        count("bridge_consumed_total").await,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_bridges_share_the_relay_and_the_consumers() {
     let _broker = BROKER.read().await;
@@ -276,16 +286,7 @@ async fn two_bridges_share_the_relay_and_the_consumers() {
         expected.merge(&more);
         rounds += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (produced, consumed) = (
-            (
-                one.metric("bridge_produced_total").await,
-                two.metric("bridge_produced_total").await,
-            ),
-            (
-                one.metric("bridge_consumed_total").await,
-                two.metric("bridge_consumed_total").await,
-            ),
-        );
+        let (produced, consumed) = work_done(&one, &two).await;
         let shared = produced.0 > 0.0 && produced.1 > 0.0 && consumed.0 > 0.0 && consumed.1 > 0.0;
         if rounds >= 20 && shared {
             break;
@@ -298,14 +299,7 @@ async fn two_bridges_share_the_relay_and_the_consumers() {
     }
     wait_for_effects(&scratch, &expected, Duration::from_secs(120)).await;
     assert_effects_exact(&scratch, &expected).await;
-    let produced = (
-        one.metric("bridge_produced_total").await,
-        two.metric("bridge_produced_total").await,
-    );
-    let consumed = (
-        one.metric("bridge_consumed_total").await,
-        two.metric("bridge_consumed_total").await,
-    );
+    let (produced, consumed) = work_done(&one, &two).await;
     eprintln!("two bridges, {rounds} rounds: produced {produced:?}, consumed {consumed:?}");
     assert!(produced.0 + produced.1 >= (rounds * 1_000) as f64);
     one.stop().await;
