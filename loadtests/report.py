@@ -62,19 +62,24 @@ def active_seconds(metrics, run):
 
 
 def request_rows(metrics, seconds):
-    rows = []
-    for key, trend in sorted(metrics.items()):
-        match = REQUEST.match(key)
-        if not match:
-            continue
-        name = match["name"]
-        count = metrics.get(f"http_reqs{{name:{name}}}", {}).get("count", 0)
-        failed = metrics.get(f"http_req_failed{{name:{name}}}", {}).get("value")
-        rows.append("| {} | {} | {:.0f} | {} | {} | {} | {} | {} |".format(
-            name, count, count / seconds, ms(trend.get("p(50)")), ms(trend.get("p(95)")),
-            ms(trend.get("p(99)")), ms(trend.get("max")),
-            f"{failed * 100:.2f} %" if failed is not None else "–"))
-    return rows
+    """One row per named request; a scenario without per-name thresholds (k6 exports a
+    tagged submetric only when a threshold names it) gets one row over all its requests."""
+    names = [match["name"] for key in sorted(metrics) if (match := REQUEST.match(key))]
+    if names:
+        return [request_row(metrics, seconds, name, f"{{name:{name}}}") for name in names]
+    if "http_req_duration" in metrics:
+        return [request_row(metrics, seconds, "all requests", "")]
+    return []
+
+
+def request_row(metrics, seconds, label, tag):
+    trend = metrics[f"http_req_duration{tag}"]
+    count = metrics.get(f"http_reqs{tag}", {}).get("count", 0)
+    failed = metrics.get(f"http_req_failed{tag}", {}).get("value")
+    return "| {} | {} | {:.0f} | {} | {} | {} | {} | {} |".format(
+        label, count, count / seconds, ms(trend.get("p(50)")), ms(trend.get("p(95)")),
+        ms(trend.get("p(99)")), ms(trend.get("max")),
+        f"{failed * 100:.2f} %" if failed is not None else "–")
 
 
 def business_rows(metrics, seconds):
