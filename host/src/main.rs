@@ -96,6 +96,9 @@ struct UpArgs {
     /// Where compiled components are cached across restarts; `none` disables the cache.
     #[arg(long, default_value = ".state/edge-cache")]
     cache_dir: String,
+    /// Write `/tmp/perf-<pid>.map` naming the guests' compiled functions, for `perf`.
+    #[arg(long, env = "EDGE_PERF_MAP")]
+    perf_map: bool,
     /// Multiplexed Redis connections per address.
     #[arg(long, default_value_t = 4)]
     redis_connections: usize,
@@ -138,6 +141,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         cache_dir: (args.cache_dir != "none").then(|| PathBuf::from(&args.cache_dir)),
         max_instances: args.max_instances,
         max_instance_memory: args.max_instance_memory_mib << 20,
+        perf_map: args.perf_map,
     })?;
     engine::spawn_epoch_ticker(&engine)?;
     let metrics = Arc::new(Metrics::default());

@@ -169,6 +169,7 @@ impl TestServer {
             cache_dir: Some(repo_root().join("target/test-components/cache")),
             max_instances: 200,
             max_instance_memory: 64 << 20,
+            perf_map: false,
         })
         .expect("engine");
         engine::spawn_epoch_ticker(&engine).expect("epoch ticker");
