@@ -82,21 +82,19 @@ pub fn spawn_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn settings(perf_map: bool) -> EngineSettings {
-        EngineSettings {
+    #[test]
+    fn a_perf_map_names_the_compiled_guest_functions() -> anyhow::Result<()> {
+        let engine = build(&EngineSettings {
             cache_dir: None,
             max_instances: 1,
             max_instance_memory: 1 << 20,
-            perf_map,
-        }
-    }
-
-    #[test]
-    fn a_perf_map_names_every_compiled_guest_function() -> anyhow::Result<()> {
-        let engine = build(&settings(true))?;
+            perf_map: true,
+        })?;
         let wat = r#"(component (core module (func $work) (export "work" (func $work))))"#;
         wasmtime::component::Component::new(&engine, wat)?;
-        let map = std::fs::read_to_string(format!("/tmp/perf-{}.map", std::process::id()))?;
+        let path = format!("/tmp/perf-{}.map", std::process::id());
+        let map = std::fs::read_to_string(&path)?;
+        std::fs::remove_file(&path)?;
         assert!(
             map.lines().any(|line| line.ends_with(" work")),
             "no guest function in the perf map:\n{map}"
