@@ -1,6 +1,9 @@
 //! The host end to end: the probe component (tests/probe) served through `edge` against the
 //! real local Redis and MariaDB that `infra/local/up` starts.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -305,12 +308,7 @@ async fn destinations_outside_allowed_outbound_hosts_are_error_values_not_traps(
 }
 
 /// A keep-alive HTTP server on port 0 answering `ok`, and how many connections it accepted.
-async fn counting_http_server() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+async fn counting_http_server() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding");
@@ -345,7 +343,7 @@ async fn outbound_requests_reuse_one_pooled_connection_and_failures_are_error_va
         assert_eq!(answer["result"], "status 200 OK: ok");
     }
     assert_eq!(
-        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        accepted.load(Ordering::SeqCst),
         1,
         "five sequential requests travel on one kept-alive connection"
     );
