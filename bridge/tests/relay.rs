@@ -401,12 +401,20 @@ async fn two_sweepers_end_each_lapsed_hold_exactly_once() {
     let one = InProcess::start(config.clone()).await;
     let two = InProcess::start(config).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while scratch
-        .count("SELECT COUNT(*) FROM reservations WHERE status = 'EXPIRED'")
-        .await
-        < lapsed
-    {
-        assert!(Instant::now() < deadline, "lapsed holds were not swept");
+    loop {
+        let expired = scratch
+            .count("SELECT COUNT(*) FROM reservations WHERE status = 'EXPIRED'")
+            .await;
+        if expired >= lapsed {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let health = (
+                get(one.admin, "/health").await,
+                get(two.admin, "/health").await,
+            );
+            panic!("{expired} of {lapsed} lapsed holds swept in 60 s; bridges' health: {health:?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Give a late duplicate sweep every chance to show itself before counting.
@@ -462,7 +470,11 @@ async fn two_sweepers_end_each_lapsed_hold_exactly_once() {
     assert!(version > 5, "the seat map's cache version was bumped");
     // The relay delivers the sweeper's events like any other.
     let seen = audit_topics(&scratch, &[Topic::ReservationExpired]).await;
-    assert_eq!(seen.len(), lapsed as usize);
+    assert_eq!(
+        seen.len(),
+        lapsed as usize,
+        "reservation.expired events in Kafka"
+    );
     eprintln!("sweepers: {swept:?} holds expired by each bridge");
     one.stop().await;
     two.stop().await;

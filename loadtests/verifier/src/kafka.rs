@@ -51,10 +51,16 @@ pub async fn events(
 /// or end of partition before giving up.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads one topic until every partition reports its end. The end is the one the fetch
-/// responses carry: tansu answers a watermark query with a stale high watermark (checked:
-/// up to 8 offsets short of the last message), so asking for the end up front would miss
-/// the newest events. A partition end names no topic, hence one topic at a time.
+/// How long the reader keeps listening after every partition reported its end. tansu's high
+/// watermark lags its log (see [`read_topic`]), so an end reported right after a write can
+/// come early; a message arriving in this window reopens its partition.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Reads one topic until every partition reports its end and nothing more arrives for
+/// [`SETTLE`]. The end is the one the fetch responses carry: tansu answers a watermark query
+/// with a stale high watermark (checked: up to 8 offsets short of the last message), so
+/// asking for the end up front would miss the newest events. A partition end names no
+/// topic, hence one topic at a time.
 fn read_topic(
     source: &KafkaSource,
     topic: &str,
@@ -81,19 +87,22 @@ fn read_topic(
     }
     consumer.assign(&assignment)?;
     let mut last_progress = Instant::now();
-    while !unfinished.is_empty() {
+    while !unfinished.is_empty() || last_progress.elapsed() < SETTLE {
         let message = match consumer.poll(Duration::from_millis(200)) {
+            None if unfinished.is_empty() => continue,
             None if last_progress.elapsed() > BROKER_TIMEOUT => {
                 bail!("Kafka stopped answering; partitions of {name} unread: {unfinished:?}")
             }
             None => continue,
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 unfinished.remove(&partition);
+                last_progress = Instant::now();
                 continue;
             }
             Some(other) => other.with_context(|| format!("reading {name}"))?,
         };
         last_progress = Instant::now();
+        unfinished.insert(message.partition());
         let envelope =
             Envelope::from_json(message.payload().unwrap_or_default()).with_context(|| {
                 format!(
