@@ -89,7 +89,6 @@ fn read_topic(
     let mut last_progress = Instant::now();
     while !unfinished.is_empty() || last_progress.elapsed() < SETTLE {
         let message = match consumer.poll(Duration::from_millis(200)) {
-            None if unfinished.is_empty() => continue,
             None if last_progress.elapsed() > BROKER_TIMEOUT => {
                 bail!("Kafka stopped answering; partitions of {name} unread: {unfinished:?}")
             }
