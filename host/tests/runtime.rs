@@ -182,8 +182,21 @@ async fn a_guests_session_settings_and_variables_do_not_reach_the_next_guest() {
         ..MysqlSettings::default()
     };
     let server = probe_server(ReuseSettings::default(), ServerSettings::default(), one).await;
-    // Restored: the session variable goes back to the server's default.
+    // Carried: a guest setting the same value finds it in effect, and the host sent neither
+    // its SET nor a restore (the server's count of SETs on the session stands still).
     let set = server.get_json("/probe/mysql/session/set").await;
+    let again = server.get_json("/probe/mysql/session/set-again").await;
+    let once_more = server.get_json("/probe/mysql/session/set-again").await;
+    assert_eq!(again[0], set[0], "the same connection");
+    assert_eq!(
+        again[1],
+        serde_json::json!(["DbValue::Str(\"7\")"]),
+        "{again}"
+    );
+    assert_eq!(once_more[1], again[1]);
+    assert_eq!(once_more[2], again[2], "no SET sent: {again} {once_more}");
+    // Restored: the session variable goes back to the server's default before a guest that
+    // does not set it runs anything.
     let shown = server.get_json("/probe/mysql/session/show").await;
     assert_eq!(shown[0], set[0], "the same connection");
     assert_eq!(
@@ -198,6 +211,29 @@ async fn a_guests_session_settings_and_variables_do_not_reach_the_next_guest() {
         shown[3],
         serde_json::json!(["DbValue::Int32(1)"]),
         "{shown}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_waiting_for_the_only_connection_get_it_when_its_session_is_parked() {
+    // Every request leaves a setting, so its session is parked instead of going back to the
+    // pool; the requests queued for the one connection must still get it, one after another,
+    // instead of timing out on the pool.
+    let one = MysqlSettings {
+        max_connections: 1,
+        ..MysqlSettings::default()
+    };
+    let server = probe_server(ReuseSettings::default(), ServerSettings::default(), one).await;
+    let started = std::time::Instant::now();
+    let answers =
+        futures::future::join_all((0..16).map(|_| server.get_json("/probe/mysql/session/set")))
+            .await;
+    assert!(answers.iter().all(|answer| answer[0] == answers[0][0]));
+    assert!(
+        started.elapsed() < MysqlSettings::default().acquire_timeout,
+        "{:?}",
+        started.elapsed()
     );
     server.stop().await;
 }

@@ -5,7 +5,6 @@
 //! final outcome (an error mid-stream, or success) arrives on the returned future.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -19,6 +18,8 @@ use wasmtime::component::{
 };
 
 use super::convert;
+use super::pool::SharedConn;
+use super::session::Step;
 use super::{InUse, MysqlConnection};
 use crate::bindings::mysql::{self as wit, Column, DbDataType, Error, ParameterValue, Row};
 use crate::metrics::Backend;
@@ -50,13 +51,42 @@ fn params(values: Vec<ParameterValue>) -> Params {
     }
 }
 
-/// The guest's session, with `statement` noted for its release.
+/// The guest's session, with `statement` noted for its release, and what the host does
+/// for it.
 fn session_for(
     accessor: &Accessor<HostState, HasSelf<HostState>>,
     resource: &Resource<MysqlConnection>,
     statement: &str,
-) -> wasmtime::Result<Arc<tokio::sync::Mutex<mysql_async::Conn>>> {
-    accessor.with(|mut access| Ok(access.get().table.get(resource)?.session_for(statement)))
+    skippable: bool,
+) -> wasmtime::Result<(SharedConn, Step)> {
+    accessor.with(|mut access| {
+        Ok(access
+            .get()
+            .table
+            .get(resource)?
+            .session_for(statement, skippable))
+    })
+}
+
+/// Runs the restore a [`Step::Run`] asks for before the guest's statement. If it fails the
+/// session is reset at its release, and the guest gets the error for its statement.
+async fn restore_first(
+    accessor: &Accessor<HostState, HasSelf<HostState>>,
+    resource: &Resource<MysqlConnection>,
+    connection: &SharedConn,
+    restore: Option<String>,
+) -> Outcome<()> {
+    let Some(restore) = restore else {
+        return Ok(Ok(()));
+    };
+    let Err(error) = connection.lock().await.query_drop(restore).await else {
+        return Ok(Ok(()));
+    };
+    accessor.with(|mut access| -> wasmtime::Result<()> {
+        access.get().table.get(resource)?.session().restore_failed();
+        Ok(())
+    })?;
+    Ok(Err(query_failed(error)))
 }
 
 /// Feeds the rows of a result set into `rows`, after sending its columns on `columns`.
@@ -158,13 +188,13 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         component
             .metrics
             .backend_call(Backend::Mysql, "open", acquired.is_ok(), elapsed);
-        let connection = match acquired {
-            Ok(connection) => connection,
+        let checkout = match acquired {
+            Ok(checkout) => checkout,
             Err(error) => return Ok(Err(Error::ConnectionFailed(error.to_string()))),
         };
         let resource = accessor.with(|mut access| {
             access.get().table.push(MysqlConnection::new(
-                connection,
+                checkout,
                 InUse::new(&component.metrics.mysql_connections_in_use),
             ))
         })?;
@@ -177,9 +207,15 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         statement: String,
         parameters: Vec<ParameterValue>,
     ) -> Outcome<QueryOutput> {
-        let connection = session_for(accessor, &this, &statement)?;
+        // A query's caller reads a result, so it is never skipped.
+        let (connection, step) = session_for(accessor, &this, &statement, false)?;
         let metrics = calling_component(accessor).metrics.clone();
         let started = Instant::now();
+        if let Step::Run { restore } = step
+            && let Err(error) = restore_first(accessor, &this, &connection, restore).await?
+        {
+            return Ok(Err(error));
+        }
         let (columns_tx, columns_rx) = oneshot::channel();
         let (rows_tx, rows_rx) = mpsc::channel(ROW_BUFFER);
         let (done_tx, done_rx) = oneshot::channel();
@@ -232,9 +268,15 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         statement: String,
         parameters: Vec<ParameterValue>,
     ) -> Outcome<()> {
-        let connection = session_for(accessor, &this, &statement)?;
+        let (connection, step) = session_for(accessor, &this, &statement, true)?;
+        let Step::Run { restore } = step else {
+            return Ok(Ok(()));
+        };
         let metrics = calling_component(accessor).metrics.clone();
         let started = Instant::now();
+        if let Err(error) = restore_first(accessor, &this, &connection, restore).await? {
+            return Ok(Err(error));
+        }
         let mut connection = connection.lock().await;
         let outcome = match params(parameters) {
             Params::Empty => connection.query_drop(statement).await,

@@ -11,64 +11,75 @@ use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 
+use pool::{Checkout, Parked, SharedConn};
 pub use pool::{MysqlPools, MysqlSettings};
-use session::{Release, SessionUse};
+use session::{Release, SessionUse, Step};
 
 /// A guest's open connection. It owns one pooled connection until the guest drops it, so an
 /// explicit `START TRANSACTION … COMMIT` runs on one session. When it goes back to the pool
 /// the next guest gets it as if new: a transaction left open is rolled back and the session
-/// restored or reset (see [`session`]).
+/// restored, carried or reset (see [`session`]).
 #[derive(Debug)]
 pub struct MysqlConnection {
-    connection: Arc<tokio::sync::Mutex<mysql_async::Conn>>,
+    connection: SharedConn,
     session: std::sync::Mutex<SessionUse>,
+    parked: Arc<Parked>,
     _in_use: InUse,
 }
 
 impl MysqlConnection {
-    fn new(connection: mysql_async::Conn, in_use: InUse) -> Self {
+    fn new(checkout: Checkout, in_use: InUse) -> Self {
         Self {
-            connection: Arc::new(tokio::sync::Mutex::new(connection)),
-            session: Default::default(),
+            connection: checkout.connection,
+            session: std::sync::Mutex::new(SessionUse::inheriting(checkout.inherited)),
+            parked: checkout.parked,
             _in_use: in_use,
         }
     }
 
-    /// The session, for `statement`, which is noted for the release.
-    fn session_for(&self, statement: &str) -> Arc<tokio::sync::Mutex<mysql_async::Conn>> {
-        self.session
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(statement);
-        self.connection.clone()
+    fn session(&self) -> std::sync::MutexGuard<'_, SessionUse> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session, and what to do for `statement`, which is noted for the release.
+    fn session_for(&self, statement: &str, skippable: bool) -> (SharedConn, Step) {
+        let step = self.session().record(statement, skippable);
+        (self.connection.clone(), step)
     }
 }
 
 impl Drop for MysqlConnection {
     fn drop(&mut self) {
-        let release = self
-            .session
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .release();
+        let release = self.session().release();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // The pool armed the reset when it handed the connection out.
             return;
         };
         let connection = self.connection.clone();
+        let parked = self.parked.clone();
         // After a query still streaming on the session has finished with it.
         runtime.spawn(async move {
-            let mut connection = connection.lock_owned().await;
-            let mut reset = release == Release::Reset;
-            if let Release::Restore(statements) = release {
-                for statement in statements {
-                    if connection.query_drop(statement).await.is_err() {
-                        reset = true;
-                        break;
+            let restore = match release {
+                // Parked as it is, unless it lost its server: the pool discards that one.
+                Release::Carry(settings) => {
+                    if !connection.lock().await.is_disconnected() {
+                        parked.park(connection, settings);
                     }
+                    return;
+                }
+                Release::AsIs => Some(vec![]),
+                Release::Restore(statements) => Some(statements),
+                Release::Reset => None,
+            };
+            let mut session = connection.lock().await;
+            let mut reset = restore.is_none();
+            for statement in restore.into_iter().flatten() {
+                if session.query_drop(statement).await.is_err() {
+                    reset = true;
+                    break;
                 }
             }
-            connection.reset_connection(reset);
+            session.reset_connection(reset);
         });
     }
 }

@@ -271,6 +271,17 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             "SELECT CONNECTION_ID()",
         ])
         .await?),
+        // The same setting again, then what is in effect and how many SETs the server ran
+        // on this session so far (read without `@@`, which would make the host reset it).
+        "/mysql/session/set-again" => ok(mysql_script(&[
+            "SET SESSION innodb_lock_wait_timeout = 7",
+            "SELECT CONNECTION_ID()",
+            "SELECT VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES \
+             WHERE VARIABLE_NAME = 'INNODB_LOCK_WAIT_TIMEOUT'",
+            "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+             WHERE VARIABLE_NAME = 'COM_SET_OPTION'",
+        ])
+        .await?),
         "/mysql/session/uservar" => {
             ok(mysql_script(&["SET @leak = 1", "SELECT CONNECTION_ID()"]).await?)
         }
