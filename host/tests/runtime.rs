@@ -60,6 +60,15 @@ async fn probe_server(
     TestServer::serve(&manifest, &variables, reuse, settings, mysql).await
 }
 
+/// One pooled MySQL connection: every request gets the session the previous one left.
+async fn one_connection_server() -> TestServer {
+    let one = MysqlSettings {
+        max_connections: 1,
+        ..MysqlSettings::default()
+    };
+    probe_server(ReuseSettings::default(), ServerSettings::default(), one).await
+}
+
 async fn default_server() -> TestServer {
     probe_server(
         ReuseSettings::default(),
@@ -176,12 +185,7 @@ async fn a_connection_dropped_inside_a_transaction_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guests_session_settings_and_variables_do_not_reach_the_next_guest() {
-    // One pooled connection: every request gets the session the previous one left.
-    let one = MysqlSettings {
-        max_connections: 1,
-        ..MysqlSettings::default()
-    };
-    let server = probe_server(ReuseSettings::default(), ServerSettings::default(), one).await;
+    let server = one_connection_server().await;
     // Carried: a guest setting the same value finds it in effect, and the host sent neither
     // its SET nor a restore (the server's count of SETs on the session stands still).
     let set = server.get_json("/probe/mysql/session/set").await;
@@ -220,11 +224,7 @@ async fn guests_waiting_for_the_only_connection_get_it_when_its_session_is_parke
     // Every request leaves a setting, so its session is parked instead of going back to the
     // pool; the requests queued for the one connection must still get it, one after another,
     // instead of timing out on the pool.
-    let one = MysqlSettings {
-        max_connections: 1,
-        ..MysqlSettings::default()
-    };
-    let server = probe_server(ReuseSettings::default(), ServerSettings::default(), one).await;
+    let server = one_connection_server().await;
     let started = std::time::Instant::now();
     let answers =
         futures::future::join_all((0..16).map(|_| server.get_json("/probe/mysql/session/set")))
