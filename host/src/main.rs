@@ -111,8 +111,8 @@ struct UpArgs {
     /// MySQL connections per address.
     #[arg(long, default_value_t = 64)]
     mysql_max_connections: usize,
-    /// Threads that run requests; 0 = one per CPU. Where the host shares a few cores with
-    /// its backends and the load generator, fewer threads wake each other less often.
+    /// Threads that run requests; 0 = one per CPU. Fewer threads wake each other less often
+    /// (less CPU per request where the host shares its cores), but cap what a burst can use.
     #[arg(long, default_value_t = 0, env = "EDGE_WORKER_THREADS")]
     worker_threads: usize,
 }
