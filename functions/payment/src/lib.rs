@@ -295,7 +295,7 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
             .ok_or_else(|| not_found("reservation", first.reservation_id))?;
         return complete(
             config,
-            &db,
+            db,
             &pass,
             (first.id, first.created_at),
             &booking,
@@ -322,19 +322,22 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
             .ok_or_else(|| ApiError::from(IdempotencyError::InProgress))?;
         return outcome_reply(&first);
     };
-    complete(config, &db, &pass, (payment, now), &booking, now).await
+    complete(config, db, &pass, (payment, now), &booking, now).await
 }
 
 /// Steps 2 and 3 of a payment recorded at `created_at` (see the module documentation).
+/// The connection goes back to the pool while the gateway decides, so a slow or dead gateway
+/// cannot leave every other request (a seat hold, a balance) waiting for a connection.
 async fn complete(
     config: &Config,
-    db: &Db,
+    db: Db,
     pass: &Claims,
     (payment, created_at): (PaymentId, Timestamp),
     booking: &Booking,
     now: Timestamp,
 ) -> Result<Reply, ApiError> {
     let amount = booking.reservation.amount;
+    drop(db);
     let authorization = gateway::authorize(
         &config.gateway_url,
         payment.get(),
@@ -342,6 +345,8 @@ async fn complete(
         config.gateway_timeout,
     )
     .await;
+    // Unreachable now, the payment stays PENDING for a retry to resume, as after a crash.
+    let db = &database(config).await?;
     let failure = match &authorization {
         Authorization::Approved { authorization_id } => {
             match store::settle(db, payment, booking, authorization_id, now).await {
