@@ -549,3 +549,65 @@ async fn a_balance_short_of_the_price_pays_nothing_and_voids_the_authorization()
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_lost_from_the_hold_during_authorization_sells_and_charges_nothing() {
+    let gateway = Gateway::start(Behaviour {
+        decline_rate: 0.0,
+        latency: std::time::Duration::from_millis(600),
+        ..Behaviour::default()
+    });
+    let app = Arc::new(app_with(&gateway).await);
+    let venue = venue(2, PRICE).await;
+    let buyer = user(OPENING).await;
+    let pass = app.pass("lost-seat", buyer).await;
+    let (status, held) = post(
+        &app,
+        "/api/reservations",
+        &pass,
+        None,
+        json!({ "scheduleId": venue.schedule, "seatIds": venue.seats }),
+    )
+    .await;
+    assert_eq!(status, 201, "{held}");
+    let reservation = held["reservationId"].as_u64().expect("an id");
+    let paying = {
+        let (app, pass) = (app.clone(), pass.clone());
+        tokio::spawn(async move { pay(&app, &pass, reservation, &key()).await })
+    };
+    // While the gateway decides, one of the two seats stops being held for the reservation
+    // (the reservation itself still reads HELD): the settle must see it in its locked rows.
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
+    conn.exec_drop(
+        "UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL WHERE id = ?",
+        (venue.seats[1],),
+    )
+    .await
+    .expect("releasing a seat");
+    let (status, body) = paying.await.expect("task");
+    assert_eq!(
+        (status, body["error"].clone()),
+        (410, json!("hold_expired")),
+        "{body}"
+    );
+    let (sold, still_held): (u64, u64) = conn
+        .exec_first(
+            "SELECT SUM(status = 'SOLD'), SUM(status = 'HELD') FROM seats WHERE schedule_id = ?",
+            (venue.schedule,),
+        )
+        .await
+        .expect("seats")
+        .expect("a row");
+    assert_eq!(
+        (sold, still_held),
+        (0, 1),
+        "nothing sold, the other seat still held"
+    );
+    assert_books_balance(&[buyer]).await;
+    assert_eq!(assert_sales_agree(venue.schedule).await, 0);
+    let stats = gateway.stats().await;
+    assert_eq!((stats.approved, stats.voided, stats.outstanding), (1, 1, 0));
+    Arc::into_inner(app).expect("sole owner").stop().await;
+}

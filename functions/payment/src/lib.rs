@@ -280,8 +280,9 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
         &body.reservation_id.get().to_be_bytes(),
     ]);
     let db = database(config).await?;
-
-    if let Some(first) = store::payment_by_key(&db, pass.user_id, &key).await? {
+    let (booking, first) =
+        store::booking_and_payment_by_key(&db, body.reservation_id, pass.user_id, &key).await?;
+    if let Some(first) = first {
         if !first.same_request(&fingerprint) {
             return Err(IdempotencyError::KeyReused.into());
         }
@@ -290,9 +291,8 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
         if !abandoned {
             return outcome_reply(&first);
         }
-        let booking = store::booking(&db, first.reservation_id)
-            .await?
-            .ok_or_else(|| not_found("reservation", first.reservation_id))?;
+        // The same request, so the same reservation as the body's.
+        let booking = booking.ok_or_else(|| not_found("reservation", first.reservation_id))?;
         return complete(
             config,
             db,
@@ -304,9 +304,7 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
         .await;
     }
 
-    let booking = store::booking(&db, body.reservation_id)
-        .await?
-        .ok_or_else(|| not_found("reservation", body.reservation_id))?;
+    let booking = booking.ok_or_else(|| not_found("reservation", body.reservation_id))?;
     booking.reservation.ensure_owner(pass.user_id)?;
     booking.reservation.ensure_payable(now)?;
     WaitingRoom::connect(&config.redis_url)

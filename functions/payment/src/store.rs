@@ -4,12 +4,14 @@
 //! Every money movement is one transaction with its ledger line: a debit, the reservation
 //! becoming CONFIRMED, its seats SOLD, the payment SUCCEEDED and the outbox rows commit
 //! together or not at all; a refund likewise. A settlement first locks its payment,
-//! reservation and balance rows (`FOR UPDATE`) and lets the core's rules decide on them (the
-//! payment is still pending, the hold payable, the balance covers the price); the other
-//! writes are conditional (`… AND status = 'HELD'`, checked with `ROW_COUNT()`). Each step
-//! refuses instead of overdrawing or double-selling, whatever runs concurrently.
+//! reservation, seats and balance rows (`FOR UPDATE`) and lets the core's rules decide on
+//! them (the payment is still pending, the hold payable with every seat still held for it,
+//! the balance covers the price), then writes the sale to exactly those locked rows. A
+//! refund's writes are conditional (`… AND status = 'SUCCEEDED'`, checked with
+//! `ROW_COUNT()`). Each step refuses instead of overdrawing or double-selling, whatever runs
+//! concurrently.
 
-use spin_sdk::mysql::Row;
+use spin_sdk::mysql::{DbValue, Row};
 use sql_kit::{
     Db, DbError, DbResult, column_as, column_text, column_time, column_u64, corrupt, datetime,
     envelope, id, int, placeholders, text, with_retries,
@@ -195,23 +197,25 @@ pub(crate) struct Payment {
     pub(crate) created_at: Timestamp,
 }
 
-const PAYMENT_COLUMNS: &str = "id, user_id, reservation_id, status, amount, HEX(request_hash), \
-     failure_code, created_at";
+/// The columns [`payment_from`] reads, of `payments p`.
+const PAYMENT_COLUMNS: &str = "p.id, p.user_id, p.reservation_id, p.status, p.amount, \
+     HEX(p.request_hash), p.failure_code, p.created_at";
 
-fn payment_from(row: &Row) -> DbResult<Payment> {
+/// The payment in [`PAYMENT_COLUMNS`] starting at column `at`.
+fn payment_from(row: &Row, at: usize) -> DbResult<Payment> {
     Ok(Payment {
-        id: column_as(row, 0, "payments.id", PaymentId::new)?,
-        user_id: column_as(row, 1, "payments.user_id", UserId::new)?,
-        reservation_id: column_as(row, 2, "payments.reservation_id", ReservationId::new)?,
-        status: column_text(row, 3)
+        id: column_as(row, at, "payments.id", PaymentId::new)?,
+        user_id: column_as(row, at + 1, "payments.user_id", UserId::new)?,
+        reservation_id: column_as(row, at + 2, "payments.reservation_id", ReservationId::new)?,
+        status: column_text(row, at + 3)
             .and_then(|s| PaymentStatus::parse(&s))
             .ok_or_else(|| corrupt("payments.status"))?,
-        amount: column_as(row, 4, "payments.amount", Amount::new)?,
-        fingerprint_hex: column_text(row, 5)
+        amount: column_as(row, at + 4, "payments.amount", Amount::new)?,
+        fingerprint_hex: column_text(row, at + 5)
             .ok_or_else(|| corrupt("payments.request_hash"))?
             .to_ascii_lowercase(),
-        failure_code: column_text(row, 6),
-        created_at: column_time(row, 7).ok_or_else(|| corrupt("payments.created_at"))?,
+        failure_code: column_text(row, at + 6),
+        created_at: column_time(row, at + 7).ok_or_else(|| corrupt("payments.created_at"))?,
     })
 }
 
@@ -223,12 +227,12 @@ impl Payment {
 
 pub(crate) async fn payment(db: &Db, payment: PaymentId) -> DbResult<Option<Payment>> {
     db.query(
-        &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?"),
+        &format!("SELECT {PAYMENT_COLUMNS} FROM payments p WHERE p.id = ?"),
         vec![id(payment.get())],
     )
     .await?
     .first()
-    .map(payment_from)
+    .map(|row| payment_from(row, 0))
     .transpose()
 }
 
@@ -239,13 +243,13 @@ pub(crate) async fn payment_by_key(
 ) -> DbResult<Option<Payment>> {
     db.query(
         &format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE user_id = ? AND idempotency_key = ?"
+            "SELECT {PAYMENT_COLUMNS} FROM payments p WHERE p.user_id = ? AND p.idempotency_key = ?"
         ),
         vec![id(user.get()), text(key.as_str())],
     )
     .await?
     .first()
-    .map(payment_from)
+    .map(|row| payment_from(row, 0))
     .transpose()
 }
 
@@ -297,22 +301,21 @@ pub(crate) struct Booking {
     pub(crate) starts_at: Timestamp,
 }
 
-/// One read: the reservation, its show, and its seats as a sorted, comma-separated list.
-pub(crate) async fn booking(db: &Db, reservation: ReservationId) -> DbResult<Option<Booking>> {
-    let rows = db
-        .query(
-            "SELECT r.user_id, r.schedule_id, r.status, r.amount, r.expires_at, \
-               sc.concert_id, sc.starts_at, \
-               (SELECT GROUP_CONCAT(rs.seat_id ORDER BY rs.seat_id) FROM reservation_seats rs \
-                WHERE rs.reservation_id = r.id) \
-             FROM reservations r JOIN schedules sc ON sc.id = r.schedule_id WHERE r.id = ?",
-            vec![id(reservation.get())],
-        )
-        .await?;
-    let Some(row) = rows.first() else {
-        return Ok(None);
-    };
-    Ok(Some(Booking {
+/// The columns [`booking_from`] reads: the reservation, its show, and its seats as a sorted,
+/// comma-separated list.
+const BOOKING_COLUMNS: &str = "r.user_id, r.schedule_id, r.status, r.amount, r.expires_at, \
+     sc.concert_id, sc.starts_at, \
+     (SELECT GROUP_CONCAT(rs.seat_id ORDER BY rs.seat_id) FROM reservation_seats rs \
+      WHERE rs.reservation_id = r.id)";
+
+/// How many columns [`BOOKING_COLUMNS`] has.
+const BOOKING_WIDTH: usize = 8;
+
+/// The tables [`BOOKING_COLUMNS`] reads.
+const BOOKING_TABLES: &str = "reservations r JOIN schedules sc ON sc.id = r.schedule_id";
+
+fn booking_from(row: &Row, reservation: ReservationId) -> DbResult<Booking> {
+    Ok(Booking {
         reservation: Reservation {
             id: reservation,
             user_id: column_as(row, 0, "reservations.user_id", UserId::new)?,
@@ -326,7 +329,48 @@ pub(crate) async fn booking(db: &Db, reservation: ReservationId) -> DbResult<Opt
         },
         concert_id: column_as(row, 5, "schedules.concert_id", ConcertId::new)?,
         starts_at: column_time(row, 6).ok_or_else(|| corrupt("schedules.starts_at"))?,
-    }))
+    })
+}
+
+/// One read: the reservation with its show and seats.
+pub(crate) async fn booking(db: &Db, reservation: ReservationId) -> DbResult<Option<Booking>> {
+    db.query(
+        &format!("SELECT {BOOKING_COLUMNS} FROM {BOOKING_TABLES} WHERE r.id = ?"),
+        vec![id(reservation.get())],
+    )
+    .await?
+    .first()
+    .map(|row| booking_from(row, reservation))
+    .transpose()
+}
+
+/// What a payment request names and what its key already did: the reservation (with its
+/// show and seats) and the payment the user made under `key` before, if any. One read on the
+/// way of every payment, for one round trip instead of two.
+pub(crate) async fn booking_and_payment_by_key(
+    db: &Db,
+    reservation: ReservationId,
+    user: UserId,
+    key: &IdempotencyKey,
+) -> DbResult<(Option<Booking>, Option<Payment>)> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {BOOKING_COLUMNS}, {PAYMENT_COLUMNS} FROM {BOOKING_TABLES} \
+                 LEFT JOIN payments p ON p.user_id = ? AND p.idempotency_key = ? WHERE r.id = ?"
+            ),
+            vec![id(user.get()), text(key.as_str()), id(reservation.get())],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        // No such reservation; the key may still have paid for another one.
+        return Ok((None, payment_by_key(db, user, key).await?));
+    };
+    let first = match row[BOOKING_WIDTH] {
+        DbValue::DbNull => None,
+        _ => Some(payment_from(row, BOOKING_WIDTH)?),
+    };
+    Ok((Some(booking_from(row, reservation)?), first))
 }
 
 /// The seats of a `GROUP_CONCAT`; NULL (no rows) is no seats.
@@ -441,19 +485,27 @@ async fn settle_transaction(
     now: Timestamp,
 ) -> DbResult<Result<Balance, Unsettled>> {
     let r = &booking.reservation;
+    let seats = placeholders(r.seat_ids.len());
+    let seat_params = r.seat_ids.iter().map(|s| id(s.get()));
     db.begin().await?;
-    // Locks the payment, the reservation and the balance, so what the rules decide from
-    // them below still holds at the commit.
+    // Locks the payment, the reservation, its seats still held for it and the balance (one
+    // row per seat), so what the rules decide from them below still holds at the commit.
+    let mut params: Vec<_> = seat_params.clone().collect();
+    params.extend([id(payment.get()), id(r.id.get()), id(r.user_id.get())]);
     let rows = db
         .query(
-            "SELECT p.status, r.status, r.expires_at, b.amount FROM payments p \
-             JOIN reservations r ON r.id = p.reservation_id \
-             JOIN balances b ON b.user_id = r.user_id \
-             WHERE p.id = ? AND r.id = ? AND r.user_id = ? FOR UPDATE",
-            vec![id(payment.get()), id(r.id.get()), id(r.user_id.get())],
+            &format!(
+                "SELECT p.status, r.status, r.expires_at, b.amount FROM payments p \
+                 JOIN reservations r ON r.id = p.reservation_id \
+                 JOIN balances b ON b.user_id = r.user_id \
+                 JOIN seats s ON s.id IN ({seats}) AND s.reservation_id = r.id AND s.status = 'HELD' \
+                 WHERE p.id = ? AND r.id = ? AND r.user_id = ? FOR UPDATE"
+            ),
+            params,
         )
         .await?;
-    let Some(row) = rows.first() else {
+    // A seat released or sold meanwhile is missing from the rows.
+    let Some(row) = rows.first().filter(|_| rows.len() == r.seat_ids.len()) else {
         db.rollback().await;
         return Ok(Err(Unsettled::HoldGone));
     };
@@ -476,38 +528,27 @@ async fn settle_transaction(
         db.rollback().await;
         return Ok(Err(Unsettled::InsufficientBalance));
     };
-    db.execute(
-        "UPDATE reservations SET status = 'CONFIRMED' WHERE id = ?",
-        vec![id(r.id.get())],
-    )
-    .await?;
-    let mut params = vec![id(r.id.get())];
-    params.extend(r.seat_ids.iter().map(|s| id(s.get())));
+    // The sale in one statement, on exactly the rows locked above: the payment SUCCEEDED,
+    // the reservation CONFIRMED, its seats SOLD, the balance debited (a multi-table UPDATE
+    // changes each matched row once, however many seats join it).
+    let mut params = vec![text(gateway_ref), id(after.minor_units())];
+    params.extend(seat_params);
+    params.extend([id(payment.get()), id(r.id.get())]);
     db.execute(
         &format!(
-            "UPDATE seats SET status = 'SOLD', held_until = NULL, version = version + 1 \
-             WHERE reservation_id = ? AND status = 'HELD' AND id IN ({})",
-            placeholders(r.seat_ids.len())
+            "UPDATE payments p JOIN reservations r ON r.id = p.reservation_id \
+             JOIN balances b ON b.user_id = r.user_id \
+             JOIN seats s ON s.reservation_id = r.id \
+             SET p.status = 'SUCCEEDED', p.gateway_ref = ?, p.failure_code = NULL, \
+               r.status = 'CONFIRMED', \
+               b.amount = ?, b.version = b.version + 1, \
+               s.status = 'SOLD', s.held_until = NULL, s.version = s.version + 1 \
+             WHERE s.id IN ({seats}) AND s.status = 'HELD' AND p.id = ? AND r.id = ?"
         ),
         params,
     )
     .await?;
-    if db.row_count().await? != r.seat_ids.len() as u64 {
-        db.rollback().await;
-        return Ok(Err(Unsettled::HoldGone));
-    }
-    db.execute(
-        "UPDATE balances SET amount = ?, version = version + 1 WHERE user_id = ?",
-        vec![id(after.minor_units()), id(r.user_id.get())],
-    )
-    .await?;
     ledger_line(db, payment, booking, LedgerEntryKind::Payment, after, now).await?;
-    db.execute(
-        "UPDATE payments SET status = 'SUCCEEDED', gateway_ref = ?, failure_code = NULL \
-         WHERE id = ?",
-        vec![text(gateway_ref), id(payment.get())],
-    )
-    .await?;
     db.publish_all(&[
         envelope(&PaymentCompleted(facts(payment, booking)), now)?,
         notification(payment, booking, NotificationKind::PaymentCompleted, now)?,
