@@ -13,11 +13,12 @@
 //! 2. **Authorize** at the external gateway under the reference `pay-{payment id}`. The
 //!    gateway answers a repeated reference with its first decision, so this step can be
 //!    repeated safely. Still no money or seat changes in our books.
-//! 3. **Settle** in one MySQL transaction: with the payment, reservation and balance rows
-//!    locked, reservation HELD→CONFIRMED (only if still held and unexpired), its seats
-//!    HELD→SOLD, the balance debited (only if it covers the price: never below zero), the
-//!    ledger line, the payment PENDING→SUCCEEDED, and the outbox rows (`payment.completed`,
-//!    `notification.request`). All of it commits or none of it does.
+//! 3. **Settle** in one MySQL transaction: with the payment, reservation, seat and balance
+//!    rows locked, reservation HELD→CONFIRMED (only if still held and unexpired), its seats
+//!    HELD→SOLD (only if every one is still held for it), the balance debited (only if it
+//!    covers the price: never below zero), the ledger line, the payment PENDING→SUCCEEDED,
+//!    and the outbox rows (`payment.completed`, `notification.request`). All of it commits
+//!    or none of it does.
 //!
 //! The debit and the sale are in the same transaction, so no crash point separates them. A
 //! crash before step 3 commits leaves a PENDING payment with at most an unused gateway
