@@ -554,7 +554,7 @@ async fn a_balance_short_of_the_price_pays_nothing_and_voids_the_authorization()
 async fn a_seat_lost_from_the_hold_during_authorization_sells_and_charges_nothing() {
     let gateway = Gateway::start(Behaviour {
         decline_rate: 0.0,
-        latency: std::time::Duration::from_millis(600),
+        latency: std::time::Duration::from_millis(1000),
         ..Behaviour::default()
     });
     let app = Arc::new(app_with(&gateway).await);
@@ -571,15 +571,16 @@ async fn a_seat_lost_from_the_hold_during_authorization_sells_and_charges_nothin
     .await;
     assert_eq!(status, 201, "{held}");
     let reservation = held["reservationId"].as_u64().expect("an id");
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
     let paying = {
         let (app, pass) = (app.clone(), pass.clone());
         tokio::spawn(async move { pay(&app, &pass, reservation, &key()).await })
     };
     // While the gateway decides, one of the two seats stops being held for the reservation
     // (the reservation itself still reads HELD): the settle must see it in its locked rows.
+    // Any moment before the settle will do, which is at least the gateway's latency away.
     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    let pool = mysql().await;
-    let mut conn = pool.get_conn().await.expect("mysql");
     conn.exec_drop(
         "UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL WHERE id = ?",
         (venue.seats[1],),
