@@ -11,6 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{DomainError, ErrorCode};
+use crate::ids::{IdempotencyKey, UserId};
 use crate::time::Timestamp;
 
 /// The `payments.status` column.
@@ -90,6 +91,39 @@ impl RequestFingerprint {
 
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+}
+
+/// The merchant reference a payment attempt is authorized (and voided) under at the gateway.
+/// It follows from the user and the Idempotency-Key alone, so it is known before the attempt
+/// is stored (no round trip to learn its row id) and a resumed attempt gets the reference its
+/// first request used: the gateway then repeats its first decision.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GatewayReference(String);
+
+impl GatewayReference {
+    /// `pay-` and 32 hex digits of a digest: URL-safe whatever characters the key has.
+    pub fn of(user: UserId, key: &IdempotencyKey) -> Self {
+        let digest = RequestFingerprint::of(&[
+            b"gateway reference",
+            &user.get().to_be_bytes(),
+            key.as_str().as_bytes(),
+        ]);
+        let hex: String = digest.as_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Self(format!("pay-{hex}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for GatewayReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -211,6 +245,36 @@ mod tests {
 
     fn fp(body: &str) -> RequestFingerprint {
         RequestFingerprint::of(&[b"POST /api/payments", body.as_bytes()])
+    }
+
+    fn reference(user: u64, key: &str) -> GatewayReference {
+        GatewayReference::of(
+            UserId::new(user).unwrap(),
+            &IdempotencyKey::parse(key).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_gateway_reference_is_the_same_for_the_same_user_and_key() {
+        assert_eq!(reference(7, "k-1"), reference(7, "k-1"));
+    }
+
+    #[test]
+    fn a_gateway_reference_differs_by_user_and_by_key() {
+        assert_ne!(reference(7, "k-1"), reference(8, "k-1"));
+        assert_ne!(reference(7, "k-1"), reference(7, "k-2"));
+    }
+
+    #[test]
+    fn a_gateway_reference_is_url_safe_whatever_the_key() {
+        let reference = reference(7, "a/b?c#d%e");
+        assert_eq!(reference.as_str().len(), 36);
+        assert!(reference.as_str().starts_with("pay-"));
+        assert!(
+            reference.as_str()[4..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit())
+        );
     }
 
     #[test]

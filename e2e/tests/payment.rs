@@ -612,3 +612,68 @@ async fn a_seat_lost_from_the_hold_during_authorization_sells_and_charges_nothin
     assert_eq!((stats.approved, stats.voided, stats.outstanding), (1, 1, 0));
     Arc::into_inner(app).expect("sole owner").stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_left_pending_resumes_under_its_first_gateway_reference_and_charges_once() {
+    let gateway = Gateway::start(Behaviour {
+        decline_rate: 0.0,
+        ..Behaviour::default()
+    });
+    let app = app_with(&gateway).await;
+    let venue = venue(1, PRICE).await;
+    let buyer = user(OPENING).await;
+    let pass = app.pass("resume", buyer).await;
+    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let key = key();
+    // The settle cannot lock the balance: the gateway authorized, but nothing commits, as
+    // if the app died between the authorization and the settle.
+    let pool = mysql().await;
+    let mut blocker = pool.get_conn().await.expect("mysql");
+    blocker
+        .query_drop("START TRANSACTION")
+        .await
+        .expect("begin");
+    blocker
+        .exec_drop(
+            "SELECT amount FROM balances WHERE user_id = ? FOR UPDATE",
+            (buyer,),
+        )
+        .await
+        .expect("locking the balance");
+    let (status, body) = pay(&app, &pass, reservation, &key).await;
+    assert_eq!(status, 503, "{body}");
+    blocker.query_drop("ROLLBACK").await.expect("rollback");
+    let mut conn = pool.get_conn().await.expect("mysql");
+    let pending: Option<(u64, String)> = conn
+        .exec_first(
+            "SELECT id, status FROM payments WHERE user_id = ? AND idempotency_key = ?",
+            (buyer, &key),
+        )
+        .await
+        .expect("the attempt");
+    let (payment, state) = pending.expect("the attempt is recorded");
+    assert_eq!(state, "PENDING");
+    // Long enough ago that no request can still be working on it.
+    conn.exec_drop(
+        "UPDATE payments SET created_at = created_at - INTERVAL 1 HOUR WHERE id = ?",
+        (payment,),
+    )
+    .await
+    .expect("ageing the attempt");
+
+    let (status, body) = pay(&app, &pass, reservation, &key).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        (body["paymentId"].as_u64(), body["status"].as_str()),
+        (Some(payment), Some("SUCCEEDED"))
+    );
+    let (status, replay) = pay(&app, &pass, reservation, &key).await;
+    assert_eq!((status, &replay["paymentId"]), (201, &body["paymentId"]));
+    // The resumed request asked under the first one's reference, so the gateway repeated its
+    // approval instead of making a second one.
+    let stats = gateway.stats().await;
+    assert_eq!((stats.approved, stats.voided, stats.outstanding), (1, 0, 1));
+    assert_books_balance(&[buyer]).await;
+    assert_eq!(assert_sales_agree(venue.schedule).await, 1);
+    app.stop().await;
+}

@@ -1,12 +1,13 @@
-//! The client of the external payment gateway: authorize by payment reference (the gateway
-//! answers a repeated reference with its first decision), and void an authorization that
-//! our transaction could not use.
+//! The client of the external payment gateway: authorize under the attempt's merchant
+//! reference (the gateway answers a repeated reference with its first decision), and void an
+//! authorization that our transaction could not use.
 
 use std::time::Duration;
 
 use futures::future::{Either, select};
 use spin_sdk::http::{self, body::IncomingBodyExt};
 use ticketing_core::money::Amount;
+use ticketing_core::payment::GatewayReference;
 
 /// What the gateway said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,11 +20,6 @@ pub(crate) enum Authorization {
     },
     /// No answer in time, or no answer at all: whether it approved is unknown.
     Unavailable,
-}
-
-/// The gateway's name for our payment.
-pub(crate) fn reference(payment_id: u64) -> String {
-    format!("pay-{payment_id}")
 }
 
 async fn post(url: String, body: String, timeout: Duration) -> Option<(u16, serde_json::Value)> {
@@ -48,11 +44,11 @@ async fn post(url: String, body: String, timeout: Duration) -> Option<(u16, serd
 
 pub(crate) async fn authorize(
     base: &str,
-    payment_id: u64,
+    reference: &GatewayReference,
     amount: Amount,
     timeout: Duration,
 ) -> Authorization {
-    let body = serde_json::json!({ "reference": reference(payment_id), "amount": amount });
+    let body = serde_json::json!({ "reference": reference.as_str(), "amount": amount });
     match post(
         format!("{base}/v1/authorizations"),
         body.to_string(),
@@ -73,11 +69,11 @@ pub(crate) async fn authorize(
     }
 }
 
-/// Releases whatever the gateway approved for this payment. Best effort: an authorization
+/// Releases whatever the gateway approved under `reference`. Best effort: an authorization
 /// that is never captured lapses at the gateway on its own, and no money moved in our books.
-pub(crate) async fn void(base: &str, payment_id: u64, timeout: Duration) {
-    let url = format!("{base}/v1/references/{}/void", reference(payment_id));
+pub(crate) async fn void(base: &str, reference: &GatewayReference, timeout: Duration) {
+    let url = format!("{base}/v1/references/{reference}/void");
     if post(url, String::new(), timeout).await.is_none() {
-        eprintln!("payment: voiding the authorization of payment {payment_id} failed");
+        eprintln!("payment: voiding the authorization {reference} failed");
     }
 }

@@ -10,9 +10,10 @@
 //! A payment runs in three steps:
 //! 1. **Record** the attempt as PENDING under the user's idempotency key (unique in the
 //!    schema). No money or seat changes.
-//! 2. **Authorize** at the external gateway under the reference `pay-{payment id}`. The
-//!    gateway answers a repeated reference with its first decision, so this step can be
-//!    repeated safely. Still no money or seat changes in our books.
+//! 2. **Authorize** at the external gateway under the attempt's reference, which follows
+//!    from the user and the key (`GatewayReference`). The gateway answers a repeated
+//!    reference with its first decision, so this step can be repeated safely. Still no money
+//!    or seat changes in our books.
 //! 3. **Settle** in one MySQL transaction: with the payment, reservation, seat and balance
 //!    rows locked, reservation HELD→CONFIRMED (only if still held and unexpired), its seats
 //!    HELD→SOLD (only if every one is still held for it), the balance debited (only if it
@@ -43,7 +44,8 @@ use ticketing_core::ids::{IdempotencyKey, PaymentId, ReservationId, UserId};
 use ticketing_core::money::{Amount, Balance, ChargePolicy};
 use ticketing_core::pass::{Claims, PassError, TokenKind};
 use ticketing_core::payment::{
-    IdempotencyError, PaymentStatus, RefundDecision, RefundPolicy, RequestFingerprint,
+    GatewayReference, IdempotencyError, PaymentStatus, RefundDecision, RefundPolicy,
+    RequestFingerprint,
 };
 use ticketing_core::time::Timestamp;
 use ticketing_core::{ApiError, ErrorCode};
@@ -294,15 +296,7 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
         }
         // The same request, so the same reservation as the body's.
         let booking = booking.ok_or_else(|| not_found("reservation", first.reservation_id))?;
-        return complete(
-            config,
-            db,
-            &pass,
-            (first.id, first.created_at),
-            &booking,
-            now,
-        )
-        .await;
+        return complete(config, db, &pass, (&key, first.created_at), &booking, now).await;
     }
 
     let booking = booking.ok_or_else(|| not_found("reservation", body.reservation_id))?;
@@ -312,89 +306,102 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
         .await?
         .ensure_pass_active(&pass, now)
         .await?;
-    let Some(payment) =
-        store::insert_pending(&db, &booking.reservation, &key, &fingerprint, now).await?
-    else {
+    if !store::insert_pending(&db, &booking.reservation, &key, &fingerprint, now).await? {
         // The same key, concurrently: answer as its replay would.
         let first = store::payment_by_key(&db, pass.user_id, &key)
             .await?
             .ok_or_else(|| ApiError::from(IdempotencyError::InProgress))?;
         return outcome_reply(&first);
-    };
-    complete(config, db, &pass, (payment, now), &booking, now).await
+    }
+    complete(config, db, &pass, (&key, now), &booking, now).await
 }
 
-/// Steps 2 and 3 of a payment recorded at `created_at` (see the module documentation).
-/// The connection goes back to the pool while the gateway decides, so a slow or dead gateway
-/// cannot leave every other request (a seat hold, a balance) waiting for a connection.
+/// Steps 2 and 3 of the payment the pass's user recorded under `key` at `created_at` (see
+/// the module documentation). The connection goes back to the pool while the gateway
+/// decides, so a slow or dead gateway cannot leave every other request (a seat hold, a
+/// balance) waiting for a connection.
 async fn complete(
     config: &Config,
     db: Db,
     pass: &Claims,
-    (payment, created_at): (PaymentId, Timestamp),
+    (key, created_at): (&IdempotencyKey, Timestamp),
     booking: &Booking,
     now: Timestamp,
 ) -> Result<Reply, ApiError> {
     let amount = booking.reservation.amount;
     drop(db);
+    let reference = GatewayReference::of(pass.user_id, key);
     let authorization = gateway::authorize(
         &config.gateway_url,
-        payment.get(),
+        &reference,
         amount,
         config.gateway_timeout,
     )
     .await;
     // Unreachable now, the payment stays PENDING for a retry to resume, as after a crash.
     let db = &database(config).await?;
-    let failure = match &authorization {
+    let settled = match &authorization {
         Authorization::Approved { authorization_id } => {
-            match store::settle(db, payment, booking, authorization_id, now).await {
-                Ok(Ok(_balance)) => None,
-                Ok(Err(unsettled)) => Some(unsettled.code()),
+            match store::settle(db, key, booking, authorization_id, now).await {
+                Ok(Ok((payment, _balance))) => Ok(payment),
+                Ok(Err(unsettled)) => Err(unsettled.code()),
                 Err(error) => {
                     // Nothing committed; the payment stays PENDING for a retry to resume.
                     return Err(error.into());
                 }
             }
         }
-        Authorization::Declined { .. } => Some("card_declined"),
-        Authorization::Unavailable => Some("gateway_unavailable"),
+        Authorization::Declined { .. } => Err("card_declined"),
+        Authorization::Unavailable => Err("gateway_unavailable"),
     };
-    let Some(code) = failure else {
-        if let Ok(room) = WaitingRoom::connect(&config.redis_url).await
-            && let Err(error) = room.consume(pass, now).await
-        {
-            eprintln!("payment: consuming the pass of payment {payment}: {error}");
-        }
-        // This request settled it, so the outcome is known without reading it back.
-        let r = &booking.reservation;
-        return Ok(json(
-            StatusCode::CREATED,
-            &PaymentReply {
-                payment_id: payment,
-                user_id: r.user_id,
-                reservation_id: r.id,
-                status: PaymentStatus::Succeeded,
-                amount: r.amount,
-                failure_code: None,
-                created_at,
-            },
-        ));
+    let code = match settled {
+        Ok(payment) => return succeeded(config, pass, payment, created_at, booking, now).await,
+        Err(code) => code,
     };
     if !matches!(authorization, Authorization::Declined { .. }) {
-        gateway::void(&config.gateway_url, payment.get(), config.gateway_timeout).await;
+        gateway::void(&config.gateway_url, &reference, config.gateway_timeout).await;
     }
-    store::fail(db, payment, code).await?;
+    store::fail(db, pass.user_id, key, code).await?;
     // Read back: a concurrent request with the same key may have settled it meanwhile.
-    let stored = store::payment(db, payment)
+    let stored = store::payment_by_key(db, pass.user_id, key)
         .await?
-        .ok_or_else(|| not_found("payment", payment))?;
+        .ok_or_else(|| not_found("payment under the Idempotency-Key", key))?;
     if stored.status == PaymentStatus::Failed
         && stored.failure_code.as_deref() == Some(Unsettled::HoldGone.code())
     {
         booking.reservation.ensure_payable(now)?;
     }
     outcome_reply(&stored)
+}
+
+/// After the settle committed: the pass is consumed (the queue admits the next user) and the
+/// outcome, known without reading it back, is answered.
+async fn succeeded(
+    config: &Config,
+    pass: &Claims,
+    payment: PaymentId,
+    created_at: Timestamp,
+    booking: &Booking,
+    now: Timestamp,
+) -> Result<Reply, ApiError> {
+    if let Ok(room) = WaitingRoom::connect(&config.redis_url).await
+        && let Err(error) = room.consume(pass, now).await
+    {
+        eprintln!("payment: consuming the pass of payment {payment}: {error}");
+    }
+    let r = &booking.reservation;
+    Ok(json(
+        StatusCode::CREATED,
+        &PaymentReply {
+            payment_id: payment,
+            user_id: r.user_id,
+            reservation_id: r.id,
+            status: PaymentStatus::Succeeded,
+            amount: r.amount,
+            failure_code: None,
+            created_at,
+        },
+    ))
 }
 
 async fn owned_payment(

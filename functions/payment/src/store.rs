@@ -253,14 +253,15 @@ pub(crate) async fn payment_by_key(
     .transpose()
 }
 
-/// Records a payment attempt as PENDING; `None` when the key was taken meanwhile.
+/// Records a payment attempt as PENDING under the user's `key`; `false` when the key was
+/// taken meanwhile. The attempt is found by its key from here on, so its row id is not read.
 pub(crate) async fn insert_pending(
     db: &Db,
     reservation: &Reservation,
     key: &IdempotencyKey,
     fingerprint: &RequestFingerprint,
     now: Timestamp,
-) -> DbResult<Option<PaymentId>> {
+) -> DbResult<bool> {
     let inserted = db
         .execute(
             "INSERT INTO payments (user_id, reservation_id, idempotency_key, request_hash, amount, \
@@ -276,19 +277,19 @@ pub(crate) async fn insert_pending(
         )
         .await;
     match inserted {
-        Err(DbError::Duplicate(_)) => Ok(None),
+        Err(DbError::Duplicate(_)) => Ok(false),
         Err(error) => Err(error),
-        Ok(()) => Ok(Some(
-            PaymentId::new(db.last_insert_id().await?).map_err(|_| corrupt("LAST_INSERT_ID()"))?,
-        )),
+        Ok(()) => Ok(true),
     }
 }
 
-/// Ends a PENDING payment as FAILED with a reason; a settled payment is left alone.
-pub(crate) async fn fail(db: &Db, payment: PaymentId, code: &str) -> DbResult<()> {
+/// Ends the user's PENDING payment under `key` as FAILED with a reason; a settled payment
+/// is left alone.
+pub(crate) async fn fail(db: &Db, user: UserId, key: &IdempotencyKey, code: &str) -> DbResult<()> {
     db.execute(
-        "UPDATE payments SET status = 'FAILED', failure_code = ? WHERE id = ? AND status = 'PENDING'",
-        vec![text(code), id(payment.get())],
+        "UPDATE payments SET status = 'FAILED', failure_code = ? \
+         WHERE user_id = ? AND idempotency_key = ? AND status = 'PENDING'",
+        vec![text(code), id(user.get()), text(key.as_str())],
     )
     .await
 }
@@ -463,27 +464,25 @@ fn notification(
     )
 }
 
-/// The settling transaction of an authorized payment. Returns the balance after the debit.
+/// The settling transaction of the authorized payment the booking's user made under `key`.
+/// Returns the payment and the balance after the debit.
 pub(crate) async fn settle(
     db: &Db,
-    payment: PaymentId,
+    key: &IdempotencyKey,
     booking: &Booking,
     gateway_ref: &str,
     now: Timestamp,
-) -> DbResult<Result<Balance, Unsettled>> {
-    with_retries!(
-        db,
-        settle_transaction(db, payment, booking, gateway_ref, now)
-    )
+) -> DbResult<Result<(PaymentId, Balance), Unsettled>> {
+    with_retries!(db, settle_transaction(db, key, booking, gateway_ref, now))
 }
 
 async fn settle_transaction(
     db: &Db,
-    payment: PaymentId,
+    key: &IdempotencyKey,
     booking: &Booking,
     gateway_ref: &str,
     now: Timestamp,
-) -> DbResult<Result<Balance, Unsettled>> {
+) -> DbResult<Result<(PaymentId, Balance), Unsettled>> {
     let r = &booking.reservation;
     let seats = placeholders(r.seat_ids.len());
     let seat_params = r.seat_ids.iter().map(|s| id(s.get()));
@@ -491,15 +490,21 @@ async fn settle_transaction(
     // Locks the payment, the reservation, its seats still held for it and the balance (one
     // row per seat), so what the rules decide from them below still holds at the commit.
     let mut params: Vec<_> = seat_params.clone().collect();
-    params.extend([id(payment.get()), id(r.id.get()), id(r.user_id.get())]);
+    params.extend([
+        id(r.user_id.get()),
+        text(key.as_str()),
+        id(r.id.get()),
+        id(r.user_id.get()),
+    ]);
     let rows = db
         .query(
             &format!(
-                "SELECT p.status, r.status, r.expires_at, b.amount FROM payments p \
+                "SELECT p.id, p.status, r.status, r.expires_at, b.amount FROM payments p \
                  JOIN reservations r ON r.id = p.reservation_id \
                  JOIN balances b ON b.user_id = r.user_id \
                  JOIN seats s ON s.id IN ({seats}) AND s.reservation_id = r.id AND s.status = 'HELD' \
-                 WHERE p.id = ? AND r.id = ? AND r.user_id = ? FOR UPDATE"
+                 WHERE p.user_id = ? AND p.idempotency_key = ? AND r.id = ? AND r.user_id = ? \
+                 FOR UPDATE"
             ),
             params,
         )
@@ -509,16 +514,17 @@ async fn settle_transaction(
         db.rollback().await;
         return Ok(Err(Unsettled::HoldGone));
     };
+    let payment = column_as(row, 0, "payments.id", PaymentId::new)?;
     let pending =
-        column_text(row, 0).and_then(|s| PaymentStatus::parse(&s)) == Some(PaymentStatus::Pending);
+        column_text(row, 1).and_then(|s| PaymentStatus::parse(&s)) == Some(PaymentStatus::Pending);
     let held = Reservation {
-        status: column_text(row, 1)
+        status: column_text(row, 2)
             .and_then(|s| ReservationStatus::parse(&s))
             .ok_or_else(|| corrupt("reservations.status"))?,
-        expires_at: column_time(row, 2).ok_or_else(|| corrupt("reservations.expires_at"))?,
+        expires_at: column_time(row, 3).ok_or_else(|| corrupt("reservations.expires_at"))?,
         ..r.clone()
     };
-    let balance = column_as(row, 3, "balances.amount", Balance::new)?;
+    let balance = column_as(row, 4, "balances.amount", Balance::new)?;
     // Settled or failed by another request meanwhile, or the hold lapsed or changed.
     if !pending || held.confirm(now).is_err() {
         db.rollback().await;
@@ -555,7 +561,7 @@ async fn settle_transaction(
     ])
     .await?;
     db.commit().await?;
-    Ok(Ok(after))
+    Ok(Ok((payment, after)))
 }
 
 /// The refunding transaction: credit back, seats on sale again, reservation REFUNDED,
