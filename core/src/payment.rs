@@ -92,6 +92,11 @@ impl RequestFingerprint {
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// Lowercase hex, as SQL's `UNHEX` takes it and URLs carry it.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// The merchant reference a payment attempt is authorized (and voided) under at the gateway.
@@ -109,11 +114,7 @@ impl GatewayReference {
             &user.get().to_be_bytes(),
             key.as_str().as_bytes(),
         ]);
-        let hex: String = digest.as_bytes()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Self(format!("pay-{hex}"))
+        Self(format!("pay-{}", &digest.to_hex()[..32]))
     }
 
     pub fn as_str(&self) -> &str {

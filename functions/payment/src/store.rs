@@ -30,10 +30,6 @@ use ticketing_core::payment::{PaymentStatus, RequestFingerprint};
 use ticketing_core::seats::{Reservation, ReservationStatus};
 use ticketing_core::time::Timestamp;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 // ---- balances and charges ----------------------------------------------------------------
 
 pub(crate) async fn balance(db: &Db, user: UserId) -> DbResult<Option<Balance>> {
@@ -221,7 +217,7 @@ fn payment_from(row: &Row, at: usize) -> DbResult<Payment> {
 
 impl Payment {
     pub(crate) fn same_request(&self, fingerprint: &RequestFingerprint) -> bool {
-        self.fingerprint_hex == hex(fingerprint.as_bytes())
+        self.fingerprint_hex == fingerprint.to_hex()
     }
 }
 
@@ -270,7 +266,7 @@ pub(crate) async fn insert_pending(
                 id(reservation.user_id.get()),
                 id(reservation.id.get()),
                 text(key.as_str()),
-                text(hex(fingerprint.as_bytes())),
+                text(fingerprint.to_hex()),
                 id(reservation.amount.minor_units()),
                 datetime(now),
             ],
