@@ -1,22 +1,31 @@
 // Scenario 3, payment load: users with passes (admitted in setup) hold a seat of their own
-// and pay for it against the gateway simulator, which declines 5 % of authorizations; a
+// (the bench's users come with a pass and a hold) and pay for it against the gateway simulator, which declines 5 % of authorizations; a
 // declined user retries under a new Idempotency-Key, as a user would. The verifier then
 // proves every balance equals its ledger and every sold seat its payment.
 //   smoke  2,000 users, 50 VUs, at most 45 s
 //   full   the seeds' 5-minute soak: 50,000 users (every seat of the large seed), 100 VUs
-//   bench  issue 6's measurement: 10,000 holds made in setup, 64 VUs only paying
+//   bench  issue 6's measurement: 64 VUs only paying, for the 10,000 holds that
+//          loadtests/prepare/payment.js made in a run before this one (PREPARED names them)
 import { check } from 'k6';
+import { SharedArray } from 'k6/data';
 import exec from 'k6/execution';
 import { Counter, Rate } from 'k6/metrics';
-import { admit, BASE_URL, batched, byProfile, hold, JSON_HEADERS, measureActive, openQueue, pay, PROFILE, ready, seatOf, withCommonOptions } from '../lib.js';
+import { admit, byProfile, hold, measureActive, openQueue, pay, PROFILE, ready, seatOf, withCommonOptions } from '../lib.js';
+
+// The bench measures the payment alone, so its holds exist before its clock starts; one
+// copy serves every VU.
+const HOLDS = PROFILE === 'bench' ? new SharedArray('holds', () => {
+  if (!__ENV.PREPARED) {
+    throw new Error('the bench pays for the holds of loadtests/prepare/payment.js: PREPARED must name its file (loadtests/run does both)');
+  }
+  return JSON.parse(open(__ENV.PREPARED));
+}) : null;
 
 const { users, vus, maxDuration } = byProfile({
   smoke: { users: 2000, vus: 50, maxDuration: '45s' },
   full: { users: 50000, vus: 100, maxDuration: '5m' },
-  bench: { users: 10000, vus: 64, maxDuration: '5m' },
+  bench: { users: HOLDS && HOLDS.length, vus: 64, maxDuration: '5m' },
 });
-// The bench measures the payment alone, so its holds are made before the clock starts.
-const HOLDS_IN_SETUP = PROFILE === 'bench';
 
 const succeeded = new Counter('payments_succeeded');
 const declined = new Rate('payment_attempt_declined');
@@ -41,32 +50,19 @@ export const options = withCommonOptions({
     payment_attempt_declined: ['rate<0.1'],
     checks: ['rate>0.99'],
   }, byProfile(THRESHOLDS)),
-}, HOLDS_IN_SETUP ? ['pay'] : ['reserve', 'pay']);
+}, HOLDS ? ['pay'] : ['reserve', 'pay']);
 
 export function setup() {
-  const queue = openQueue('pay');
-  const passes = admit(queue, Array.from({ length: users }, (_, i) => i + 1));
-  let reservations = null;
-  if (HOLDS_IN_SETUP) {
-    reservations = batched(passes.map((pass, i) => {
-      const { schedule, seat } = seatOf(i);
-      return ['POST', `${BASE_URL}/api/reservations`, JSON.stringify({ scheduleId: schedule, seatIds: [seat] }),
-        { headers: Object.assign({ authorization: `Bearer ${pass}` }, JSON_HEADERS) }];
-    })).map((r) => {
-      if (r.status !== 201) {
-        throw new Error(`hold failed: ${r.status} ${r.body}`);
-      }
-      return r.json('reservationId');
-    });
-  }
-  return ready({ passes, reservations, run: Date.now() });
+  const passes = HOLDS ? null : admit(openQueue('pay'), Array.from({ length: users }, (_, i) => i + 1));
+  return ready({ passes, run: Date.now() });
 }
 
 export default function (data) {
   measureActive(data);
   const i = exec.scenario.iterationInTest;
-  const pass = data.passes[i];
-  let reservation = data.reservations && data.reservations[i];
+  const prepared = HOLDS && HOLDS[i];
+  const pass = prepared ? prepared.pass : data.passes[i];
+  let reservation = prepared && prepared.reservation;
   if (!reservation) {
     const { schedule, seat } = seatOf(i);
     const held = hold(pass, schedule, [seat]);
