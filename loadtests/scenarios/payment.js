@@ -1,7 +1,8 @@
 // Scenario 3, payment load: users with passes (admitted in setup) hold a seat of their own
-// (the bench's users come with a pass and a hold) and pay for it against the gateway simulator, which declines 5 % of authorizations; a
-// declined user retries under a new Idempotency-Key, as a user would. The verifier then
-// proves every balance equals its ledger and every sold seat its payment.
+// and pay for it against the gateway simulator, which declines 5 % of authorizations; a
+// declined user retries under a new Idempotency-Key, as a user would. The bench's users come
+// with their pass and hold. The verifier then proves every balance equals its ledger and
+// every sold seat its payment.
 //   smoke  2,000 users, 50 VUs, at most 45 s
 //   full   the seeds' 5-minute soak: 50,000 users (every seat of the large seed), 100 VUs
 //   bench  issue 6's measurement: 64 VUs only paying, for the 10,000 holds that
