@@ -3,7 +3,7 @@
 // (20 s here) held its payments/s threshold to the setup's pace too. Admits USERS users, holds
 // each one's own seat of the large seed and writes [{ pass, reservation }] to PREPARED, the
 // file the bench's run of scenarios/payment.js pays for.
-import { admit, BASE_URL, batched, JSON_HEADERS, openQueue, seatOf } from '../lib.js';
+import { admit, authorized, BASE_URL, batched, openQueue, seatOf } from '../lib.js';
 
 // Issue 6's bench: 10,000 payments.
 const USERS = 10000;
@@ -21,7 +21,7 @@ export function setup() {
   const reservations = batched(passes.map((pass, i) => {
     const { schedule, seat } = seatOf(i);
     return ['POST', `${BASE_URL}/api/reservations`, JSON.stringify({ scheduleId: schedule, seatIds: [seat] }),
-      { headers: Object.assign({ authorization: `Bearer ${pass}` }, JSON_HEADERS) }];
+      authorized(pass)];
   })).map((r) => {
     if (r.status !== 201) {
       throw new Error(`hold failed: ${r.status} ${r.body}`);
