@@ -6,7 +6,7 @@ SHELL := bash
 
 SEED ?= demo
 
-.PHONY: help up down status services seed app build lint test test-rust test-wasm test-infra test-load
+.PHONY: help up down status services seed app build lint test test-rust test-wasm test-infra test-load test-spin
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,10 +41,11 @@ lint: ## Formatting and clippy of both workspaces (native, and the wasm componen
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip2 --manifest-path functions/Cargo.toml --all-targets -- -D warnings
 
-test: services lint test-rust test-wasm test-infra test-load ## Set up everything and run every test.
+test: services lint test-rust test-wasm test-infra test-load test-spin ## Set up everything and run every test (SPIN=/path/to/spin adds the conformance run under real Spin).
 
+# Under edge, whatever SPIN says: test-spin runs the same tests under Spin.
 test-rust:
-	cargo test --workspace
+	env -u SPIN cargo test --workspace
 
 test-wasm: ## The core and the components build for the edge target.
 	cargo build -p ticketing-core --target wasm32-wasip2
@@ -54,4 +55,7 @@ test-infra: ## Schema, migrations, seed data and compose against the real local 
 	infra/tests/run
 
 test-load: ## Every k6 scenario, the API fuzzer and the fault drills (smoke profile), each followed by the verifier (resets the app's data).
-	loadtests/run all api-fuzz drills --profile smoke
+	env -u SPIN loadtests/run all api-fuzz drills --profile smoke
+
+test-spin: ## The conformance run under real Spin when SPIN=/path/to/spin is given (e2e/spin/run); says it skipped otherwise.
+	e2e/spin/run

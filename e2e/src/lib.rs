@@ -12,7 +12,8 @@ use edge::instance::ReuseSettings;
 use edge::mysql::MysqlSettings;
 use edge::server::ServerSettings;
 use edge_testkit::{
-    Response, TestServer, build_wasm, database_url, migrate, mysql_host, repo_root, service_env,
+    Response, SpinServer, TestServer, build_wasm, database_url, migrate, mysql_host, repo_root,
+    send, service_env, spin_binary,
 };
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
@@ -207,10 +208,34 @@ pub async fn venue(seats: u64, price: u64) -> Venue {
     }
 }
 
+/// What runs the application: `edge`, or the `spin` binary at the path.
+#[derive(Debug, Clone)]
+pub enum Runtime {
+    Edge,
+    Spin(std::path::PathBuf),
+}
+
+/// What serves the application: `edge` in this process, or, when `SPIN` names a `spin`
+/// binary, real Spin in a process of its own (the conformance run, `e2e/spin/run`).
+#[derive(Debug)]
+pub enum Server {
+    Edge(TestServer),
+    Spin(SpinServer),
+}
+
+impl Server {
+    pub fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Self::Edge(server) => server.addr,
+            Self::Spin(server) => server.addr,
+        }
+    }
+}
+
 /// The running application plus a bounded client.
 #[derive(Debug)]
 pub struct App {
-    pub server: TestServer,
+    pub server: Server,
     /// Caps requests in flight, like a load generator's virtual users.
     in_flight: Arc<Semaphore>,
     /// Queues [`App::pass`] has opened wide already.
@@ -219,8 +244,15 @@ pub struct App {
 
 impl App {
     /// Serves spin.toml with the given `SPIN_VARIABLE_*` overrides (upper-case names
-    /// without the prefix, e.g. `("QUEUE_RATE_PER_SEC", "5")`).
+    /// without the prefix, e.g. `("QUEUE_RATE_PER_SEC", "5")`), under real Spin when `SPIN`
+    /// names a binary, else under `edge`.
     pub async fn start(overrides: &[(&str, &str)]) -> Self {
+        let runtime = spin_binary().map_or(Runtime::Edge, Runtime::Spin);
+        Self::start_on(&runtime, overrides).await
+    }
+
+    /// Serves spin.toml under `runtime`, as [`App::start`] does.
+    pub async fn start_on(runtime: &Runtime, overrides: &[(&str, &str)]) -> Self {
         build_wasm("functions/Cargo.toml", None);
         let env = service_env();
         let mut variables: Vec<(String, String)> = vec![
@@ -249,14 +281,22 @@ impl App {
             .iter()
             .map(|(name, value)| (name.as_str(), value.clone()))
             .collect();
-        let server = TestServer::serve(
-            &repo_root().join("spin.toml"),
-            &borrowed,
-            ReuseSettings::default(),
-            ServerSettings::default(),
-            MysqlSettings::default(),
-        )
-        .await;
+        let manifest = repo_root().join("spin.toml");
+        let server = match runtime {
+            Runtime::Spin(spin) => {
+                Server::Spin(SpinServer::serve(spin, &manifest, &borrowed).await)
+            }
+            Runtime::Edge => Server::Edge(
+                TestServer::serve(
+                    &manifest,
+                    &borrowed,
+                    ReuseSettings::default(),
+                    ServerSettings::default(),
+                    MysqlSettings::default(),
+                )
+                .await,
+            ),
+        };
         Self {
             server,
             in_flight: Arc::new(Semaphore::new(256)),
@@ -278,7 +318,7 @@ impl App {
         let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
         let mut attempts = 0;
         loop {
-            let response = self.server.send(method, path, body.clone(), &all).await;
+            let response = send(self.server.addr(), method, path, body.clone(), &all).await;
             assert_well_formed(method, path, &response);
             // A burst on a cold component can find every instance slot taken; the host
             // then answers 503 at capacity with Retry-After before the guest runs, and a
@@ -343,11 +383,13 @@ impl App {
     }
 
     pub async fn stop(self) {
-        self.server.stop().await;
+        if let Server::Edge(server) = self.server {
+            server.stop().await;
+        }
     }
 }
 
-/// Invariant 6 on every response: no 5xx but a clean 503, and every error is a JSON body
+/// Invariant 6 of docs/INVARIANTS.md on every response: no 5xx but a clean 503, and every error is a JSON body
 /// with an error code and a message.
 fn assert_well_formed(method: &str, path: &str, response: &Response) {
     let status = response.status;

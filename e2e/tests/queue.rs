@@ -309,15 +309,14 @@ async fn bad_input_gets_a_json_4xx_that_names_the_problem() {
         ),
     ];
     for (body, mentions, status_code, code) in cases {
-        let response = app
-            .server
-            .send(
-                "POST",
-                "/api/queue/tokens",
-                bytes::Bytes::from(body),
-                &[("content-type", "application/json")],
-            )
-            .await;
+        let response = edge_testkit::send(
+            app.server.addr(),
+            "POST",
+            "/api/queue/tokens",
+            bytes::Bytes::from(body),
+            &[("content-type", "application/json")],
+        )
+        .await;
         assert_eq!(response.status, status_code, "{body}: {}", response.body);
         let reply = response.json();
         assert_eq!(reply["error"], code, "{body}: {reply}");
@@ -456,9 +455,20 @@ async fn rate_limits_answer_429_with_retry_after() {
     }
     assert_eq!(codes, [201, 200, 200, 429], "per-user join limit");
     // Refused requests count too: four more users fill the address's 8, the ninth is refused.
+    // Each sends a `spin-client-addr` of its own, which the host keeps before its own (as
+    // Spin does): an app that read the client's copy would let every one of them through.
     let mut codes = Vec::new();
     for user in 2..=6 {
-        codes.push(join(&app, &queue, user).await.0);
+        let forged = format!("198.51.100.{user}:4000");
+        let response = app
+            .call(
+                "POST",
+                "/api/queue/tokens",
+                Some(&json!({ "userId": user, "queueId": queue })),
+                &[("spin-client-addr", &forged)],
+            )
+            .await;
+        codes.push(response.status);
     }
     assert_eq!(codes, [201, 201, 201, 201, 429], "per-address join limit");
 

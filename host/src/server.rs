@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -183,19 +183,14 @@ impl Server {
                 );
             }
         };
-        // Clients must not be able to forge the routing headers the guest trusts.
-        let forged: Vec<_> = parts
-            .headers
-            .keys()
-            .filter(|name| name.as_str().starts_with("spin-"))
-            .cloned()
-            .collect();
-        for name in forged {
-            parts.headers.remove(name);
-        }
+        // As Spin does: the client's own headers stay, `spin-*` ones included, and Spin's
+        // are appended after them, so a guest must read the last value of a `spin-*`
+        // header (a client can add earlier ones, never later ones). `Connection` is
+        // transport information and goes.
+        parts.headers.remove(CONNECTION);
         for (name, value) in route.spin_headers(&full_url, peer) {
             if let (Some(name), Ok(value)) = (header_name(name), HeaderValue::from_str(&value)) {
-                parts.headers.insert(name, value);
+                parts.headers.append(name, value);
             }
         }
 

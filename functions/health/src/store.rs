@@ -1,6 +1,7 @@
 //! The only module that talks to Redis and MySQL: one cheap round trip to each.
 
-use spin_sdk::{mysql, redis, variables};
+use spin_sdk::{redis, variables};
+use sql_kit::Db;
 
 pub(crate) async fn redis_ok() -> bool {
     let Ok(address) = variables::get("redis_url").await else {
@@ -19,8 +20,8 @@ pub(crate) async fn mysql_ok() -> bool {
     let Ok(address) = variables::get("mysql_url").await else {
         return false;
     };
-    let Ok(connection) = mysql::Connection::open(address).await else {
+    let Ok(db) = Db::open(&address).await else {
         return false;
     };
-    connection.execute("SELECT 1", vec![]).await.is_ok()
+    db.query("SELECT 1", vec![]).await.is_ok()
 }

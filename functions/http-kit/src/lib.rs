@@ -214,9 +214,17 @@ pub fn bearer_token(request: &Request) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
-/// The client's IP address from the host's `spin-client-addr` header (`ip:port`).
+/// The client's IP address from the host's `spin-client-addr` header (`ip:port`). Spin keeps
+/// any `spin-client-addr` the client sent and appends its own after it, so only the last
+/// value is the host's: the first would let a client pick the address it is limited by.
 pub fn client_ip(request: &Request) -> Option<&str> {
-    let address = request.headers().get("spin-client-addr")?.to_str().ok()?;
+    let address = request
+        .headers()
+        .get_all("spin-client-addr")
+        .iter()
+        .next_back()?
+        .to_str()
+        .ok()?;
     let ip = address.rsplit_once(':').map_or(address, |(ip, _port)| ip);
     Some(ip.trim_start_matches('[').trim_end_matches(']'))
 }

@@ -195,7 +195,7 @@ pub(crate) struct Payment {
 
 /// The columns [`payment_from`] reads, of `payments p`.
 const PAYMENT_COLUMNS: &str = "p.id, p.user_id, p.reservation_id, p.status, p.amount, \
-     HEX(p.request_hash), p.failure_code, p.created_at";
+     HEX(p.request_hash), p.failure_code, CAST(p.created_at AS CHAR)";
 
 /// The payment in [`PAYMENT_COLUMNS`] starting at column `at`.
 fn payment_from(row: &Row, at: usize) -> DbResult<Payment> {
@@ -300,8 +300,8 @@ pub(crate) struct Booking {
 
 /// The columns [`booking_from`] reads: the reservation, its show, and its seats as a sorted,
 /// comma-separated list.
-const BOOKING_COLUMNS: &str = "r.user_id, r.schedule_id, r.status, r.amount, r.expires_at, \
-     sc.concert_id, sc.starts_at, \
+const BOOKING_COLUMNS: &str = "r.user_id, r.schedule_id, r.status, r.amount, \
+     CAST(r.expires_at AS CHAR), sc.concert_id, CAST(sc.starts_at AS CHAR), \
      (SELECT GROUP_CONCAT(rs.seat_id ORDER BY rs.seat_id) FROM reservation_seats rs \
       WHERE rs.reservation_id = r.id)";
 
@@ -495,7 +495,7 @@ async fn settle_transaction(
     let rows = db
         .query(
             &format!(
-                "SELECT p.id, p.status, r.status, r.expires_at, b.amount FROM payments p \
+                "SELECT p.id, p.status, r.status, CAST(r.expires_at AS CHAR), b.amount FROM payments p \
                  JOIN reservations r ON r.id = p.reservation_id \
                  JOIN balances b ON b.user_id = r.user_id \
                  JOIN seats s ON s.id IN ({seats}) AND s.reservation_id = r.id AND s.status = 'HELD' \

@@ -105,7 +105,7 @@ pub(crate) async fn schedules(
     let rows = db
         .query(
             &format!(
-                "SELECT sc.id, sc.starts_at, sc.total_seats, \
+                "SELECT sc.id, CAST(sc.starts_at AS CHAR), sc.total_seats, \
                    (SELECT COUNT(*) FROM seats WHERE schedule_id = sc.id AND {HOLDABLE}) \
                  FROM schedules sc WHERE sc.concert_id = ? ORDER BY sc.starts_at, sc.id"
             ),
@@ -184,7 +184,7 @@ pub(crate) async fn reservation(
 ) -> DbResult<Option<ReservationView>> {
     let rows = db
         .query(
-            "SELECT id, user_id, schedule_id, status, amount, expires_at \
+            "SELECT id, user_id, schedule_id, status, amount, CAST(expires_at AS CHAR) \
              FROM reservations WHERE id = ?",
             vec![id(reservation.get())],
         )
@@ -228,7 +228,7 @@ async fn seat_rows(db: &Db, seats: &[SeatId]) -> DbResult<Vec<SeatRow>> {
         .query(
             &format!(
                 "SELECT id, seat_no, label, price, schedule_id, status, reservation_id, \
-                 held_until FROM seats WHERE id IN ({})",
+                 CAST(held_until AS CHAR) FROM seats WHERE id IN ({})",
                 placeholders(seats.len())
             ),
             seats.iter().map(|s| id(s.get())).collect(),

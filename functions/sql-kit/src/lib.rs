@@ -267,7 +267,9 @@ pub fn column_text(row: &Row, index: usize) -> Option<String> {
     }
 }
 
-/// A `DATETIME` column (UTC), or `None` for NULL.
+/// A `DATETIME` (UTC) selected as text, `CAST(column AS CHAR)`, or `None` for NULL. Spin
+/// types a DATETIME column `other` and fails the whole query on its first value, so a store
+/// never selects one as it is.
 pub fn column_time(row: &Row, index: usize) -> Option<Timestamp> {
     Timestamp::parse_sql_datetime(&column_text(row, index)?).ok()
 }

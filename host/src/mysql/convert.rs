@@ -1,17 +1,21 @@
-//! Conversions between the WIT `parameter-value`/`db-value` types and MySQL values.
+//! Conversions between the WIT `parameter-value`/`db-value` types and MySQL values, exactly
+//! as Spin 4.1's outbound MySQL makes them (`spin-factor-outbound-mysql`), so a component
+//! that reads a column here reads it under `spin up` too.
 //!
-//! The column's declared type decides the WIT type, whatever protocol carried the value:
-//! statements without parameters use MySQL's text protocol (every value arrives as text) and
-//! prepared statements the binary protocol (typed values), and a guest must see the same
-//! `int32` for an `INT` column either way.
+//! Spin runs every statement as a prepared statement (MySQL's binary protocol) and types a
+//! column by its wire type alone: integers and floats by width and sign, text and byte
+//! strings by the column's `BINARY` flag, and everything else (DATE, TIME, DATETIME,
+//! TIMESTAMP, YEAR, DECIMAL, ENUM/SET sent as such, JSON, BIT, TINY/MEDIUM/LONG BLOB) as
+//! `other`, whose values it cannot convert: one such non-NULL value fails the whole query.
+//! Values convert as `mysql_common`'s `FromValue` does: an integer only from an integer in
+//! range or from decimal text, a float only from a float of at most its width or from text,
+//! text only from UTF-8 bytes. A component must therefore read a date as text or a number
+//! (`DATE_FORMAT`, `CAST(… AS CHAR)`, `UNIX_TIMESTAMP`), never as the column itself.
 
 use mysql_async::Value;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 
 use crate::bindings::mysql::{Column, DbDataType, DbValue, ParameterValue};
-
-/// MySQL's character set number for binary data (BLOB, BINARY, VARBINARY).
-const BINARY_CHARSET: u16 = 63;
 
 /// A parameter as MySQL takes it. Booleans are TINYINT, as MySQL stores them.
 pub(super) fn parameter(value: ParameterValue) -> Value {
@@ -33,57 +37,34 @@ pub(super) fn parameter(value: ParameterValue) -> Value {
     }
 }
 
-/// The WIT type of a column.
+/// The WIT type of a column, from its wire type, `UNSIGNED` flag and `BINARY` flag.
 pub(super) fn data_type(column: &mysql_async::Column) -> DbDataType {
-    let unsigned = column.flags().contains(ColumnFlags::UNSIGNED_FLAG);
-    match (column.column_type(), unsigned) {
-        (ColumnType::MYSQL_TYPE_TINY, false) => DbDataType::Int8,
-        (ColumnType::MYSQL_TYPE_TINY, true) => DbDataType::Uint8,
-        (ColumnType::MYSQL_TYPE_SHORT, false) => DbDataType::Int16,
-        (ColumnType::MYSQL_TYPE_SHORT | ColumnType::MYSQL_TYPE_YEAR, _) => DbDataType::Uint16,
-        (ColumnType::MYSQL_TYPE_INT24 | ColumnType::MYSQL_TYPE_LONG, false) => DbDataType::Int32,
-        (ColumnType::MYSQL_TYPE_INT24 | ColumnType::MYSQL_TYPE_LONG, true) => DbDataType::Uint32,
-        (ColumnType::MYSQL_TYPE_LONGLONG, false) => DbDataType::Int64,
-        (ColumnType::MYSQL_TYPE_LONGLONG, true) => DbDataType::Uint64,
-        (ColumnType::MYSQL_TYPE_FLOAT, _) => DbDataType::Floating32,
-        (ColumnType::MYSQL_TYPE_DOUBLE, _) => DbDataType::Floating64,
-        (ty, _) if is_string_type(ty) && column.character_set() == BINARY_CHARSET => {
-            DbDataType::Binary
-        }
-        (ColumnType::MYSQL_TYPE_BIT | ColumnType::MYSQL_TYPE_GEOMETRY, _) => DbDataType::Binary,
-        (ty, _) if is_string_type(ty) => DbDataType::Str,
-        (
-            ColumnType::MYSQL_TYPE_DECIMAL
-            | ColumnType::MYSQL_TYPE_NEWDECIMAL
-            | ColumnType::MYSQL_TYPE_ENUM
-            | ColumnType::MYSQL_TYPE_SET
-            | ColumnType::MYSQL_TYPE_JSON
-            | ColumnType::MYSQL_TYPE_DATE
-            | ColumnType::MYSQL_TYPE_NEWDATE
-            | ColumnType::MYSQL_TYPE_TIME
-            | ColumnType::MYSQL_TYPE_TIME2
-            | ColumnType::MYSQL_TYPE_DATETIME
-            | ColumnType::MYSQL_TYPE_DATETIME2
-            | ColumnType::MYSQL_TYPE_TIMESTAMP
-            | ColumnType::MYSQL_TYPE_TIMESTAMP2,
-            _,
-        ) => DbDataType::Str,
-        _ => DbDataType::Other,
-    }
+    data_type_of(column.column_type(), column.flags())
 }
 
-/// Character and byte strings: text or binary depending on the column's character set.
-fn is_string_type(ty: ColumnType) -> bool {
-    matches!(
-        ty,
-        ColumnType::MYSQL_TYPE_STRING
-            | ColumnType::MYSQL_TYPE_VAR_STRING
-            | ColumnType::MYSQL_TYPE_VARCHAR
-            | ColumnType::MYSQL_TYPE_BLOB
-            | ColumnType::MYSQL_TYPE_TINY_BLOB
-            | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
-            | ColumnType::MYSQL_TYPE_LONG_BLOB
-    )
+fn data_type_of(ty: ColumnType, flags: ColumnFlags) -> DbDataType {
+    use ColumnType::*;
+    let unsigned = flags.contains(ColumnFlags::UNSIGNED_FLAG);
+    let binary = flags.contains(ColumnFlags::BINARY_FLAG);
+    match (ty, unsigned) {
+        (MYSQL_TYPE_TINY, false) => DbDataType::Int8,
+        (MYSQL_TYPE_TINY, true) => DbDataType::Uint8,
+        (MYSQL_TYPE_SHORT, false) => DbDataType::Int16,
+        (MYSQL_TYPE_SHORT, true) => DbDataType::Uint16,
+        (MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG, false) => DbDataType::Int32,
+        (MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG, true) => DbDataType::Uint32,
+        (MYSQL_TYPE_LONGLONG, false) => DbDataType::Int64,
+        (MYSQL_TYPE_LONGLONG, true) => DbDataType::Uint64,
+        (MYSQL_TYPE_FLOAT, _) => DbDataType::Floating32,
+        (MYSQL_TYPE_DOUBLE, _) => DbDataType::Floating64,
+        // TEXT and BLOB of every size arrive as MYSQL_TYPE_BLOB; CHAR/BINARY as STRING,
+        // VARCHAR/VARBINARY as VAR_STRING. A `_bin` collation sets BINARY too.
+        (MYSQL_TYPE_BLOB | MYSQL_TYPE_STRING | MYSQL_TYPE_VAR_STRING, _) if binary => {
+            DbDataType::Binary
+        }
+        (MYSQL_TYPE_BLOB | MYSQL_TYPE_STRING | MYSQL_TYPE_VAR_STRING, _) => DbDataType::Str,
+        _ => DbDataType::Other,
+    }
 }
 
 pub(super) fn column(column: &mysql_async::Column) -> Column {
@@ -93,13 +74,12 @@ pub(super) fn column(column: &mysql_async::Column) -> Column {
     }
 }
 
-/// Converts one value of a column of type `ty`; `None` if the value does not fit the type.
+/// Converts one value of a column of type `ty`; `None` if Spin could not convert it.
 pub(super) fn db_value(value: Value, ty: DbDataType) -> Option<DbValue> {
     if value == Value::NULL {
         return Some(DbValue::DbNull);
     }
     Some(match ty {
-        DbDataType::Boolean => DbValue::Boolean(integer::<i64>(&value)? != 0),
         DbDataType::Int8 => DbValue::Int8(integer(&value)?),
         DbDataType::Int16 => DbValue::Int16(integer(&value)?),
         DbDataType::Int32 => DbValue::Int32(integer(&value)?),
@@ -108,20 +88,27 @@ pub(super) fn db_value(value: Value, ty: DbDataType) -> Option<DbValue> {
         DbDataType::Uint16 => DbValue::Uint16(integer(&value)?),
         DbDataType::Uint32 => DbValue::Uint32(integer(&value)?),
         DbDataType::Uint64 => DbValue::Uint64(integer(&value)?),
-        DbDataType::Floating32 => DbValue::Floating32(float(&value)? as f32),
-        DbDataType::Floating64 => DbValue::Floating64(float(&value)?),
-        DbDataType::Binary => DbValue::Binary(bytes(value)?),
-        // A text column can still carry bytes that are not UTF-8 (a `?` placeholder bound
-        // to binary data is typed with the connection's character set): hand those over as
-        // binary rather than failing the row.
+        DbDataType::Floating32 => DbValue::Floating32(match value {
+            Value::Float(n) => n,
+            Value::Bytes(text) => std::str::from_utf8(&text).ok()?.parse().ok()?,
+            _ => return None,
+        }),
+        DbDataType::Floating64 => DbValue::Floating64(match value {
+            Value::Double(n) => n,
+            Value::Float(n) => f64::from(n),
+            Value::Bytes(text) => std::str::from_utf8(&text).ok()?.parse().ok()?,
+            _ => return None,
+        }),
         DbDataType::Str => match value {
-            Value::Bytes(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => DbValue::Str(text),
-                Err(not_utf8) => DbValue::Binary(not_utf8.into_bytes()),
-            },
-            other => DbValue::Str(text(other)?),
+            Value::Bytes(bytes) => DbValue::Str(String::from_utf8(bytes).ok()?),
+            _ => return None,
         },
-        DbDataType::Other => DbValue::Unsupported,
+        DbDataType::Binary => match value {
+            Value::Bytes(bytes) => DbValue::Binary(bytes),
+            _ => return None,
+        },
+        // Spin types no column as boolean, and cannot convert a value of type `other`.
+        DbDataType::Boolean | DbDataType::Other => return None,
     })
 }
 
@@ -134,119 +121,127 @@ fn integer<T: TryFrom<i64> + TryFrom<u64> + std::str::FromStr>(value: &Value) ->
     }
 }
 
-fn float(value: &Value) -> Option<f64> {
-    match value {
-        Value::Float(n) => Some(f64::from(*n)),
-        Value::Double(n) => Some(*n),
-        Value::Int(n) => Some(*n as f64),
-        Value::UInt(n) => Some(*n as f64),
-        Value::Bytes(text) => std::str::from_utf8(text).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
-fn bytes(value: Value) -> Option<Vec<u8>> {
-    match value {
-        Value::Bytes(bytes) => Some(bytes),
-        other => text(other).map(String::into_bytes),
-    }
-}
-
-/// Text, with dates and times in MySQL's own literal format (`2026-11-21 12:00:00.000000`),
-/// the same text the text protocol carries.
-fn text(value: Value) -> Option<String> {
-    match value {
-        Value::Bytes(bytes) => String::from_utf8(bytes).ok(),
-        Value::Int(n) => Some(n.to_string()),
-        Value::UInt(n) => Some(n.to_string()),
-        Value::Float(n) => Some(n.to_string()),
-        Value::Double(n) => Some(n.to_string()),
-        Value::Date(year, month, day, hour, minute, second, micros) => Some(format!(
-            "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{micros:06}"
-        )),
-        Value::Time(negative, days, hours, minutes, seconds, micros) => {
-            let sign = if negative { "-" } else { "" };
-            let hours = days * 24 + u32::from(hours);
-            Some(format!(
-                "{sign}{hours:02}:{minutes:02}:{seconds:02}.{micros:06}"
-            ))
-        }
-        Value::NULL => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ColumnType::*;
+
+    const NONE: ColumnFlags = ColumnFlags::empty();
+    const UNSIGNED: ColumnFlags = ColumnFlags::UNSIGNED_FLAG;
+    const BINARY: ColumnFlags = ColumnFlags::BINARY_FLAG;
 
     #[test]
-    fn text_protocol_numbers_convert_to_the_columns_type() {
-        assert_eq!(
-            db_value(Value::Bytes(b"-42".to_vec()), DbDataType::Int32),
-            Some(DbValue::Int32(-42))
-        );
-        assert_eq!(
-            db_value(Value::Bytes(b"300".to_vec()), DbDataType::Uint16),
-            Some(DbValue::Uint16(300))
-        );
-        assert_eq!(
-            db_value(Value::Bytes(b"1.5".to_vec()), DbDataType::Floating64),
-            Some(DbValue::Floating64(1.5))
-        );
+    fn every_wire_type_maps_to_the_wit_type_spin_gives_it() {
+        let table = [
+            (MYSQL_TYPE_TINY, NONE, DbDataType::Int8),
+            (MYSQL_TYPE_TINY, UNSIGNED, DbDataType::Uint8),
+            (MYSQL_TYPE_SHORT, NONE, DbDataType::Int16),
+            (MYSQL_TYPE_SHORT, UNSIGNED, DbDataType::Uint16),
+            (MYSQL_TYPE_INT24, NONE, DbDataType::Int32),
+            (MYSQL_TYPE_INT24, UNSIGNED, DbDataType::Uint32),
+            (MYSQL_TYPE_LONG, NONE, DbDataType::Int32),
+            (MYSQL_TYPE_LONG, UNSIGNED, DbDataType::Uint32),
+            (MYSQL_TYPE_LONGLONG, NONE, DbDataType::Int64),
+            (MYSQL_TYPE_LONGLONG, UNSIGNED, DbDataType::Uint64),
+            (MYSQL_TYPE_FLOAT, NONE, DbDataType::Floating32),
+            (MYSQL_TYPE_DOUBLE, UNSIGNED, DbDataType::Floating64),
+            (MYSQL_TYPE_STRING, NONE, DbDataType::Str),
+            (MYSQL_TYPE_STRING, BINARY, DbDataType::Binary),
+            (MYSQL_TYPE_VAR_STRING, NONE, DbDataType::Str),
+            (MYSQL_TYPE_VAR_STRING, BINARY, DbDataType::Binary),
+            (MYSQL_TYPE_BLOB, NONE, DbDataType::Str),
+            (MYSQL_TYPE_BLOB, BINARY, DbDataType::Binary),
+            (MYSQL_TYPE_VARCHAR, NONE, DbDataType::Other),
+            (MYSQL_TYPE_TINY_BLOB, NONE, DbDataType::Other),
+            (MYSQL_TYPE_MEDIUM_BLOB, BINARY, DbDataType::Other),
+            (MYSQL_TYPE_LONG_BLOB, NONE, DbDataType::Other),
+            (MYSQL_TYPE_YEAR, UNSIGNED, DbDataType::Other),
+            (MYSQL_TYPE_DECIMAL, NONE, DbDataType::Other),
+            (MYSQL_TYPE_NEWDECIMAL, NONE, DbDataType::Other),
+            (MYSQL_TYPE_DATE, NONE, DbDataType::Other),
+            (MYSQL_TYPE_NEWDATE, NONE, DbDataType::Other),
+            (MYSQL_TYPE_TIME, NONE, DbDataType::Other),
+            (MYSQL_TYPE_TIME2, NONE, DbDataType::Other),
+            (MYSQL_TYPE_DATETIME, NONE, DbDataType::Other),
+            (MYSQL_TYPE_DATETIME2, NONE, DbDataType::Other),
+            (MYSQL_TYPE_TIMESTAMP, NONE, DbDataType::Other),
+            (MYSQL_TYPE_TIMESTAMP2, NONE, DbDataType::Other),
+            (MYSQL_TYPE_ENUM, NONE, DbDataType::Other),
+            (MYSQL_TYPE_SET, NONE, DbDataType::Other),
+            (MYSQL_TYPE_JSON, NONE, DbDataType::Other),
+            (MYSQL_TYPE_BIT, UNSIGNED, DbDataType::Other),
+            (MYSQL_TYPE_GEOMETRY, BINARY, DbDataType::Other),
+            (MYSQL_TYPE_NULL, NONE, DbDataType::Other),
+        ];
+        for (ty, flags, expected) in table {
+            assert_eq!(data_type_of(ty, flags), expected, "{ty:?} {flags:?}");
+        }
     }
 
     #[test]
-    fn binary_protocol_numbers_convert_to_the_columns_type() {
-        assert_eq!(
-            db_value(Value::Int(-7), DbDataType::Int8),
-            Some(DbValue::Int8(-7))
-        );
-        assert_eq!(
-            db_value(Value::UInt(u64::MAX), DbDataType::Uint64),
-            Some(DbValue::Uint64(u64::MAX))
-        );
-        assert_eq!(
-            db_value(Value::Int(1), DbDataType::Boolean),
-            Some(DbValue::Boolean(true))
-        );
-    }
-
-    #[test]
-    fn a_value_out_of_the_columns_range_is_refused_not_truncated() {
-        assert_eq!(db_value(Value::Int(300), DbDataType::Int8), None);
-        assert_eq!(
-            db_value(Value::Bytes(b"abc".to_vec()), DbDataType::Int64),
-            None
-        );
-    }
-
-    #[test]
-    fn bytes_that_are_not_utf8_in_a_text_column_arrive_as_binary() {
-        assert_eq!(
-            db_value(Value::Bytes(vec![0, 255]), DbDataType::Str),
-            Some(DbValue::Binary(vec![0, 255]))
-        );
-    }
-
-    #[test]
-    fn null_is_null_in_any_column() {
-        assert_eq!(
-            db_value(Value::NULL, DbDataType::Int64),
-            Some(DbValue::DbNull)
-        );
-        assert_eq!(
-            db_value(Value::NULL, DbDataType::Str),
-            Some(DbValue::DbNull)
-        );
-    }
-
-    #[test]
-    fn datetimes_read_as_mysql_literals() {
-        let value = Value::Date(2026, 11, 21, 12, 34, 56, 789_000);
-        assert_eq!(
-            db_value(value, DbDataType::Str),
-            Some(DbValue::Str("2026-11-21 12:34:56.789000".to_owned()))
-        );
+    fn values_convert_as_spin_converts_them_or_not_at_all() {
+        let bytes = |b: &[u8]| Value::Bytes(b.to_vec());
+        let table = [
+            (Value::Int(-7), DbDataType::Int8, Some(DbValue::Int8(-7))),
+            (Value::Int(300), DbDataType::Int8, None),
+            (
+                Value::UInt(u64::MAX),
+                DbDataType::Uint64,
+                Some(DbValue::Uint64(u64::MAX)),
+            ),
+            (Value::Int(-1), DbDataType::Uint32, None),
+            (bytes(b"-42"), DbDataType::Int32, Some(DbValue::Int32(-42))),
+            (bytes(b"4.2"), DbDataType::Int32, None),
+            (Value::Double(1.0), DbDataType::Int64, None),
+            (
+                Value::Float(1.5),
+                DbDataType::Floating32,
+                Some(DbValue::Floating32(1.5)),
+            ),
+            (Value::Double(1.5), DbDataType::Floating32, None),
+            (
+                bytes(b"2.5"),
+                DbDataType::Floating32,
+                Some(DbValue::Floating32(2.5)),
+            ),
+            (
+                Value::Float(1.5),
+                DbDataType::Floating64,
+                Some(DbValue::Floating64(1.5)),
+            ),
+            (
+                Value::Double(2.25),
+                DbDataType::Floating64,
+                Some(DbValue::Floating64(2.25)),
+            ),
+            (Value::Int(2), DbDataType::Floating64, None),
+            (
+                bytes("é".as_bytes()),
+                DbDataType::Str,
+                Some(DbValue::Str("é".to_owned())),
+            ),
+            (bytes(&[0, 255]), DbDataType::Str, None),
+            (Value::Int(1), DbDataType::Str, None),
+            (
+                bytes(&[0, 255]),
+                DbDataType::Binary,
+                Some(DbValue::Binary(vec![0, 255])),
+            ),
+            (Value::Int(1), DbDataType::Binary, None),
+            (
+                Value::Date(2026, 11, 21, 12, 0, 0, 0),
+                DbDataType::Other,
+                None,
+            ),
+            (bytes(b"12.50"), DbDataType::Other, None),
+            (Value::Int(1), DbDataType::Boolean, None),
+            (Value::NULL, DbDataType::Other, Some(DbValue::DbNull)),
+            (Value::NULL, DbDataType::Int64, Some(DbValue::DbNull)),
+        ];
+        for (value, ty, expected) in table {
+            let shown = format!("{value:?} as {ty:?}");
+            assert_eq!(db_value(value, ty), expected, "{shown}");
+        }
     }
 
     #[test]

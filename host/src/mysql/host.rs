@@ -1,5 +1,10 @@
 //! The host functions of `spin:mysql/mysql@3.0.0`.
 //!
+//! As under Spin 4.1, every statement is a prepared statement (the binary protocol, one
+//! statement per call, no multi-statement text), and errors come back as Spin's variants: a
+//! statement MySQL refuses is `query-failed` with the driver's debug text (which carries the
+//! server's error code), a failure while streaming rows is `other`.
+//!
 //! `query` returns the columns as soon as MySQL sends them and streams rows to the guest as
 //! they arrive, through a bounded channel, so a large result never sits in host memory. The
 //! final outcome (an error mid-stream, or success) arrives on the returned future.
@@ -8,8 +13,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use mysql_async::prelude::{Protocol, Queryable};
-use mysql_async::{Params, QueryResult};
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinaryProtocol, Params, QueryResult};
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{
@@ -35,20 +40,18 @@ type QueryOutput = (
 /// Rows buffered between MySQL and a guest that reads slowly.
 const ROW_BUFFER: usize = 64;
 
+/// A statement MySQL refused or could not run, as Spin reports it.
 fn query_failed(error: mysql_async::Error) -> Error {
-    match error {
-        mysql_async::Error::Io(e) => Error::ConnectionFailed(e.to_string()),
-        mysql_async::Error::Driver(e) => Error::ConnectionFailed(e.to_string()),
-        other => Error::QueryFailed(other.to_string()),
-    }
+    Error::QueryFailed(format!("{error:?}"))
+}
+
+/// A failure while rows were streaming, as Spin reports it.
+fn stream_failed(error: mysql_async::Error) -> Error {
+    Error::Other(error.to_string())
 }
 
 fn params(values: Vec<ParameterValue>) -> Params {
-    if values.is_empty() {
-        Params::Empty
-    } else {
-        Params::Positional(values.into_iter().map(convert::parameter).collect())
-    }
+    Params::Positional(values.into_iter().map(convert::parameter).collect())
 }
 
 /// The guest's session, with `statement` noted for its release, and what the host does
@@ -90,8 +93,8 @@ async fn restore_first(
 }
 
 /// Feeds the rows of a result set into `rows`, after sending its columns on `columns`.
-async fn stream_result<P: Protocol>(
-    mut result: QueryResult<'_, '_, P>,
+async fn stream_result(
+    mut result: QueryResult<'_, '_, BinaryProtocol>,
     columns: oneshot::Sender<Vec<Column>>,
     rows: mpsc::Sender<Row>,
 ) -> Result<(), Error> {
@@ -99,7 +102,7 @@ async fn stream_result<P: Protocol>(
     let types: Vec<DbDataType> = meta.iter().map(convert::data_type).collect();
     // The receiver is gone only if the host function itself went away.
     let _ = columns.send(meta.iter().map(convert::column).collect());
-    while let Some(row) = result.next().await.map_err(query_failed)? {
+    while let Some(row) = result.next().await.map_err(stream_failed)? {
         let converted = row
             .unwrap()
             .into_iter()
@@ -108,19 +111,28 @@ async fn stream_result<P: Protocol>(
                 let shown = format!("{value:?}");
                 convert::db_value(value, *ty).ok_or_else(|| {
                     Error::ValueConversionFailed(format!(
-                        "column `{}` ({:?}): {shown} does not fit {ty:?}",
+                        "Cannot convert value {shown} in column {} ({:?}) data type {ty:?}",
                         column.name_str(),
                         column.column_type()
                     ))
                 })
             })
-            .collect::<Result<Row, Error>>()?;
+            .collect::<Result<Row, Error>>();
+        // Spin fails the whole query on a value it cannot convert; the rest of the result
+        // is discarded so the session stays usable.
+        let converted = match converted {
+            Ok(converted) => converted,
+            Err(error) => {
+                result.drop_result().await.map_err(stream_failed)?;
+                return Err(error);
+            }
+        };
         if rows.send(converted).await.is_err() {
             // The guest stopped reading: discard the rest so the session stays usable.
-            return result.drop_result().await.map_err(query_failed);
+            return result.drop_result().await.map_err(stream_failed);
         }
     }
-    result.drop_result().await.map_err(query_failed)
+    result.drop_result().await.map_err(stream_failed)
 }
 
 /// Delivers rows from the channel to the guest's `stream<row>`.
@@ -222,17 +234,9 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         // The query runs on its own task so rows keep flowing after this call returns.
         tokio::spawn(async move {
             let mut connection = connection.lock_owned().await;
-            let outcome = match params(parameters) {
-                // No parameters: the text protocol, which accepts every statement
-                // (START TRANSACTION, COMMIT, ...) and needs no prepare round trip.
-                Params::Empty => match connection.query_iter(statement).await {
-                    Ok(result) => stream_result(result, columns_tx, rows_tx).await,
-                    Err(error) => Err(query_failed(error)),
-                },
-                positional => match connection.exec_iter(statement, positional).await {
-                    Ok(result) => stream_result(result, columns_tx, rows_tx).await,
-                    Err(error) => Err(query_failed(error)),
-                },
+            let outcome = match connection.exec_iter(statement, params(parameters)).await {
+                Ok(result) => stream_result(result, columns_tx, rows_tx).await,
+                Err(error) => Err(query_failed(error)),
             };
             let _ = done_tx.send(outcome);
         });
@@ -278,10 +282,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
             return Ok(Err(error));
         }
         let mut connection = connection.lock().await;
-        let outcome = match params(parameters) {
-            Params::Empty => connection.query_drop(statement).await,
-            positional => connection.exec_drop(statement, positional).await,
-        };
+        let outcome = connection.exec_drop(statement, params(parameters)).await;
         metrics.backend_call(
             Backend::Mysql,
             "execute",

@@ -1,7 +1,8 @@
 //! The host functions of `spin:redis/redis@3.0.0`.
 //!
 //! Every failure the guest can expect (refused address, Redis down, wrong type) is a WIT
-//! error value; only a broken resource table (a host bug) traps.
+//! error value, the variant Spin 4.1 gives it; only a broken resource table (a host bug)
+//! traps.
 
 use std::time::Instant;
 
@@ -16,14 +17,10 @@ use crate::state::{HostState, calling_component};
 
 type Outcome<T> = wasmtime::Result<Result<T, Error>>;
 
+/// A failed command as Spin reports it: `other` with the client's text (`sadd` alone
+/// reports a reply of the wrong shape as `type-error`).
 fn to_wit_error(error: RedisError) -> Error {
-    let wrong_type =
-        error.kind() == ErrorKind::UnexpectedReturnType || error.code() == Some("WRONGTYPE");
-    if wrong_type {
-        Error::TypeError
-    } else {
-        Error::Other(error.to_string())
-    }
+    Error::Other(error.to_string())
 }
 
 /// The pooled connection behind a guest's resource.
@@ -40,18 +37,20 @@ async fn run<T: redis::FromRedisValue>(
     resource: &Resource<RedisConnection>,
     operation: &'static str,
     command: Cmd,
-) -> Outcome<T> {
+) -> wasmtime::Result<redis::RedisResult<T>> {
     let mut connection = connection(accessor, resource)?;
     let metrics = calling_component(accessor).metrics.clone();
     let started = Instant::now();
     let result = command.query_async::<T>(&mut connection).await;
     metrics.backend_call(Backend::Redis, operation, result.is_ok(), started.elapsed());
-    Ok(result.map_err(to_wit_error))
+    Ok(result)
 }
 
-/// Flattens a reply into the interface's flat list of results (arrays, sets and maps
-/// become their elements in order, as Spin does).
-fn flatten(value: Value, out: &mut Vec<RedisResult>) {
+/// Flattens a reply into the interface's flat list of results as Spin does: arrays and sets
+/// become their elements in order, doubles and big numbers their text; a map, attribute,
+/// verbatim string, push or nested error fails the whole command.
+fn flatten(value: Value, out: &mut Vec<RedisResult>) -> Result<(), Error> {
+    let unsupported = |what: &str| Err(Error::Other(format!("Redis {what} is not supported")));
     match value {
         Value::Nil => out.push(RedisResult::Nil),
         Value::Int(n) => out.push(RedisResult::Int64(n)),
@@ -59,19 +58,19 @@ fn flatten(value: Value, out: &mut Vec<RedisResult>) {
         Value::SimpleString(text) => out.push(RedisResult::Status(text)),
         Value::Okay => out.push(RedisResult::Status("OK".to_owned())),
         Value::Boolean(b) => out.push(RedisResult::Int64(i64::from(b))),
-        Value::Double(d) => out.push(RedisResult::Status(d.to_string())),
-        Value::VerbatimString { text, .. } => out.push(RedisResult::Binary(text.into_bytes())),
+        Value::Double(d) => out.push(RedisResult::Binary(d.to_string().into_bytes())),
+        Value::BigNumber(digits) => out.push(RedisResult::Binary(digits)),
         Value::Array(values) | Value::Set(values) => {
-            values.into_iter().for_each(|v| flatten(v, out));
+            return values.into_iter().try_for_each(|v| flatten(v, out));
         }
-        Value::Map(pairs) => pairs.into_iter().for_each(|(k, v)| {
-            flatten(k, out);
-            flatten(v, out);
-        }),
-        Value::Attribute { data, .. } => flatten(*data, out),
-        Value::Push { data, .. } => data.into_iter().for_each(|v| flatten(v, out)),
-        other => out.push(RedisResult::Status(format!("{other:?}"))),
+        Value::Map(_) => return unsupported("Map type"),
+        Value::Attribute { .. } => return unsupported("Attribute type"),
+        Value::VerbatimString { .. } => return unsupported("string with format attribute"),
+        Value::Push { .. } => return unsupported("Pub/Sub type"),
+        Value::ServerError(error) => return Err(Error::Other(format!("Server error: {error:?}"))),
+        other => return unsupported(&format!("{other:?}")),
     }
+    Ok(())
 }
 
 impl wit::Host for HostState {}
@@ -109,9 +108,10 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<()> {
         let mut command = redis::cmd("PUBLISH");
         command.arg(channel).arg(payload);
-        run::<i64>(accessor, &this, "publish", command)
-            .await
-            .map(|r| r.map(drop))
+        Ok(run::<i64>(accessor, &this, "publish", command)
+            .await?
+            .map(drop)
+            .map_err(to_wit_error))
     }
 
     async fn get(
@@ -121,7 +121,9 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<Option<Vec<u8>>> {
         let mut command = redis::cmd("GET");
         command.arg(key);
-        run(accessor, &this, "get", command).await
+        Ok(run(accessor, &this, "get", command)
+            .await?
+            .map_err(to_wit_error))
     }
 
     async fn set(
@@ -132,7 +134,9 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<()> {
         let mut command = redis::cmd("SET");
         command.arg(key).arg(value);
-        run(accessor, &this, "set", command).await
+        Ok(run(accessor, &this, "set", command)
+            .await?
+            .map_err(to_wit_error))
     }
 
     async fn incr(
@@ -142,7 +146,9 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<i64> {
         let mut command = redis::cmd("INCR");
         command.arg(key);
-        run(accessor, &this, "incr", command).await
+        Ok(run(accessor, &this, "incr", command)
+            .await?
+            .map_err(to_wit_error))
     }
 
     async fn del(
@@ -152,7 +158,9 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<u32> {
         let mut command = redis::cmd("DEL");
         command.arg(keys);
-        run(accessor, &this, "del", command).await
+        Ok(run(accessor, &this, "del", command)
+            .await?
+            .map_err(to_wit_error))
     }
 
     async fn sadd(
@@ -163,7 +171,12 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<u32> {
         let mut command = redis::cmd("SADD");
         command.arg(key).arg(values);
-        run(accessor, &this, "sadd", command).await
+        Ok(run(accessor, &this, "sadd", command)
+            .await?
+            .map_err(|error| match error.kind() {
+                ErrorKind::UnexpectedReturnType => Error::TypeError,
+                _ => to_wit_error(error),
+            }))
     }
 
     async fn smembers(
@@ -173,7 +186,9 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<Vec<String>> {
         let mut command = redis::cmd("SMEMBERS");
         command.arg(key);
-        run(accessor, &this, "smembers", command).await
+        Ok(run(accessor, &this, "smembers", command)
+            .await?
+            .map_err(to_wit_error))
     }
 
     async fn srem(
@@ -184,7 +199,9 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<u32> {
         let mut command = redis::cmd("SREM");
         command.arg(key).arg(values);
-        run(accessor, &this, "srem", command).await
+        Ok(run(accessor, &this, "srem", command)
+            .await?
+            .map_err(to_wit_error))
     }
 
     async fn execute(
@@ -202,10 +219,11 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         }
         Ok(run::<Value>(accessor, &this, "execute", command)
             .await?
-            .map(|value| {
+            .map_err(to_wit_error)
+            .and_then(|value| {
                 let mut results = Vec::new();
-                flatten(value, &mut results);
-                results
+                flatten(value, &mut results)?;
+                Ok(results)
             }))
     }
 }

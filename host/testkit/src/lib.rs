@@ -114,6 +114,28 @@ pub fn build_wasm(manifest: &str, target_dir: Option<&str>) {
     built.push(manifest.to_owned());
 }
 
+/// The host's probe application (`host/tests/fixtures/probe.toml`, component built from
+/// `host/tests/probe`) on the MySQL database at `mysql_url`: its manifest and variables.
+pub fn probe_application(mysql_url: String) -> (PathBuf, Vec<(&'static str, String)>) {
+    build_wasm(
+        "host/tests/probe/Cargo.toml",
+        Some("target/test-components"),
+    );
+    let variables = vec![
+        (
+            "SPIN_VARIABLE_REDIS_URL",
+            service_env()["REDIS_URL"].clone(),
+        ),
+        ("SPIN_VARIABLE_MYSQL_HOST", mysql_host(&mysql_url)),
+        ("SPIN_VARIABLE_MYSQL_URL", mysql_url),
+        ("SPIN_VARIABLE_API_KEY", "s3cret".to_owned()),
+    ];
+    (
+        repo_root().join("host/tests/fixtures/probe.toml"),
+        variables,
+    )
+}
+
 /// `mysql://host:port` of a MySQL URL, the form allowed_outbound_hosts takes.
 pub fn mysql_host(mysql_url: &str) -> String {
     let after_at = mysql_url
@@ -136,6 +158,122 @@ impl Response {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("status {}: {e}: {}", self.status, self.body))
+    }
+}
+
+/// Sends one request to `addr` on a fresh connection.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Bytes,
+    headers: &[(&str, &str)],
+) -> Response {
+    let stream = TcpStream::connect(addr).await.expect("connecting");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", format!("localhost:{}", addr.port()));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body)).expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// A `spin` binary to run the tests under real Spin instead of `edge`, from `SPIN`.
+pub fn spin_binary() -> Option<PathBuf> {
+    std::env::var_os("SPIN")
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The `spin up` flags the application needs (also in `infra/local/app`, the README and
+/// `infra/k8s/`): one request at a time per instance. Spin 4.1's outbound MySQL holds one
+/// lock per instance across a connection's open and makes a closing connection wait for it
+/// while stopping the instance's other tasks; with concurrent requests in one instance (the
+/// default is 16) that hangs the instance: `/health` at 64 concurrent requests hung for
+/// minutes with Spin holding the connections.
+pub const SPIN_UP_FLAGS: [&str; 2] = ["--max-instance-concurrent-reuse-count", "1"];
+
+/// An application served by a real `spin up` on 127.0.0.1, for the conformance run: the
+/// requests a test sends `edge` go to Spin itself. The process is killed when this drops;
+/// its output stays in `target/spin-e2e/<port>/`.
+#[derive(Debug)]
+pub struct SpinServer {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl SpinServer {
+    /// Runs `spin up --from manifest` with `variables` in its environment, with the
+    /// runtime flags the application needs under Spin ([`SPIN_UP_FLAGS`]) and any more that
+    /// the environment's `SPIN_UP_FLAGS` names, space-separated; once it accepts connections.
+    pub async fn serve(spin: &Path, manifest: &Path, variables: &[(&str, String)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let dir = repo_root().join(format!("target/spin-e2e/{port}"));
+        std::fs::create_dir_all(&dir).expect("a log folder");
+        let output = std::fs::File::create(dir.join("spin.out")).expect("a log file");
+        let flags = std::env::var("SPIN_UP_FLAGS").unwrap_or_default();
+        let mut child = Command::new(spin)
+            .arg("up")
+            .arg("--from")
+            .arg(manifest)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--log-dir")
+            .arg(&dir)
+            .args(SPIN_UP_FLAGS)
+            .args(flags.split_whitespace())
+            .envs(variables.iter().map(|(name, value)| (*name, value)))
+            .stdout(output.try_clone().expect("a log file"))
+            .stderr(output)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", spin.display()));
+        for _ in 0..1200 {
+            if TcpStream::connect(addr).await.is_ok() {
+                return Self { addr, child };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("spin.out")).unwrap_or_default();
+                panic!("spin up exited with {status}:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        panic!(
+            "spin up did not listen on {addr} within 120 s; see {}",
+            dir.display()
+        );
+    }
+}
+
+impl Drop for SpinServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -210,34 +348,7 @@ impl TestServer {
         body: Bytes,
         headers: &[(&str, &str)],
     ) -> Response {
-        let stream = TcpStream::connect(self.addr).await.expect("connecting");
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("handshake");
-        tokio::spawn(connection);
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", format!("localhost:{}", self.addr.port()));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(body)).expect("request");
-        let response = sender.send_request(request).await.expect("response");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        Response {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        send(self.addr, method, path, body, headers).await
     }
 
     pub async fn request(&self, method: &str, path: &str, body: Bytes) -> (u16, String) {

@@ -1,6 +1,6 @@
 //! The invariant verifier: after a load run, proves from the stores themselves (MySQL, Redis
 //! and the Kafka topics) that nothing was double-booked, lost or charged twice (the
-//! invariants of ARCHITECTURE.md). Each check counts what it looked at and what violates
+//! invariants of docs/INVARIANTS.md). Each check counts what it looked at and what violates
 //! it; a report is green only when every violation count is zero.
 //!
 //! The checks read committed state only, so run them once the load has stopped and the
@@ -84,9 +84,9 @@ pub async fn verify(sources: &Sources) -> anyhow::Result<Report> {
     })
 }
 
-/// Every event the relay marked sent is in its topic under its key (4 of ARCHITECTURE.md:
-/// nothing lost between the outbox and Kafka). Redelivered copies are allowed; the consumers
-/// deduplicate them.
+/// Every event the relay marked sent is in its topic under its key (invariant 4 of
+/// docs/INVARIANTS.md: nothing lost between the outbox and Kafka). Redelivered copies are
+/// allowed; the consumers deduplicate them.
 async fn in_kafka(source: &KafkaSource, sent: &[sql::SentEvent]) -> anyhow::Result<Check> {
     let mut topics: Vec<String> = sent.iter().map(|e| e.topic.clone()).collect();
     topics.sort();

@@ -1,5 +1,5 @@
 //! The invariants whose evidence is in Redis: the waiting rooms' order (5 of
-//! ARCHITECTURE.md) and the ranking effect of every payment event (4).
+//! docs/INVARIANTS.md) and the ranking effect of every payment event (4).
 
 use std::collections::{BTreeMap, BTreeSet};
 

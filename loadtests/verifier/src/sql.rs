@@ -1,4 +1,4 @@
-//! The invariants MySQL alone can prove (1 to 4 of ARCHITECTURE.md), as queries whose
+//! The invariants MySQL alone can prove (1 to 4 of docs/INVARIANTS.md), as queries whose
 //! every row is one violation.
 
 use crate::Check;

@@ -131,6 +131,105 @@ async fn mysql_script(statements: &[&str]) -> anyhow::Result<Value> {
     Ok(json!(results))
 }
 
+/// Columns of every MySQL type with one value each, and expressions over them: what a
+/// guest reads of each (its WIT type, and its value or the error that failed the query).
+/// The same route under `spin up` must answer the same (the conformance run compares them).
+const COLUMN_TYPES: &[(&str, &str, &str)] = &[
+    ("c_tinyint", "TINYINT", "-8"),
+    ("c_boolean", "BOOLEAN", "TRUE"),
+    ("c_utinyint", "TINYINT UNSIGNED", "200"),
+    ("c_smallint", "SMALLINT", "-16"),
+    ("c_mediumint", "MEDIUMINT", "-24"),
+    ("c_int", "INT UNSIGNED", "32"),
+    ("c_bigint", "BIGINT", "-64"),
+    ("c_float", "FLOAT", "1.5"),
+    ("c_double", "DOUBLE", "2.25"),
+    ("c_decimal", "DECIMAL(10,2)", "12.50"),
+    ("c_year", "YEAR", "2026"),
+    ("c_char", "CHAR(3)", "'abc'"),
+    ("c_varchar", "VARCHAR(10)", "'é'"),
+    ("c_varchar_bin", "VARCHAR(10) COLLATE utf8mb4_bin", "'bin'"),
+    ("c_binary", "BINARY(2)", "0x00FF"),
+    ("c_varbinary", "VARBINARY(4)", "0x00FF"),
+    ("c_text", "TEXT", "'text'"),
+    ("c_mediumtext", "MEDIUMTEXT", "'medium'"),
+    ("c_blob", "BLOB", "0x00FF"),
+    ("c_enum", "ENUM('A','B')", "'B'"),
+    ("c_set", "SET('x','y')", "'x,y'"),
+    ("c_bit", "BIT(8)", "b'101'"),
+    ("c_date", "DATE", "'2026-11-21'"),
+    ("c_time", "TIME", "'12:34:56'"),
+    ("c_datetime", "DATETIME(3)", "'2026-11-21 12:34:56.789'"),
+    ("c_timestamp", "TIMESTAMP(3)", "'2026-11-21 12:34:56.789'"),
+];
+
+/// Expressions a component may use to read what a column of [`COLUMN_TYPES`] cannot carry.
+const COLUMN_EXPRESSIONS: &[&str] = &[
+    "CAST(c_datetime AS CHAR)",
+    "DATE_FORMAT(c_datetime, '%Y-%m-%d %H:%i:%s.%f')",
+    "CAST(c_decimal AS CHAR)",
+    "SUM(c_int)",
+    "CAST(SUM(c_int) AS UNSIGNED)",
+    "COUNT(*)",
+    "GROUP_CONCAT(c_int)",
+    "NULL",
+    "c_enum = 'B'",
+];
+
+async fn mysql_columns() -> anyhow::Result<Value> {
+    let c = mysql_connection().await?;
+    let run = |statement: String| {
+        let c = &c;
+        async move {
+            c.execute(&statement, vec![])
+                .await
+                .map_err(|e| anyhow!("{statement}: {e:?}"))
+        }
+    };
+    run("DROP TABLE IF EXISTS edge_probe_columns".to_owned()).await?;
+    let definitions: Vec<String> = COLUMN_TYPES
+        .iter()
+        .map(|(name, ty, _)| format!("{name} {ty} NULL"))
+        .collect();
+    run(format!(
+        "CREATE TABLE edge_probe_columns ({}) CHARACTER SET utf8mb4",
+        definitions.join(", ")
+    ))
+    .await?;
+    let names: Vec<&str> = COLUMN_TYPES.iter().map(|(name, _, _)| *name).collect();
+    let values: Vec<&str> = COLUMN_TYPES.iter().map(|(_, _, value)| *value).collect();
+    run(format!(
+        "INSERT INTO edge_probe_columns ({}) VALUES ({})",
+        names.join(", "),
+        values.join(", ")
+    ))
+    .await?;
+    let mut read = serde_json::Map::new();
+    for expression in names
+        .iter()
+        .copied()
+        .chain(COLUMN_EXPRESSIONS.iter().copied())
+    {
+        let statement = format!("SELECT {expression} FROM edge_probe_columns");
+        let result = c
+            .query(&statement, vec![])
+            .await
+            .map_err(|e| anyhow!("{statement}: {e:?}"))?;
+        let ty = format!("{:?}", result.columns()[0].data_type);
+        let seen = match result.collect().await {
+            Ok(rows) => format!("{:?}", rows[0][0]),
+            // The variant only: the message is the driver's own wording.
+            Err(error) => format!("{error:?}")
+                .split('(')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("("),
+        };
+        read.insert(expression.to_owned(), json!([ty, seen]));
+    }
+    Ok(Value::Object(read))
+}
+
 /// Round-trips a value of every parameter type through a prepared statement.
 async fn mysql_types() -> anyhow::Result<Value> {
     use mysql::ParameterValue as P;
@@ -151,9 +250,11 @@ async fn mysql_types() -> anyhow::Result<Value> {
         P::Binary(vec![0, 255]),
         P::DbNull,
     ];
+    // A `?` alone is typed as text of the connection's character set, so bytes come back
+    // through CAST(… AS BINARY), as under Spin.
     let sql = "SELECT ?, CAST(? AS SIGNED), CAST(? AS SIGNED), CAST(? AS SIGNED), CAST(? AS SIGNED), \
                CAST(? AS UNSIGNED), CAST(? AS UNSIGNED), CAST(? AS UNSIGNED), CAST(? AS UNSIGNED), \
-               ?, ?, ?, ?, ?";
+               ?, ?, ?, CAST(? AS BINARY), ?";
     let result = c.query(sql, params).await.map_err(|e| anyhow!("{e:?}"))?;
     let columns: Vec<String> = result
         .columns()
@@ -196,12 +297,16 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
     match tail {
         "/hello" => ok(json!("hello")),
         "/headers" => {
-            let headers: serde_json::Map<String, Value> = request
-                .headers()
-                .iter()
-                .filter(|(name, _)| name.as_str().starts_with("spin-"))
-                .map(|(name, value)| (name.to_string(), json!(value.to_str().unwrap_or("?"))))
-                .collect();
+            // Every value of every `spin-*` header, in the order the host gave them.
+            let mut headers = serde_json::Map::new();
+            for (name, value) in request.headers() {
+                if name.as_str().starts_with("spin-") {
+                    let values = headers.entry(name.to_string()).or_insert_with(|| json!([]));
+                    if let Value::Array(values) = values {
+                        values.push(json!(value.to_str().unwrap_or("?")));
+                    }
+                }
+            }
             ok(json!({ "uri": request.uri().to_string(), "headers": headers }))
         }
         "/echo" => {
@@ -308,6 +413,7 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             ok(json!(rows.first().and_then(|r| r.get::<i64>("n"))))
         }
         "/mysql/types" => ok(mysql_types().await?),
+        "/mysql/columns" => ok(mysql_columns().await?),
         "/mysql/stream" => {
             let n = query_param(&request, "n")
                 .and_then(|n| n.parse().ok())
