@@ -28,6 +28,7 @@ const VOLATILE: &[&str] = &[
     "refundedAt",
     "heldUntil",
     "passExpiresAt",
+    "tokenExpiresAt",
     "etaSeconds",
 ];
 
@@ -120,10 +121,10 @@ async fn fixtures(mysql_url: &str) {
 }
 
 /// The application under `runtime` on fresh copies of the fixtures (MySQL database
-/// `ticketing_diff_<side>`, Redis database `redis_db`), with a gateway that never declines.
+/// `ticketing_test_diff_<side>`, Redis database `redis_db`), with a gateway that never declines.
 async fn side(runtime: &Runtime, name: &str, redis_db: u32, gateway: &Gateway) -> App {
     let env = service_env();
-    let mysql_url = scratch_database(&format!("ticketing_diff_{name}")).await;
+    let mysql_url = scratch_database(&format!("ticketing_test_diff_{name}")).await;
     fixtures(&mysql_url).await;
     let redis_url = format!("{}/{redis_db}", env["REDIS_URL"]);
     let mut redis = redis::Client::open(redis_url.as_str())
@@ -375,7 +376,7 @@ async fn every_route_answers_the_same_under_edge_and_under_spin() {
 #[ignore = "needs SPIN=/path/to/spin: run e2e/spin/run"]
 async fn mysql_columns_redis_replies_and_request_headers_reach_a_guest_the_same_under_both() {
     let spin = spin_binary().expect(NEEDS_SPIN);
-    let mysql_url = scratch_database("ticketing_diff_probe").await;
+    let mysql_url = scratch_database("ticketing_test_diff_probe").await;
     let (manifest, variables) = probe_application(mysql_url);
     let forged = [
         ("spin-client-addr", "203.0.113.9:1"),

@@ -48,14 +48,15 @@ die() {
 
 svc_log() { printf '%s' "$STATE/$1/log"; }
 
-# The binary name a live service process must have, so a recycled pid is not
-# mistaken for ours.
+# The binary names (an extended regular expression) a live service process may have, so a
+# recycled pid is not mistaken for ours.
 svc_comm() {
   case $1 in
     redis) printf 'redis-server' ;;
     mysql) printf 'mariadbd' ;;
     kafka) printf 'tansu' ;;
-    app) printf 'edge' ;;
+    # edge, or Spin when infra/local/app serves the app with SPIN=/path/to/spin.
+    app) printf 'edge|spin' ;;
     gateway) printf 'payment-gateway' ;;
     bridge) printf 'bridge' ;;
   esac
@@ -81,7 +82,7 @@ svc_pid() {
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   pid_alive "$pid" || return 1
   read -r comm <"/proc/$pid/comm" || return 1
-  [[ $comm == "$(svc_comm "$1")" ]] || return 1
+  [[ $comm =~ ^($(svc_comm "$1"))$ ]] || return 1
   printf '%s' "$pid"
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -225,8 +226,9 @@ pub struct SpinServer {
 
 impl SpinServer {
     /// Runs `spin up --from manifest` with `variables` in its environment, with the
-    /// runtime flags the application needs under Spin ([`SPIN_UP_FLAGS`]) and any more that
-    /// the environment's `SPIN_UP_FLAGS` names, space-separated; once it accepts connections.
+    /// runtime flags the application needs under Spin ([`SPIN_UP_FLAGS`]), its runtime
+    /// configuration (`infra/spin/runtime-config.toml`) and any more flags the
+    /// environment's `SPIN_UP_FLAGS` names, space-separated; once it accepts connections.
     pub async fn serve(spin: &Path, manifest: &Path, variables: &[(&str, String)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -237,7 +239,10 @@ impl SpinServer {
         std::fs::create_dir_all(&dir).expect("a log folder");
         let output = std::fs::File::create(dir.join("spin.out")).expect("a log file");
         let flags = std::env::var("SPIN_UP_FLAGS").unwrap_or_default();
-        let mut child = Command::new(spin)
+        // A group of its own: `spin up` runs the trigger as a child process, and both go
+        // when the group is signalled.
+        let child = Command::new(spin)
+            .process_group(0)
             .arg("up")
             .arg("--from")
             .arg(manifest)
@@ -246,23 +251,26 @@ impl SpinServer {
             .arg("--log-dir")
             .arg(&dir)
             .args(SPIN_UP_FLAGS)
+            .arg("--runtime-config-file")
+            .arg(repo_root().join("infra/spin/runtime-config.toml"))
             .args(flags.split_whitespace())
             .envs(variables.iter().map(|(name, value)| (*name, value)))
             .stdout(output.try_clone().expect("a log file"))
             .stderr(output)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", spin.display()));
+        // Killed with its trigger if it never listens: the panic drops it.
+        let mut server = Self { addr, child };
         for _ in 0..1200 {
             if TcpStream::connect(addr).await.is_ok() {
-                return Self { addr, child };
+                return server;
             }
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Ok(Some(status)) = server.child.try_wait() {
                 let log = std::fs::read_to_string(dir.join("spin.out")).unwrap_or_default();
                 panic!("spin up exited with {status}:\n{log}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let _ = child.kill();
         panic!(
             "spin up did not listen on {addr} within 120 s; see {}",
             dir.display()
@@ -272,7 +280,10 @@ impl SpinServer {
 
 impl Drop for SpinServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--"])
+            .arg(format!("-{}", self.child.id()))
+            .status();
         let _ = self.child.wait();
     }
 }
