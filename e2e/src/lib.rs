@@ -389,8 +389,8 @@ impl App {
     }
 }
 
-/// Invariant 6 of docs/INVARIANTS.md on every response: no 5xx but a clean 503, and every error is a JSON body
-/// with an error code and a message.
+/// Invariant 6 of docs/INVARIANTS.md on every response: no 5xx but a clean 503, and every
+/// error is a JSON body with an error code and a message.
 fn assert_well_formed(method: &str, path: &str, response: &Response) {
     let status = response.status;
     assert!(

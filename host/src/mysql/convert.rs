@@ -90,13 +90,13 @@ pub(super) fn db_value(value: Value, ty: DbDataType) -> Option<DbValue> {
         DbDataType::Uint64 => DbValue::Uint64(integer(&value)?),
         DbDataType::Floating32 => DbValue::Floating32(match value {
             Value::Float(n) => n,
-            Value::Bytes(text) => std::str::from_utf8(&text).ok()?.parse().ok()?,
+            Value::Bytes(text) => parsed(&text)?,
             _ => return None,
         }),
         DbDataType::Floating64 => DbValue::Floating64(match value {
             Value::Double(n) => n,
             Value::Float(n) => f64::from(n),
-            Value::Bytes(text) => std::str::from_utf8(&text).ok()?.parse().ok()?,
+            Value::Bytes(text) => parsed(&text)?,
             _ => return None,
         }),
         DbDataType::Str => match value {
@@ -116,9 +116,14 @@ fn integer<T: TryFrom<i64> + TryFrom<u64> + std::str::FromStr>(value: &Value) ->
     match value {
         Value::Int(n) => T::try_from(*n).ok(),
         Value::UInt(n) => T::try_from(*n).ok(),
-        Value::Bytes(text) => std::str::from_utf8(text).ok()?.parse().ok(),
+        Value::Bytes(text) => parsed(text),
         _ => None,
     }
+}
+
+/// A number sent as text, read as `mysql_common`'s `FromValue` reads it.
+fn parsed<T: std::str::FromStr>(text: &[u8]) -> Option<T> {
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 #[cfg(test)]

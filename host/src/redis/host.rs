@@ -31,19 +31,31 @@ fn connection(
     accessor.with(|mut access| Ok(access.get().table.get(resource)?.connection.clone()))
 }
 
-/// Runs one command on the resource's connection, recording it as `operation`.
+/// Runs one command on the resource's connection, recording it as `operation`; a failure
+/// is the error value Spin gives it.
 async fn run<T: redis::FromRedisValue>(
     accessor: &Accessor<HostState, HasSelf<HostState>>,
     resource: &Resource<RedisConnection>,
     operation: &'static str,
     command: Cmd,
-) -> wasmtime::Result<redis::RedisResult<T>> {
+) -> Outcome<T> {
+    run_mapping_errors(accessor, resource, operation, command, to_wit_error).await
+}
+
+/// [`run`], with the command's own mapping of failures to error values.
+async fn run_mapping_errors<T: redis::FromRedisValue>(
+    accessor: &Accessor<HostState, HasSelf<HostState>>,
+    resource: &Resource<RedisConnection>,
+    operation: &'static str,
+    command: Cmd,
+    to_error: fn(RedisError) -> Error,
+) -> Outcome<T> {
     let mut connection = connection(accessor, resource)?;
     let metrics = calling_component(accessor).metrics.clone();
     let started = Instant::now();
     let result = command.query_async::<T>(&mut connection).await;
     metrics.backend_call(Backend::Redis, operation, result.is_ok(), started.elapsed());
-    Ok(result)
+    Ok(result.map_err(to_error))
 }
 
 /// Flattens a reply into the interface's flat list of results as Spin does: arrays and sets
@@ -108,10 +120,9 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<()> {
         let mut command = redis::cmd("PUBLISH");
         command.arg(channel).arg(payload);
-        Ok(run::<i64>(accessor, &this, "publish", command)
-            .await?
-            .map(drop)
-            .map_err(to_wit_error))
+        run::<i64>(accessor, &this, "publish", command)
+            .await
+            .map(|r| r.map(drop))
     }
 
     async fn get(
@@ -121,9 +132,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<Option<Vec<u8>>> {
         let mut command = redis::cmd("GET");
         command.arg(key);
-        Ok(run(accessor, &this, "get", command)
-            .await?
-            .map_err(to_wit_error))
+        run(accessor, &this, "get", command).await
     }
 
     async fn set(
@@ -134,9 +143,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<()> {
         let mut command = redis::cmd("SET");
         command.arg(key).arg(value);
-        Ok(run(accessor, &this, "set", command)
-            .await?
-            .map_err(to_wit_error))
+        run(accessor, &this, "set", command).await
     }
 
     async fn incr(
@@ -146,9 +153,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<i64> {
         let mut command = redis::cmd("INCR");
         command.arg(key);
-        Ok(run(accessor, &this, "incr", command)
-            .await?
-            .map_err(to_wit_error))
+        run(accessor, &this, "incr", command).await
     }
 
     async fn del(
@@ -158,9 +163,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<u32> {
         let mut command = redis::cmd("DEL");
         command.arg(keys);
-        Ok(run(accessor, &this, "del", command)
-            .await?
-            .map_err(to_wit_error))
+        run(accessor, &this, "del", command).await
     }
 
     async fn sadd(
@@ -171,12 +174,13 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<u32> {
         let mut command = redis::cmd("SADD");
         command.arg(key).arg(values);
-        Ok(run(accessor, &this, "sadd", command)
-            .await?
-            .map_err(|error| match error.kind() {
+        run_mapping_errors(accessor, &this, "sadd", command, |error| {
+            match error.kind() {
                 ErrorKind::UnexpectedReturnType => Error::TypeError,
                 _ => to_wit_error(error),
-            }))
+            }
+        })
+        .await
     }
 
     async fn smembers(
@@ -186,9 +190,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<Vec<String>> {
         let mut command = redis::cmd("SMEMBERS");
         command.arg(key);
-        Ok(run(accessor, &this, "smembers", command)
-            .await?
-            .map_err(to_wit_error))
+        run(accessor, &this, "smembers", command).await
     }
 
     async fn srem(
@@ -199,9 +201,7 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
     ) -> Outcome<u32> {
         let mut command = redis::cmd("SREM");
         command.arg(key).arg(values);
-        Ok(run(accessor, &this, "srem", command)
-            .await?
-            .map_err(to_wit_error))
+        run(accessor, &this, "srem", command).await
     }
 
     async fn execute(
@@ -219,7 +219,6 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         }
         Ok(run::<Value>(accessor, &this, "execute", command)
             .await?
-            .map_err(to_wit_error)
             .and_then(|value| {
                 let mut results = Vec::new();
                 flatten(value, &mut results)?;

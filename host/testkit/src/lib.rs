@@ -213,7 +213,7 @@ pub fn spin_binary() -> Option<PathBuf> {
 /// while stopping the instance's other tasks; with concurrent requests in one instance (the
 /// default is 16) that hangs the instance: `/health` at 64 concurrent requests hung for
 /// minutes with Spin holding the connections.
-pub const SPIN_UP_FLAGS: [&str; 2] = ["--max-instance-concurrent-reuse-count", "1"];
+pub const REQUIRED_SPIN_UP_FLAGS: [&str; 2] = ["--max-instance-concurrent-reuse-count", "1"];
 
 /// An application served by a real `spin up` on 127.0.0.1, for the conformance run: the
 /// requests a test sends `edge` go to Spin itself. The process is killed when this drops;
@@ -225,8 +225,8 @@ pub struct SpinServer {
 }
 
 impl SpinServer {
-    /// Runs `spin up --from manifest` with `variables` in its environment, with the
-    /// runtime flags the application needs under Spin ([`SPIN_UP_FLAGS`]), its runtime
+    /// Runs `spin up --from manifest` with `variables` in its environment, with the runtime
+    /// flags the application needs under Spin ([`REQUIRED_SPIN_UP_FLAGS`]), its runtime
     /// configuration (`infra/spin/runtime-config.toml`) and any more flags the
     /// environment's `SPIN_UP_FLAGS` names, space-separated; once it accepts connections.
     pub async fn serve(spin: &Path, manifest: &Path, variables: &[(&str, String)]) -> Self {
@@ -250,7 +250,7 @@ impl SpinServer {
             .arg(addr.to_string())
             .arg("--log-dir")
             .arg(&dir)
-            .args(SPIN_UP_FLAGS)
+            .args(REQUIRED_SPIN_UP_FLAGS)
             .arg("--runtime-config-file")
             .arg(repo_root().join("infra/spin/runtime-config.toml"))
             .args(flags.split_whitespace())
