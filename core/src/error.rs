@@ -55,13 +55,21 @@ pub enum ErrorCode {
     RefundNotAllowed,
     /// Too many requests from this user or address.
     RateLimited,
+    /// The request body is larger than the server accepts.
+    PayloadTooLarge,
+    /// A bug: the server met a state it does not expect (an unreadable column, an encoding
+    /// failure, bad configuration). Retrying the same request will fail the same way.
+    Internal,
     /// A dependency (Redis, MySQL, the gateway) is unavailable; retry later.
     ServiceUnavailable,
+    /// The request took longer than the server allows it; it may or may not have taken
+    /// effect, so retry it with the same idempotency key.
+    Timeout,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidField,
         ErrorCode::Unauthenticated,
@@ -84,7 +92,10 @@ impl ErrorCode {
         ErrorCode::PaymentDeclined,
         ErrorCode::RefundNotAllowed,
         ErrorCode::RateLimited,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::Internal,
         ErrorCode::ServiceUnavailable,
+        ErrorCode::Timeout,
     ];
 
     /// The code as it appears in the `error` field of a response body.
@@ -112,7 +123,10 @@ impl ErrorCode {
             ErrorCode::PaymentDeclined => "payment_declined",
             ErrorCode::RefundNotAllowed => "refund_not_allowed",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Internal => "internal_error",
             ErrorCode::ServiceUnavailable => "service_unavailable",
+            ErrorCode::Timeout => "timeout",
         }
     }
 
@@ -138,8 +152,11 @@ impl ErrorCode {
             | ErrorCode::IdempotencyKeyReused
             | ErrorCode::PaymentDeclined
             | ErrorCode::RefundNotAllowed => 422,
+            ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
             ErrorCode::ServiceUnavailable => 503,
+            ErrorCode::Timeout => 504,
         }
     }
 
@@ -149,6 +166,7 @@ impl ErrorCode {
             self,
             ErrorCode::RateLimited
                 | ErrorCode::ServiceUnavailable
+                | ErrorCode::Timeout
                 | ErrorCode::IdempotencyInProgress
         )
     }
@@ -186,6 +204,9 @@ pub struct ApiError {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
+    /// What went wrong inside, for the log of an internal error; never sent to the client.
+    #[serde(skip)]
+    pub cause: Option<String>,
 }
 
 impl ApiError {
@@ -194,6 +215,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            cause: None,
         }
     }
 
@@ -208,6 +230,14 @@ impl ApiError {
             ErrorCode::ServiceUnavailable,
             format!("{dependency} is unavailable, retry later"),
         )
+    }
+
+    /// A bug, with its `cause` for the log; the client sees only that the server failed.
+    pub fn internal(cause: impl Into<String>) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            ..Self::new(ErrorCode::Internal, "the request failed inside the server")
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -242,6 +272,7 @@ impl<E: DomainError> From<E> for ApiError {
             code: error.code(),
             message: error.to_string(),
             details: error.details(),
+            cause: None,
         }
     }
 }
@@ -260,7 +291,10 @@ mod tests {
     #[test]
     fn every_status_the_taxonomy_promises_is_used_and_no_other() {
         let statuses: HashSet<_> = ErrorCode::ALL.iter().map(|c| c.http_status()).collect();
-        let promised: HashSet<u16> = [400, 401, 403, 404, 405, 409, 410, 422, 429, 503].into();
+        let promised: HashSet<u16> = [
+            400, 401, 403, 404, 405, 409, 410, 413, 422, 429, 500, 503, 504,
+        ]
+        .into();
         assert_eq!(statuses, promised);
     }
 
@@ -285,5 +319,21 @@ mod tests {
         assert!(ErrorCode::RateLimited.is_retryable());
         assert!(!ErrorCode::SeatsUnavailable.is_retryable());
         assert!(!ErrorCode::InsufficientBalance.is_retryable());
+        assert!(!ErrorCode::Internal.is_retryable());
+    }
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_out_of_the_body() {
+        let error = ApiError::internal("unreadable column seats.status");
+        assert_eq!(error.http_status(), 500);
+        assert_eq!(
+            error.cause.as_deref(),
+            Some("unreadable column seats.status")
+        );
+        assert!(
+            !error.to_json().contains("seats.status"),
+            "{}",
+            error.to_json()
+        );
     }
 }

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use edge_app::manifest::{AppManifest, ComponentSpec, RouteSpec};
 use edge_app::outbound::AllowedHosts;
 use edge_app::routes::Router;
+use edge_app::schema::{AppManifest, ComponentSpec, RouteSpec};
 use edge_app::variables::{AppVariables, ComponentVariables};
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -18,7 +18,7 @@ use crate::bindings::SpinImports;
 use crate::instance::{ComponentInstances, ReuseSettings};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::mysql::MysqlPools;
-use crate::outbound_http::HttpClient;
+use crate::outbound_http::{HttpClient, OutboundHttp};
 use crate::redis::RedisPools;
 use crate::state::{ComponentContext, HostState};
 
@@ -134,13 +134,21 @@ fn prepare_component(
             "manifest keys this host does not implement are ignored"
         );
     }
+    let allowed_hosts = Arc::new(AllowedHosts::parse(
+        &spec.allowed_outbound_hosts,
+        variables,
+    )?);
     let context = Arc::new(ComponentContext {
         id: spec.id.to_string(),
         variables: ComponentVariables::resolve(spec, variables)?,
-        allowed_hosts: AllowedHosts::parse(&spec.allowed_outbound_hosts, variables)?,
+        outbound_http: OutboundHttp::new(
+            spec.id.as_str(),
+            allowed_hosts.clone(),
+            shared.http.clone(),
+        ),
+        allowed_hosts,
         redis: shared.redis.clone(),
         mysql: shared.mysql.clone(),
-        http: shared.http.clone(),
         metrics: shared.metrics.clone(),
         max_memory_bytes: shared.max_instance_memory,
     });

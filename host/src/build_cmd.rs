@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
-use edge_app::manifest::AppManifest;
+use edge_app::schema::AppManifest;
 
 /// Builds the components named in `only` (all when empty).
 pub fn run(manifest_path: &Path, only: &[String]) -> anyhow::Result<()> {

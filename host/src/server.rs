@@ -24,6 +24,7 @@ use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
 
 use edge_app::routes::{WellKnown, full_url, well_known};
+use ticketing_core::{ApiError, ErrorCode};
 
 use crate::app::LoadedApp;
 
@@ -121,17 +122,13 @@ impl Server {
             Some(WellKnown::Health) => return text_response(StatusCode::OK, "OK"),
             Some(WellKnown::Info) => return self.info(),
             Some(WellKnown::NotFound) => {
-                return error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+                return error_response(ErrorCode::NotFound, "no such endpoint");
             }
             None => {}
         }
         let Some(route) = self.app.router.route(&path) else {
             metrics.rejected("no_route");
-            return error_response(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no route matches {path}"),
-            );
+            return error_response(ErrorCode::NotFound, &format!("no route matches {path}"));
         };
         let component = route.component;
         let route_metrics = &self.app.route_metrics[route.trigger_index()];
@@ -161,11 +158,7 @@ impl Server {
             }
             Err(error) => {
                 tracing::debug!(%error, "reading a request body");
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the request body could not be read",
-                );
+                return error_response(ErrorCode::BadRequest, "the request body could not be read");
             }
         };
 
@@ -177,8 +170,7 @@ impl Server {
             Ok(uri) => uri,
             Err(_) => {
                 return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     "the Host header is not a valid authority",
                 );
             }
@@ -210,11 +202,7 @@ impl Server {
                         && started.elapsed() >= self.app.shared.reuse.request_timeout) =>
             {
                 tracing::warn!(%component, "request timed out");
-                error_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    "the request took too long",
-                )
+                error_response(ErrorCode::Timeout, "the request took too long")
             }
             // Every instance slot is taken: the server is at capacity, like the request
             // limit above, and the client may retry.
@@ -234,18 +222,17 @@ impl Server {
 
     /// `/.well-known/spin/info`: what is being served.
     fn info(&self) -> Response<WasiBody> {
-        let body = format!(
-            r#"{{"name":{},"host":"edge","version":"{}"}}"#,
-            json_string(&self.app.name),
-            env!("CARGO_PKG_VERSION")
-        );
-        json_response(StatusCode::OK, body)
+        let body = serde_json::json!({
+            "name": self.app.name,
+            "host": "edge",
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        json_response(StatusCode::OK, body.to_string())
     }
 
     fn too_large(&self) -> Response<WasiBody> {
         error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             &format!(
                 "the request body exceeds {} bytes",
                 self.settings.max_request_body
@@ -303,10 +290,12 @@ fn text_response(status: StatusCode, text: &'static str) -> Response<WasiBody> {
     response
 }
 
-/// A JSON error in the API's shape. `message` is ours, never a guest's or a library's text.
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<WasiBody> {
-    let body = format!(r#"{{"error":"{code}","message":{}}}"#, json_string(message));
-    json_response(status, body)
+/// A JSON error in the API's shape and taxonomy (the core's [`ErrorCode`], with its one
+/// status). `message` is ours, never a guest's or a library's text.
+fn error_response(code: ErrorCode, message: &str) -> Response<WasiBody> {
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, ApiError::new(code, message).to_json())
 }
 
 fn json_response(status: StatusCode, body: String) -> Response<WasiBody> {
@@ -329,8 +318,7 @@ fn instance_slots_exhausted(error: &wasmtime::Error) -> bool {
 /// `503` with `Retry-After: 1`: every request slot or instance slot is taken.
 fn at_capacity() -> Response<WasiBody> {
     let mut response = error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "service_unavailable",
+        ErrorCode::ServiceUnavailable,
         "the server is at capacity, retry shortly",
     );
     response
@@ -340,27 +328,7 @@ fn at_capacity() -> Response<WasiBody> {
 }
 
 fn internal_error() -> Response<WasiBody> {
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "the request failed inside the server",
-    )
-}
-
-/// A JSON string literal of `text`.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    error_response(ErrorCode::Internal, "the request failed inside the server")
 }
 
 #[cfg(test)]
@@ -368,7 +336,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_bodies_escape_their_message() {
-        assert_eq!(json_string("a \"b\"\n\\"), r#""a \"b\"\u000a\\""#);
+    fn an_error_is_sent_with_its_codes_status_and_a_json_body() {
+        let response = error_response(ErrorCode::PayloadTooLarge, "a \"quoted\"\nmessage");
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let body = futures::executor::block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({ "error": "payload_too_large", "message": "a \"quoted\"\nmessage" })
+        );
     }
 }

@@ -15,7 +15,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::metrics::Metrics;
 use crate::mysql::MysqlPools;
-use crate::outbound_http::{HttpClient, OutboundHttp};
+use crate::outbound_http::OutboundHttp;
 use crate::redis::RedisPools;
 
 /// What a component may reach and read, shared by all its instances.
@@ -23,10 +23,11 @@ use crate::redis::RedisPools;
 pub struct ComponentContext {
     pub id: String,
     pub variables: ComponentVariables,
-    pub allowed_hosts: AllowedHosts,
+    pub allowed_hosts: Arc<AllowedHosts>,
     pub redis: Arc<RedisPools>,
     pub mysql: Arc<MysqlPools>,
-    pub http: HttpClient,
+    /// Its guests' `wasi:http` requests, through the same allowed hosts.
+    pub outbound_http: OutboundHttp,
     pub metrics: Arc<Metrics>,
     /// Most bytes one instance's linear memories may grow to.
     pub max_memory_bytes: usize,
@@ -82,7 +83,7 @@ impl HostState {
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
-            outbound: OutboundHttp::new(component.clone()),
+            outbound: component.outbound_http.clone(),
             component,
             limits,
         }

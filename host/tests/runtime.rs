@@ -277,7 +277,7 @@ async fn every_mysql_column_type_reads_as_spin_reads_it() {
     let read = server.get_json("/probe/mysql/columns").await;
     let refused = "MysqlError(Error::ValueConversionFailed";
     // Column or expression, its WIT type, and the value a guest gets (or the error that
-    // fails the query). Spin 4.1 answers the same (e2e/tests/differential.rs checks it).
+    // fails the query). Spin 4.1 answers the same (e2e/tests/api/differential.rs checks it).
     let expected = [
         ("c_tinyint", "Int8", "DbValue::Int8(-8)"),
         ("c_boolean", "Int8", "DbValue::Int8(1)"),

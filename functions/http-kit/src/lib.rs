@@ -30,8 +30,8 @@ fn json_headers_for(body: &str) -> HeaderMap {
 pub fn json(status: StatusCode, body: &impl Serialize) -> Reply {
     match serde_json::to_string(body) {
         Ok(text) => (status, json_headers_for(&text), text),
-        // Our reply types always serialize; should one not, the client may retry.
-        Err(_) => error_reply(&ApiError::unavailable("the reply encoder")),
+        // Our reply types always serialize; one that does not is a bug.
+        Err(error) => error_reply(&ApiError::internal(format!("encoding a reply: {error}"))),
     }
 }
 
@@ -42,6 +42,9 @@ pub fn json_text(status: StatusCode, body: String) -> Reply {
 
 /// The error's JSON body with its status, and `Retry-After` where retrying helps.
 pub fn error_reply(error: &ApiError) -> Reply {
+    if let Some(cause) = &error.cause {
+        eprintln!("internal error: {cause}");
+    }
     let status =
         StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let body = error.to_json();
@@ -262,8 +265,7 @@ pub mod config {
             return Ok(config);
         }
         let config = load.await.map_err(|problem| {
-            eprintln!("{component}: configuration: {problem}");
-            ApiError::unavailable(&format!("the {component} configuration"))
+            ApiError::internal(format!("{component} configuration: {problem}"))
         })?;
         Ok(cell.get_or_init(|| config))
     }

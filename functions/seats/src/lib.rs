@@ -105,7 +105,8 @@ fn not_found(what: &str, id: impl std::fmt::Display) -> ApiError {
 }
 
 fn to_json(value: &impl Serialize) -> Result<String, ApiError> {
-    serde_json::to_string(value).map_err(|_| ApiError::unavailable("the reply encoder"))
+    serde_json::to_string(value)
+        .map_err(|error| ApiError::internal(format!("encoding a reply: {error}")))
 }
 
 // ---- catalog reads ----------------------------------------------------------------------

@@ -5,6 +5,11 @@
 //! Spin's `execute` reports no affected-row count, so conditional writes read
 //! `ROW_COUNT()` on the same connection right after, inside the same transaction.
 
+mod connections;
+
+use std::cell::Cell;
+
+use connections::CallInFlight;
 use spin_sdk::mysql::{self, DbValue, ParameterValue, Row};
 use ticketing_core::ApiError;
 use ticketing_core::events::{Envelope, Event, EventId};
@@ -19,12 +24,20 @@ pub enum DbError {
     Duplicate(String),
     /// The server is unreachable or failed otherwise.
     Unavailable(String),
+    /// This code and the database disagree (an unreadable column, an event that does not
+    /// encode): a bug, which retrying will not fix.
+    Internal(String),
 }
 
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
-        eprintln!("mysql: {error:?}");
-        ApiError::unavailable("mysql")
+        match error {
+            DbError::Internal(cause) => ApiError::internal(format!("mysql: {cause}")),
+            other => {
+                eprintln!("mysql: {other:?}");
+                ApiError::unavailable("mysql")
+            }
+        }
     }
 }
 
@@ -89,9 +102,22 @@ macro_rules! with_retries {
 }
 
 /// One connection; statements run in order on it, so session state (a transaction,
-/// `ROW_COUNT()`, `LAST_INSERT_ID()`) carries from one to the next.
+/// `ROW_COUNT()`, `LAST_INSERT_ID()`) carries from one to the next. Dropping it hands the
+/// connection back to [`connections`], which decides when it may be closed.
 pub struct Db {
-    connection: mysql::Connection,
+    connection: Option<mysql::Connection>,
+    address: String,
+    session: Cell<Session>,
+}
+
+/// Whether the connection may serve another request of this instance as it is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Session {
+    Clean,
+    /// Between `START TRANSACTION` and a successful `COMMIT` or `ROLLBACK`.
+    InTransaction,
+    /// A call failed for another reason than a refused write: the connection may be gone.
+    Suspect,
 }
 
 impl std::fmt::Debug for Db {
@@ -100,41 +126,78 @@ impl std::fmt::Debug for Db {
     }
 }
 
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            let clean = self.session.get() == Session::Clean;
+            connections::release(std::mem::take(&mut self.address), connection, clean);
+        }
+    }
+}
+
 impl Db {
     /// A session whose lock waits give up after [`LOCK_WAIT_SECONDS`], so no statement of a
-    /// request queues behind a row lock for the server's default 50 s. Set as the first
-    /// statement, the host skips it on a pooled session that already has it (its `session`
-    /// module), so in steady state it costs no round trip.
+    /// request queues behind a row lock for the server's default 50 s. A connection this
+    /// instance released clean already has the setting; a new one gets it as its first
+    /// statement, which the host skips on a pooled session that already has it (edge's
+    /// `session` module).
     pub async fn open(address: &str) -> DbResult<Self> {
-        let connection = mysql::Connection::open(address)
+        let (connection, new) = connections::connect(address)
             .await
             .map_err(|error| DbError::Unavailable(format!("{error:?}")))?;
-        let db = Self { connection };
-        db.execute(
-            &format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"),
-            vec![],
-        )
-        .await?;
+        let db = Self {
+            connection: Some(connection),
+            address: address.to_owned(),
+            session: Cell::new(Session::Clean),
+        };
+        if new {
+            db.execute(
+                &format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"),
+                vec![],
+            )
+            .await?;
+        }
         Ok(db)
     }
 
+    fn connection(&self) -> &mysql::Connection {
+        self.connection
+            .as_ref()
+            .expect("a Db holds its connection until it is dropped")
+    }
+
     pub async fn query(&self, statement: &str, params: Vec<ParameterValue>) -> DbResult<Vec<Row>> {
-        let result = self
-            .connection
-            .query(statement, params)
-            .await
-            .map_err(|error| DbError::classify(&error))?;
-        result
-            .collect()
-            .await
-            .map_err(|error| DbError::classify(&error))
+        let _call = CallInFlight::start();
+        let rows = match self.connection().query(statement, params).await {
+            Ok(result) => result.collect().await,
+            Err(error) => Err(error),
+        };
+        rows.map_err(|error| self.failed(&error))
     }
 
     pub async fn execute(&self, statement: &str, params: Vec<ParameterValue>) -> DbResult<()> {
-        self.connection
+        let _call = CallInFlight::start();
+        self.connection()
             .execute(statement, params)
             .await
-            .map_err(|error| DbError::classify(&error))
+            .map_err(|error| self.failed(&error))
+    }
+
+    /// The failure's class; a connection that failed for another reason than a refused
+    /// write is not reused.
+    fn failed(&self, error: &mysql::Error) -> DbError {
+        let class = DbError::classify(error);
+        if matches!(class, DbError::Unavailable(_)) {
+            self.session.set(Session::Suspect);
+        }
+        class
+    }
+
+    /// Moves a session that is not suspect to `next`.
+    fn mark(&self, next: Session) {
+        if self.session.get() != Session::Suspect {
+            self.session.set(next);
+        }
     }
 
     /// Starts a READ COMMITTED transaction. Under READ COMMITTED a conditional `UPDATE` skips
@@ -143,16 +206,22 @@ impl Db {
     pub async fn begin(&self) -> DbResult<()> {
         self.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", vec![])
             .await?;
+        self.mark(Session::InTransaction);
         self.execute("START TRANSACTION", vec![]).await
     }
 
     pub async fn commit(&self) -> DbResult<()> {
-        self.execute("COMMIT", vec![]).await
+        self.execute("COMMIT", vec![]).await?;
+        self.mark(Session::Clean);
+        Ok(())
     }
 
-    /// Rolls back; a failure here is moot (the host resets the session on release).
+    /// Rolls back; after a failure here the connection is not reused, so the transaction
+    /// ends with it.
     pub async fn rollback(&self) {
-        let _ = self.execute("ROLLBACK", vec![]).await;
+        if self.execute("ROLLBACK", vec![]).await.is_ok() {
+            self.mark(Session::Clean);
+        }
     }
 
     /// Rows changed by the previous statement.
@@ -169,7 +238,7 @@ impl Db {
         let rows = self.query(statement, vec![]).await?;
         rows.first()
             .and_then(|row| column_u64(row, 0))
-            .ok_or_else(|| DbError::Unavailable(format!("{statement} returned nothing")))
+            .ok_or_else(|| DbError::Internal(format!("{statement} returned nothing")))
     }
 
     /// Writes `event` to the outbox; call inside the transaction that makes it true.
@@ -183,9 +252,9 @@ impl Db {
         for envelope in envelopes {
             let payload = envelope
                 .to_json()
-                .map_err(|error| DbError::Unavailable(format!("encoding an event: {error}")))?;
+                .map_err(|error| DbError::Internal(format!("encoding an event: {error}")))?;
             let topic = envelope.topic().ok_or_else(|| {
-                DbError::Unavailable(format!("no topic for {}", envelope.event_type))
+                DbError::Internal(format!("no topic for {}", envelope.event_type))
             })?;
             params.extend([
                 text(envelope.event_id.to_string()),
@@ -209,7 +278,7 @@ impl Db {
 /// `event` in its envelope, under a new event id, as the outbox stores it.
 pub fn envelope<E: Event>(event: &E, now: Timestamp) -> DbResult<Envelope> {
     Envelope::wrap(event, new_event_id(now), now)
-        .map_err(|error| DbError::Unavailable(format!("encoding an event: {error}")))
+        .map_err(|error| DbError::Internal(format!("encoding an event: {error}")))
 }
 
 /// A time-ordered event id (UUIDv7) with 80 random bits from the host.
@@ -289,5 +358,5 @@ pub fn column_time(row: &Row, index: usize) -> Option<Timestamp> {
 /// A column the schema makes NOT NULL came back empty or unreadable: the database and this
 /// code disagree, which retrying will not fix but which must not crash the instance.
 pub fn corrupt(what: &str) -> DbError {
-    DbError::Unavailable(format!("unreadable column {what}"))
+    DbError::Internal(format!("unreadable column {what}"))
 }

@@ -200,10 +200,12 @@ impl Reply {
         }
     }
 
-    /// A reply the script never gives: a deployment mismatch, reported as Redis failing.
+    /// A reply the script never gives: a deployment mismatch, which retrying will not fix.
     fn unexpected(&self) -> ApiError {
-        eprintln!("waiting room: unexpected script reply {:?}", self.0);
-        ApiError::unavailable("redis")
+        ApiError::internal(format!(
+            "waiting room: unexpected script reply {:?}",
+            self.0
+        ))
     }
 }
 

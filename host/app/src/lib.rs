@@ -4,9 +4,11 @@
 //! wasmtime and network work and asks this crate every question whose answer must match
 //! `spin up`, so the same `spin.toml` behaves the same under both.
 //!
-//! Modules follow Spin's own small crates: [`manifest`] (spin-manifest), [`variables`]
-//! (spin-expressions and the variables factor), [`routes`] (spin-http-routes) and
-//! [`outbound`] (spin-outbound-networking-config).
+//! Modules follow Spin's own small crates, each layer importing only those below it:
+//! [`template`] (spin-expressions' names and templates) at the bottom; [`schema`] (what a
+//! validated application is, spin-manifest's schema); [`routes`] (spin-http-routes),
+//! [`variables`] (the variables factor) and [`outbound`] (spin-outbound-networking-config)
+//! over it; and [`manifest`] (parsing and checking `spin.toml`) on top.
 //!
 //! Typical startup:
 //! 1. [`AppManifest::from_file`] parses and validates everything that can be checked
@@ -19,13 +21,13 @@
 pub mod manifest;
 pub mod outbound;
 pub mod routes;
+pub mod schema;
+pub mod template;
 pub mod variables;
 
-pub use manifest::{
-    AppManifest, ComponentId, ComponentSpec, HttpTrigger, ManifestError, RouteSpec,
-};
+pub use manifest::ManifestError;
 pub use outbound::{AllowedHosts, OutboundConfigError};
 pub use routes::{RouteError, RouteMatch, Router};
-pub use variables::{
-    AppVariables, ComponentVariables, GetError, Template, VariableError, VariableName,
-};
+pub use schema::{AppManifest, ComponentId, ComponentSpec, HttpTrigger, RouteSpec};
+pub use template::{Template, VariableName};
+pub use variables::{AppVariables, ComponentVariables, GetError, VariableError};

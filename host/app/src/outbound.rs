@@ -23,8 +23,9 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use url::Host;
 
-use crate::manifest::VariableDecl;
-use crate::variables::{AppVariables, Template, TemplateError, VariableError, VariableName};
+use crate::schema::VariableDecl;
+use crate::template::{Template, TemplateError, VariableName};
+use crate::variables::{AppVariables, VariableError};
 
 /// The parsed `allowed_outbound_hosts` of one component.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -234,8 +235,8 @@ fn parse_entry(
             }
         });
     }
-    let rendered = template
-        .render(vars)
+    let rendered = vars
+        .render(template)
         .map_err(|reason| OutboundConfigError::Variable {
             index,
             entry: entry.to_owned(),

@@ -19,7 +19,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::manifest::{ComponentId, HttpTrigger, RouteSpec};
+use crate::schema::{ComponentId, HttpTrigger, RouteSpec};
 
 /// Paths the runtime answers itself, before routing: `health` and `info`; any other path
 /// under the prefix is a 404.

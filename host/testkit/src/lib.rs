@@ -207,14 +207,6 @@ pub fn spin_binary() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// The `spin up` flags the application needs (also in `infra/local/app`, the README and
-/// `infra/k8s/`): one request at a time per instance. Spin 4.1's outbound MySQL holds one
-/// lock per instance across a connection's open and makes a closing connection wait for it
-/// while stopping the instance's other tasks; with concurrent requests in one instance (the
-/// default is 16) that hangs the instance: `/health` at 64 concurrent requests hung for
-/// minutes with Spin holding the connections.
-pub const REQUIRED_SPIN_UP_FLAGS: [&str; 2] = ["--max-instance-concurrent-reuse-count", "1"];
-
 /// An application served by a real `spin up` on 127.0.0.1, for the conformance run: the
 /// requests a test sends `edge` go to Spin itself. The process is killed when this drops;
 /// its output stays in `target/spin-e2e/<port>/`.
@@ -225,9 +217,8 @@ pub struct SpinServer {
 }
 
 impl SpinServer {
-    /// Runs `spin up --from manifest` with `variables` in its environment, with the runtime
-    /// flags the application needs under Spin ([`REQUIRED_SPIN_UP_FLAGS`]), its runtime
-    /// configuration (`infra/spin/runtime-config.toml`) and any more flags the
+    /// Runs `spin up --from manifest` with `variables` in its environment, Spin's own
+    /// defaults for everything else (instance reuse among them) and any more flags the
     /// environment's `SPIN_UP_FLAGS` names, space-separated; once it accepts connections.
     pub async fn serve(spin: &Path, manifest: &Path, variables: &[(&str, String)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -250,9 +241,6 @@ impl SpinServer {
             .arg(addr.to_string())
             .arg("--log-dir")
             .arg(&dir)
-            .args(REQUIRED_SPIN_UP_FLAGS)
-            .arg("--runtime-config-file")
-            .arg(repo_root().join("infra/spin/runtime-config.toml"))
             .args(flags.split_whitespace())
             .envs(variables.iter().map(|(name, value)| (*name, value)))
             .stdout(output.try_clone().expect("a log file"))

@@ -544,6 +544,30 @@ async fn the_default_queue_is_created_on_the_first_join() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_configuration_is_a_json_500_that_tells_the_client_not_to_retry() {
+    // Out of the variable's range: a deployment bug, which no retry can fix.
+    let app = App::start(&[("QUEUE_RATE_PER_SEC", "0")]).await;
+    // Sent around App::call, which counts every 5xx but 503 as a failure.
+    let response = edge_testkit::send(
+        app.server.addr(),
+        "POST",
+        "/api/queue/tokens",
+        json!({ "userId": 1 }).to_string().into(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(response.status, 500, "{}", response.body);
+    assert_eq!(response.json()["error"], "internal_error");
+    assert!(!response.headers.contains_key("retry-after"));
+    assert!(
+        !response.body.contains("queue_rate_per_sec"),
+        "the cause stays in the log: {}",
+        response.body
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_unreachable_is_a_json_503() {
     let app = App::start(&[
         ("REDIS_URL", "redis://127.0.0.1:1"),

@@ -12,7 +12,7 @@ use redis::Value;
 use ticketing_core::queue::{AdmissionBucket, AdmissionPolicy, Position, Waiting, admission_round};
 use ticketing_core::time::Timestamp;
 
-const SCRIPT: &str = include_str!("../../functions/waiting-room/src/waiting_room.lua");
+const SCRIPT: &str = include_str!("../../../functions/waiting-room/src/waiting_room.lua");
 const T0: u64 = 1_800_000_000_000;
 
 #[derive(Clone, Debug)]

@@ -1,0 +1,9 @@
+//! The API end-to-end tests, one module per area, in one test binary: each binary links the
+//! whole runtime (wasmtime), so one binary instead of six saves five long links per build.
+
+mod admission_script;
+mod differential;
+mod events;
+mod payment;
+mod queue;
+mod seats;
