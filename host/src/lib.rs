@@ -6,21 +6,21 @@
 //! `wasi:http`), with Redis and MySQL behind per-address connection pools. The same manifest
 //! and component files run unchanged under `spin up`.
 //!
-//! Layout, after Spin's factors: [`app`] wires a manifest into handlers, [`server`] is the
+//! Layout, after Spin's factors: [`loader`] wires a manifest into handlers, [`server`] is the
 //! HTTP front, [`instance`] the reuse policy, and each host interface has its own module
-//! ([`redis`], [`mysql`], [`variables`], [`outbound_http`]) split into wiring, host
-//! implementation and configuration.
+//! ([`redis`], [`mysql`], [`variables_host`], [`outbound_http`]) split into wiring, host
+//! implementation and configuration. What the manifest means is the `edge-app` crate.
 
 pub mod admin;
-pub mod app;
 pub mod bindings;
 pub mod build_cmd;
 pub mod engine;
 pub mod instance;
+pub mod loader;
 pub mod metrics;
 pub mod mysql;
 pub mod outbound_http;
 pub mod redis;
 pub mod server;
 pub mod state;
-pub mod variables;
+pub mod variables_host;

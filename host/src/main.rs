@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use edge::app::{self, Shared};
 use edge::engine::{self, EngineSettings};
 use edge::instance::ReuseSettings;
+use edge::loader::{self, Shared};
 use edge::metrics::Metrics;
 use edge::mysql::{MysqlPools, MysqlSettings};
 use edge::outbound_http::HttpClient;
@@ -180,7 +180,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let mysql = shared.mysql.clone();
     let metrics = shared.metrics.clone();
-    let app = app::load(&args.manifest, |name| std::env::var(name).ok(), shared)
+    let app = loader::load(&args.manifest, |name| std::env::var(name).ok(), shared)
         .with_context(|| format!("loading {}", args.manifest.display()))?;
     let app = Arc::new(app);
 

@@ -26,7 +26,7 @@ use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPan
 use edge_app::routes::{WellKnown, full_url, well_known};
 use ticketing_core::{ApiError, ErrorCode};
 
-use crate::app::LoadedApp;
+use crate::loader::LoadedApp;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ServerSettings {

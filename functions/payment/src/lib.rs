@@ -452,7 +452,9 @@ async fn refund(request: &Request, payment: PaymentId) -> Result<Reply, ApiError
 async fn invalidate_seat_maps(config: &Config, booking: &Booking) {
     let schedule = booking.reservation.schedule_id;
     let invalidated = match spin_sdk::redis::Connection::open(&config.redis_url).await {
-        Ok(cache) => read_cache::invalidate_schedule(&cache, schedule, booking.concert_id).await,
+        Ok(cache) => {
+            cache_invalidation::invalidate_schedule(&cache, schedule, booking.concert_id).await
+        }
         Err(error) => Err(error),
     };
     if let Err(error) = invalidated {

@@ -25,7 +25,7 @@ use ticketing_core::pass::{Claims, TokenKind};
 use ticketing_core::ranking::RankingWindow;
 use ticketing_core::seats::{ReservationStatus, SeatSelection};
 use ticketing_core::time::Timestamp;
-use ticketing_core::{ApiError, ErrorCode};
+use ticketing_core::{ApiError, ErrorCode, cache};
 use waiting_room::WaitingRoom;
 
 use crate::config::Config;
@@ -194,17 +194,12 @@ async fn concert_list_json(
     config: &Config,
     cache: &Cache,
 ) -> Result<(String, CacheOutcome), ApiError> {
-    cached(
-        cache,
-        &read_cache::concerts_key(),
-        CONCERTS_TTL_MS,
-        async || {
-            let db = database(config).await?;
-            to_json(&ConcertList {
-                concerts: store::concerts(&db).await?,
-            })
-        },
-    )
+    cached(cache, &cache::concerts_key(), CONCERTS_TTL_MS, async || {
+        let db = database(config).await?;
+        to_json(&ConcertList {
+            concerts: store::concerts(&db).await?,
+        })
+    })
     .await
 }
 
@@ -215,7 +210,7 @@ async fn concerts() -> Result<Reply, ApiError> {
 
 async fn concert(concert: ConcertId) -> Result<Reply, ApiError> {
     let (config, cache) = connect().await?;
-    let key = read_cache::concert_key(concert);
+    let key = cache::concert_key(concert);
     let body = cached(&cache, &key, CONCERT_TTL_MS, async || {
         let db = database(config).await?;
         let found = store::concert(&db, concert)
@@ -236,7 +231,7 @@ struct ScheduleList {
 
 async fn schedules(concert: ConcertId) -> Result<Reply, ApiError> {
     let (config, cache) = connect().await?;
-    let key = read_cache::schedules_key(concert);
+    let key = cache::schedules_key(concert);
     let body = cached(&cache, &key, SCHEDULES_TTL_MS, async || {
         let db = database(config).await?;
         if store::concert(&db, concert).await?.is_none() {
@@ -264,7 +259,7 @@ struct SeatMapReply {
 
 async fn seat_map(schedule: ScheduleId) -> Result<Reply, ApiError> {
     let (config, cache) = connect().await?;
-    let (key, _) = read_cache::seat_map_keys(schedule);
+    let (key, _) = cache::seat_map_keys(schedule);
     let body = read_through(
         &cache,
         &key,

@@ -7,7 +7,7 @@
 //! selection is sorted), so two holds never deadlock on each other, and the unique key on
 //! live reservation seats backs the whole thing up in the schema.
 
-use read_cache::{invalidate_schedule, rebuild_lease_key, seat_map_keys};
+use cache_invalidation::invalidate_schedule;
 use serde::Serialize;
 use spin_sdk::mysql::Row;
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
@@ -16,6 +16,7 @@ use sql_kit::{
     placeholders, with_retries,
 };
 use ticketing_core::ApiError;
+use ticketing_core::cache::{rebuild_lease_key, seat_map_keys};
 use ticketing_core::events::{ReservationExpired, ReservationHeld, ReservationReleased};
 use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::money::Amount;

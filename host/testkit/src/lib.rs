@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge::app::{self, Shared};
 use edge::engine::{self, EngineSettings};
 use edge::instance::ReuseSettings;
+use edge::loader::{self, Shared};
 use edge::metrics::Metrics;
 use edge::mysql::{MysqlPools, MysqlSettings};
 use edge::outbound_http::HttpClient;
@@ -323,7 +323,7 @@ impl TestServer {
             reuse,
             max_instance_memory: 64 << 20,
         };
-        let app = app::load(manifest, |name| variables.get(name).cloned(), shared)
+        let app = loader::load(manifest, |name| variables.get(name).cloned(), shared)
             .expect("loading the application");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
         let addr = listener.local_addr().expect("address");

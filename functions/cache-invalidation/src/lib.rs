@@ -2,11 +2,8 @@
 //! stale. The key layout is `ticketing_core::cache`, shared with the bridge's sweeper.
 
 use spin_sdk::redis;
+use ticketing_core::cache::{schedules_key, seat_map_keys};
 use ticketing_core::ids::{ConcertId, ScheduleId};
-
-pub use ticketing_core::cache::{
-    concert_key, concerts_key, rebuild_lease_key, schedules_key, seat_map_keys,
-};
 
 /// After a committed change to seats of `schedule` (of `concert`): its seat map and the
 /// concert's schedule list (with availability counts) are stale.
