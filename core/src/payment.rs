@@ -97,6 +97,19 @@ impl RequestFingerprint {
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
+
+    /// A fingerprint from 64 hex digits of either case (SQL's `HEX` gives uppercase).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        // from_str_radix would take a sign: only digits may pass.
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
 }
 
 /// The merchant reference a payment attempt is authorized (and voided) under at the gateway.
@@ -132,8 +145,10 @@ impl std::fmt::Display for GatewayReference {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredAttempt<R> {
     pub fingerprint: RequestFingerprint,
-    /// `None` while the first request is still in flight.
+    /// `None` until the first request settles.
     pub outcome: Option<R>,
+    /// When the first request stored the attempt.
+    pub started_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,21 +175,34 @@ pub enum Idempotency<R> {
     Execute,
     /// The same request ran before: answer with its outcome, do nothing else.
     Replay(R),
+    /// The same request started at `started_at` and never settled, and it is older than any
+    /// request could still be working on it: carry it on, as the request it was (its
+    /// start, and so its gateway reference, stay the first one's).
+    Resume { started_at: Timestamp },
 }
 
-/// Decides between executing, replaying or refusing.
+/// Decides between executing, replaying, resuming or refusing. An unsettled attempt is in
+/// progress until `abandoned_after` has passed since it started.
 pub fn check_idempotency<R>(
     stored: Option<StoredAttempt<R>>,
     incoming: RequestFingerprint,
+    now: Timestamp,
+    abandoned_after: Duration,
 ) -> Result<Idempotency<R>, IdempotencyError> {
-    match stored {
-        None => Ok(Idempotency::Execute),
-        Some(attempt) if attempt.fingerprint != incoming => Err(IdempotencyError::KeyReused),
-        Some(StoredAttempt {
-            outcome: Some(outcome),
-            ..
-        }) => Ok(Idempotency::Replay(outcome)),
-        Some(_) => Err(IdempotencyError::InProgress),
+    let Some(attempt) = stored else {
+        return Ok(Idempotency::Execute);
+    };
+    if attempt.fingerprint != incoming {
+        return Err(IdempotencyError::KeyReused);
+    }
+    match attempt.outcome {
+        Some(outcome) => Ok(Idempotency::Replay(outcome)),
+        None if now >= attempt.started_at.saturating_add(abandoned_after) => {
+            Ok(Idempotency::Resume {
+                started_at: attempt.started_at,
+            })
+        }
+        None => Err(IdempotencyError::InProgress),
     }
 }
 
@@ -278,45 +306,81 @@ mod tests {
         );
     }
 
+    const STARTED: Timestamp = Timestamp::from_unix_millis(1_000_000);
+    const ABANDONED_AFTER: Duration = Duration::from_secs(25);
+
+    fn attempt(fingerprint: &str, outcome: Option<u32>) -> Option<StoredAttempt<u32>> {
+        Some(StoredAttempt {
+            fingerprint: fp(fingerprint),
+            outcome,
+            started_at: STARTED,
+        })
+    }
+
+    fn check_at(
+        stored: Option<StoredAttempt<u32>>,
+        incoming: &str,
+        now: Timestamp,
+    ) -> Result<Idempotency<u32>, IdempotencyError> {
+        check_idempotency(stored, fp(incoming), now, ABANDONED_AFTER)
+    }
+
     #[test]
     fn a_new_key_executes() {
-        assert_eq!(
-            check_idempotency::<u32>(None, fp("a")),
-            Ok(Idempotency::Execute)
-        );
+        assert_eq!(check_at(None, "a", STARTED), Ok(Idempotency::Execute));
     }
 
     #[test]
     fn the_same_request_under_the_same_key_replays_the_first_outcome() {
-        let stored = StoredAttempt {
-            fingerprint: fp("a"),
-            outcome: Some(201),
-        };
         assert_eq!(
-            check_idempotency(Some(stored), fp("a")),
+            check_at(attempt("a", Some(201)), "a", STARTED),
             Ok(Idempotency::Replay(201))
         );
     }
 
     #[test]
     fn a_different_request_under_the_same_key_is_a_422_conflict() {
-        let stored = StoredAttempt {
-            fingerprint: fp("a"),
-            outcome: Some(201),
-        };
-        let error = check_idempotency(Some(stored), fp("b")).unwrap_err();
+        let error = check_at(attempt("a", Some(201)), "b", STARTED).unwrap_err();
         assert_eq!(error, IdempotencyError::KeyReused);
         assert_eq!(crate::ApiError::from(error).http_status(), 422);
     }
 
     #[test]
     fn a_retry_while_the_first_is_in_flight_is_a_409() {
-        let stored: StoredAttempt<u32> = StoredAttempt {
-            fingerprint: fp("a"),
-            outcome: None,
-        };
-        let error = check_idempotency(Some(stored), fp("a")).unwrap_err();
+        let just_before = STARTED.saturating_add(ABANDONED_AFTER - Duration::from_millis(1));
+        let error = check_at(attempt("a", None), "a", just_before).unwrap_err();
+        assert_eq!(error, IdempotencyError::InProgress);
         assert_eq!(crate::ApiError::from(error).http_status(), 409);
+    }
+
+    #[test]
+    fn an_attempt_abandoned_long_enough_is_resumed_from_its_first_start() {
+        let abandoned = STARTED.saturating_add(ABANDONED_AFTER);
+        assert_eq!(
+            check_at(attempt("a", None), "a", abandoned),
+            Ok(Idempotency::Resume {
+                started_at: STARTED
+            })
+        );
+        // Even abandoned, it is still only the same request's to resume.
+        assert_eq!(
+            check_at(attempt("a", None), "b", abandoned),
+            Err(IdempotencyError::KeyReused)
+        );
+    }
+
+    #[test]
+    fn a_fingerprint_reads_back_from_its_hex_in_either_case_and_nothing_else_reads() {
+        let fingerprint = fp("a");
+        assert_eq!(
+            RequestFingerprint::from_hex(&fingerprint.to_hex()),
+            Some(fingerprint)
+        );
+        let upper = fingerprint.to_hex().to_ascii_uppercase();
+        assert_eq!(RequestFingerprint::from_hex(&upper), Some(fingerprint));
+        for bad in ["", "ab", &"g".repeat(64), &"a".repeat(63), &"+1".repeat(32)] {
+            assert_eq!(RequestFingerprint::from_hex(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 // Many requests of one component instance using MySQL at once: 64 VUs without pause on
 // GET /health (a MySQL and a Redis connection opened and closed per request), then 64 VUs
 // holding random seats of the large seed with passes made in setup. Spin 4.1's outbound
-// MySQL hangs an instance whose connection closes while another of its requests is in a
-// MySQL call, which the components avoid (README, "Under real Spin"). The conformance run (e2e/spin/run) runs this under Spin and checks that MySQL's
+// MySQL hangs an instance whose connection closes while another of its requests opens one,
+// which the components avoid (README, "Under real Spin"). The conformance run (e2e/spin/run) runs this under Spin and checks that MySQL's
 // connection count is back to where it was; any request that hangs fails its 15 s timeout.
 import http from 'k6/http';
 import { check } from 'k6';

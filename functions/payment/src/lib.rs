@@ -44,8 +44,8 @@ use ticketing_core::ids::{IdempotencyKey, PaymentId, ReservationId, UserId};
 use ticketing_core::money::{Amount, Balance, ChargePolicy};
 use ticketing_core::pass::{Claims, PassError, TokenKind};
 use ticketing_core::payment::{
-    GatewayReference, IdempotencyError, PaymentStatus, RefundDecision, RefundPolicy,
-    RequestFingerprint,
+    GatewayReference, Idempotency, IdempotencyError, PaymentStatus, RefundDecision, RefundPolicy,
+    RequestFingerprint, StoredAttempt, check_idempotency,
 };
 use ticketing_core::time::Timestamp;
 use ticketing_core::{ApiError, ErrorCode};
@@ -285,18 +285,14 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
     let db = database(config).await?;
     let (booking, first) =
         store::booking_and_payment_by_key(&db, body.reservation_id, pass.user_id, &key).await?;
-    if let Some(first) = first {
-        if !first.same_request(&fingerprint) {
-            return Err(IdempotencyError::KeyReused.into());
+    match idempotency(config, first.as_ref(), fingerprint, now)? {
+        Idempotency::Execute => {}
+        Idempotency::Replay(first) => return outcome_reply(first),
+        Idempotency::Resume { started_at } => {
+            // The same request, so the same reservation as the body's.
+            let booking = booking.ok_or_else(|| not_found("reservation", body.reservation_id))?;
+            return complete(config, db, &pass, (&key, started_at), &booking, now).await;
         }
-        let abandoned = first.status == PaymentStatus::Pending
-            && now >= first.created_at.saturating_add(pending_takeover(config));
-        if !abandoned {
-            return outcome_reply(&first);
-        }
-        // The same request, so the same reservation as the body's.
-        let booking = booking.ok_or_else(|| not_found("reservation", first.reservation_id))?;
-        return complete(config, db, &pass, (&key, first.created_at), &booking, now).await;
     }
 
     let booking = booking.ok_or_else(|| not_found("reservation", body.reservation_id))?;
@@ -308,12 +304,30 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
         .await?;
     if !store::insert_pending(&db, &booking.reservation, &key, &fingerprint, now).await? {
         // The same key, concurrently: answer as its replay would.
-        let first = store::payment_by_key(&db, pass.user_id, &key)
-            .await?
-            .ok_or_else(|| ApiError::from(IdempotencyError::InProgress))?;
-        return outcome_reply(&first);
+        let first = store::payment_by_key(&db, pass.user_id, &key).await?;
+        return match idempotency(config, first.as_ref(), fingerprint, now)? {
+            Idempotency::Replay(first) => outcome_reply(first),
+            Idempotency::Execute | Idempotency::Resume { .. } => {
+                Err(IdempotencyError::InProgress.into())
+            }
+        };
     }
     complete(config, db, &pass, (&key, now), &booking, now).await
+}
+
+/// What the core's idempotency rule makes of the payment stored under the request's key.
+fn idempotency<'p>(
+    config: &Config,
+    stored: Option<&'p Payment>,
+    fingerprint: RequestFingerprint,
+    now: Timestamp,
+) -> Result<Idempotency<&'p Payment>, IdempotencyError> {
+    let stored = stored.map(|payment| StoredAttempt {
+        fingerprint: payment.fingerprint,
+        outcome: payment.status.is_settled().then_some(payment),
+        started_at: payment.created_at,
+    });
+    check_idempotency(stored, fingerprint, now, pending_takeover(config))
 }
 
 /// Steps 2 and 3 of the payment the pass's user recorded under `key` at `created_at` (see

@@ -188,7 +188,7 @@ pub(crate) struct Payment {
     pub(crate) reservation_id: ReservationId,
     pub(crate) status: PaymentStatus,
     pub(crate) amount: Amount,
-    pub(crate) fingerprint_hex: String,
+    pub(crate) fingerprint: RequestFingerprint,
     pub(crate) failure_code: Option<String>,
     pub(crate) created_at: Timestamp,
 }
@@ -207,18 +207,12 @@ fn payment_from(row: &Row, at: usize) -> DbResult<Payment> {
             .and_then(|s| PaymentStatus::parse(&s))
             .ok_or_else(|| corrupt("payments.status"))?,
         amount: column_as(row, at + 4, "payments.amount", Amount::new)?,
-        fingerprint_hex: column_text(row, at + 5)
-            .ok_or_else(|| corrupt("payments.request_hash"))?
-            .to_ascii_lowercase(),
+        fingerprint: column_text(row, at + 5)
+            .and_then(|hex| RequestFingerprint::from_hex(&hex))
+            .ok_or_else(|| corrupt("payments.request_hash"))?,
         failure_code: column_text(row, at + 6),
         created_at: column_time(row, at + 7).ok_or_else(|| corrupt("payments.created_at"))?,
     })
-}
-
-impl Payment {
-    pub(crate) fn same_request(&self, fingerprint: &RequestFingerprint) -> bool {
-        self.fingerprint_hex == fingerprint.to_hex()
-    }
 }
 
 pub(crate) async fn payment(db: &Db, payment: PaymentId) -> DbResult<Option<Payment>> {

@@ -9,7 +9,6 @@ mod connections;
 
 use std::cell::Cell;
 
-use connections::CallInFlight;
 use spin_sdk::mysql::{self, DbValue, ParameterValue, Row};
 use ticketing_core::ApiError;
 use ticketing_core::events::{Envelope, Event, EventId};
@@ -167,7 +166,6 @@ impl Db {
     }
 
     pub async fn query(&self, statement: &str, params: Vec<ParameterValue>) -> DbResult<Vec<Row>> {
-        let _call = CallInFlight::start();
         let rows = match self.connection().query(statement, params).await {
             Ok(result) => result.collect().await,
             Err(error) => Err(error),
@@ -176,7 +174,6 @@ impl Db {
     }
 
     pub async fn execute(&self, statement: &str, params: Vec<ParameterValue>) -> DbResult<()> {
-        let _call = CallInFlight::start();
         self.connection()
             .execute(statement, params)
             .await

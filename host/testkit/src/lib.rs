@@ -207,6 +207,20 @@ pub fn spin_binary() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// The `spin up` flags the application runs with under Spin (also in `infra/local/app` and
+/// the README): one request at a time per instance, which the README recommends for speed
+/// (the components are correct under Spin's default of 16 too), and the runtime
+/// configuration that caps Spin's MySQL connections, safe only with one request per
+/// instance.
+pub fn recommended_spin_up_flags() -> [std::ffi::OsString; 4] {
+    [
+        "--max-instance-concurrent-reuse-count".into(),
+        "1".into(),
+        "--runtime-config-file".into(),
+        repo_root().join("infra/spin/runtime-config.toml").into(),
+    ]
+}
+
 /// An application served by a real `spin up` on 127.0.0.1, for the conformance run: the
 /// requests a test sends `edge` go to Spin itself. The process is killed when this drops;
 /// its output stays in `target/spin-e2e/<port>/`.
@@ -217,9 +231,10 @@ pub struct SpinServer {
 }
 
 impl SpinServer {
-    /// Runs `spin up --from manifest` with `variables` in its environment, Spin's own
-    /// defaults for everything else (instance reuse among them) and any more flags the
-    /// environment's `SPIN_UP_FLAGS` names, space-separated; once it accepts connections.
+    /// Runs `spin up --from manifest` with `variables` in its environment, the
+    /// [`recommended_spin_up_flags`] (Spin's own defaults instead when the environment sets
+    /// `SPIN_DEFAULTS=1`, as SpinKube's shim runs it) and any more flags the environment's
+    /// `SPIN_UP_FLAGS` names, space-separated; once it accepts connections.
     pub async fn serve(spin: &Path, manifest: &Path, variables: &[(&str, String)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -241,6 +256,12 @@ impl SpinServer {
             .arg(addr.to_string())
             .arg("--log-dir")
             .arg(&dir)
+            .args(
+                (std::env::var("SPIN_DEFAULTS").as_deref() != Ok("1"))
+                    .then(recommended_spin_up_flags)
+                    .into_iter()
+                    .flatten(),
+            )
             .args(flags.split_whitespace())
             .envs(variables.iter().map(|(name, value)| (*name, value)))
             .stdout(output.try_clone().expect("a log file"))

@@ -8,6 +8,7 @@
 //! violation, but an event never delivered is).
 
 pub mod kafka;
+mod ledger;
 mod redis_checks;
 mod sql;
 
@@ -70,6 +71,7 @@ pub struct Sources {
 pub async fn verify(sources: &Sources) -> anyhow::Result<Report> {
     let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(&sources.mysql_url)?);
     let mut checks = sql::run(&pool).await?;
+    checks.push(ledger::replayed_by_the_core(&pool).await?);
     let payment_events = sql::delivered_payment_events(&pool).await?;
     let sent = sql::sent_events(&pool).await?;
     pool.disconnect().await?;
