@@ -207,11 +207,10 @@ pub fn spin_binary() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// The `spin up` flags the application runs with under Spin (also in `infra/local/app` and
-/// the README): one request at a time per instance, which the README recommends for speed
-/// (the components are correct under Spin's default of 16 too), and the runtime
-/// configuration that caps Spin's MySQL connections, safe only with one request per
-/// instance.
+/// The `spin up` flags of the README's command (also in `infra/local/app`): one request at
+/// a time per instance, and the runtime configuration that caps Spin's MySQL connections,
+/// safe only with one request per instance. The components are correct under Spin's
+/// defaults too (`SPIN_DEFAULTS=1` below).
 pub fn recommended_spin_up_flags() -> [std::ffi::OsString; 4] {
     [
         "--max-instance-concurrent-reuse-count".into(),
