@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
 
-use edge_app::routes::{WellKnown, full_url, well_known};
+use edge_app::routes::{RouteMatch, WellKnown, full_url, well_known};
 use ticketing_core::{ApiError, ErrorCode};
 
 use crate::loader::LoadedApp;
@@ -114,110 +114,115 @@ pub async fn serve(
 }
 
 impl Server {
+    /// One request: answered by the host itself, or routed, read, shaped as Spin hands it to
+    /// a guest, and run on an instance of its component.
     async fn handle(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<WasiBody> {
         let started = Instant::now();
-        let metrics = &self.app.shared.metrics;
         let path = request.uri().path().to_owned();
-        match well_known(&path) {
-            Some(WellKnown::Health) => return text_response(StatusCode::OK, "OK"),
-            Some(WellKnown::Info) => return self.info(),
-            Some(WellKnown::NotFound) => {
-                return error_response(ErrorCode::NotFound, "no such endpoint");
-            }
-            None => {}
+        if let Some(answer) = self.well_known_answer(&path) {
+            return answer;
         }
         let Some(route) = self.app.router.route(&path) else {
-            metrics.rejected("no_route");
+            self.app.shared.metrics.rejected("no_route");
             return error_response(ErrorCode::NotFound, &format!("no route matches {path}"));
         };
         let component = route.component;
-        let route_metrics = &self.app.route_metrics[route.trigger_index()];
         let Some(instances) = self.app.components.get(component.as_str()) else {
             tracing::error!(%component, "routed to a component that was not loaded");
             return internal_error();
         };
-
         let (mut parts, body) = request.into_parts();
-        let declared_length = parts
-            .headers
+        let body = match self.read_body(&parts.headers, body).await {
+            Ok(body) => body,
+            Err(refusal) => return refusal,
+        };
+        if let Err(refusal) = as_spin_hands_it_over(&mut parts, &route, peer) {
+            return *refusal;
+        }
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            self.app.shared.metrics.rejected("overloaded");
+            return at_capacity();
+        };
+        let in_flight = self.app.route_metrics[route.trigger_index()].started();
+        let request = Request::from_parts(parts, full_body(body));
+        let response = match instances.handle((), request).await {
+            Ok(response) => response,
+            Err(error) => self.guest_failure(component.as_str(), &error, started),
+        };
+        in_flight.finished(response.status().as_u16(), started.elapsed());
+        response
+    }
+
+    /// The host's own answer for `/.well-known/spin/…` paths, which never reach a guest.
+    fn well_known_answer(&self, path: &str) -> Option<Response<WasiBody>> {
+        Some(match well_known(path)? {
+            WellKnown::Health => text_response(StatusCode::OK, "OK"),
+            WellKnown::Info => self.info(),
+            WellKnown::NotFound => error_response(ErrorCode::NotFound, "no such endpoint"),
+        })
+    }
+
+    /// The whole body, or the refusal of one over `--max-request-body` (declared or
+    /// streamed) or one that cannot be read.
+    async fn read_body(
+        &self,
+        headers: &http::HeaderMap,
+        body: Incoming,
+    ) -> Result<Bytes, Response<WasiBody>> {
+        let metrics = &self.app.shared.metrics;
+        let declared_length = headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared_length.is_some_and(|n| n > self.settings.max_request_body as u64) {
             metrics.rejected("body_too_large");
-            return self.too_large();
+            return Err(self.too_large());
         }
-        let body = match Limited::new(body, self.settings.max_request_body)
+        match Limited::new(body, self.settings.max_request_body)
             .collect()
             .await
         {
-            Ok(collected) => collected.to_bytes(),
+            Ok(collected) => Ok(collected.to_bytes()),
             Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
                 metrics.rejected("body_too_large");
-                return self.too_large();
+                Err(self.too_large())
             }
             Err(error) => {
                 tracing::debug!(%error, "reading a request body");
-                return error_response(ErrorCode::BadRequest, "the request body could not be read");
-            }
-        };
-
-        // The guest sees an absolute URL, as under Spin, built from the Host header.
-        let host = parts.headers.get(HOST).and_then(|v| v.to_str().ok());
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let full_url = full_url("http", host, path_and_query);
-        parts.uri = match full_url.parse() {
-            Ok(uri) => uri,
-            Err(_) => {
-                return error_response(
+                Err(error_response(
                     ErrorCode::BadRequest,
-                    "the Host header is not a valid authority",
-                );
-            }
-        };
-        // As Spin does: the client's own headers stay, `spin-*` ones included, and Spin's
-        // are appended after them, so a guest must read the last value of a `spin-*`
-        // header (a client can add earlier ones, never later ones). `Connection` is
-        // transport information and goes.
-        parts.headers.remove(CONNECTION);
-        for (name, value) in route.spin_headers(&full_url, peer) {
-            if let (Some(name), Ok(value)) = (header_name(name), HeaderValue::from_str(&value)) {
-                parts.headers.append(name, value);
+                    "the request body could not be read",
+                ))
             }
         }
+    }
 
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            metrics.rejected("overloaded");
+    /// The answer for a request whose guest failed: a timeout, no free instance slot, or a
+    /// trap.
+    fn guest_failure(
+        &self,
+        component: &str,
+        error: &wasmtime::Error,
+        started: Instant,
+    ) -> Response<WasiBody> {
+        // A guest that computes without yielding can stall its instance's event loop; then
+        // the instance itself is stopped for time, which surfaces as a trap.
+        if error.is::<ExpirationError>()
+            || (error.is::<TrapOrPanicError>()
+                && started.elapsed() >= self.app.shared.reuse.request_timeout)
+        {
+            tracing::warn!(%component, "request timed out");
+            return error_response(ErrorCode::Timeout, "the request took too long");
+        }
+        // Every instance slot is taken: the server is at capacity, like the request limit,
+        // and the client may retry.
+        if instance_slots_exhausted(error) {
+            self.app.shared.metrics.rejected("instances");
+            tracing::warn!(%component, "no free instance slot");
             return at_capacity();
-        };
-        let in_flight = route_metrics.started();
-        let request = Request::from_parts(parts, full_body(body));
-        let response = match instances.handle((), request).await {
-            Ok(response) => response,
-            // A guest that computes without yielding can stall its instance's event loop;
-            // then the instance itself is stopped for time, which surfaces as a trap.
-            Err(error)
-                if error.is::<ExpirationError>()
-                    || (error.is::<TrapOrPanicError>()
-                        && started.elapsed() >= self.app.shared.reuse.request_timeout) =>
-            {
-                tracing::warn!(%component, "request timed out");
-                error_response(ErrorCode::Timeout, "the request took too long")
-            }
-            // Every instance slot is taken: the server is at capacity, like the request
-            // limit above, and the client may retry.
-            Err(error) if instance_slots_exhausted(&error) => {
-                metrics.rejected("instances");
-                tracing::warn!(%component, "no free instance slot");
-                at_capacity()
-            }
-            Err(error) => {
-                tracing::error!(%component, error = format!("{error:#}"), "component failed");
-                internal_error()
-            }
-        };
-        in_flight.finished(response.status().as_u16(), started.elapsed());
-        response
+        }
+        tracing::error!(%component, error = format!("{error:#}"), "component failed");
+        internal_error()
     }
 
     /// `/.well-known/spin/info`: what is being served.
@@ -239,6 +244,33 @@ impl Server {
             ),
         )
     }
+}
+
+/// The request as Spin hands it to a guest: an absolute URL built from the Host header;
+/// the client's own headers kept, `spin-*` ones included, and Spin's appended after them,
+/// so a guest must read the last value of a `spin-*` header (a client can add earlier
+/// ones, never later ones); `Connection`, transport information, removed.
+fn as_spin_hands_it_over(
+    parts: &mut http::request::Parts,
+    route: &RouteMatch<'_>,
+    peer: SocketAddr,
+) -> Result<(), Box<Response<WasiBody>>> {
+    let host = parts.headers.get(HOST).and_then(|v| v.to_str().ok());
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let full_url = full_url("http", host, path_and_query);
+    parts.uri = full_url.parse().map_err(|_| {
+        Box::new(error_response(
+            ErrorCode::BadRequest,
+            "the Host header is not a valid authority",
+        ))
+    })?;
+    parts.headers.remove(CONNECTION);
+    for (name, value) in route.spin_headers(&full_url, peer) {
+        if let (Some(name), Ok(value)) = (header_name(name), HeaderValue::from_str(&value)) {
+            parts.headers.append(name, value);
+        }
+    }
+    Ok(())
 }
 
 /// The fixed `spin-*` names as preparsed constants; only `spin-path-match-*` is parsed.
