@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{DomainError, ErrorCode};
-use crate::ids::{IdempotencyKey, UserId};
+use crate::error::{ApiError, DomainError, ErrorCode};
+use crate::ids::{IdempotencyKey, PaymentId, UserId};
 use crate::time::Timestamp;
 
 /// The `payments.status` column.
@@ -67,6 +67,69 @@ impl PaymentStatus {
                 | (PaymentStatus::Pending, PaymentStatus::Failed)
                 | (PaymentStatus::Succeeded, PaymentStatus::Refunded)
         )
+    }
+}
+
+/// Why a payment ended FAILED: the `payments.failure_code` column and a reply's
+/// `failureCode`. Every one of them moved no money.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// The gateway declined the authorization.
+    CardDeclined,
+    /// The gateway could not be reached or did not answer in time; the authorization, if
+    /// any, was voided.
+    GatewayUnavailable,
+    /// The balance did not cover the amount; the authorization was voided.
+    InsufficientBalance,
+    /// The hold lapsed, or another request paid or cancelled the reservation, before the
+    /// payment settled; the authorization was voided.
+    HoldGone,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 4] = [
+        FailureReason::CardDeclined,
+        FailureReason::GatewayUnavailable,
+        FailureReason::InsufficientBalance,
+        FailureReason::HoldGone,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::CardDeclined => "card_declined",
+            FailureReason::GatewayUnavailable => "gateway_unavailable",
+            FailureReason::InsufficientBalance => "insufficient_balance",
+            FailureReason::HoldGone => "hold_gone",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == text)
+    }
+
+    /// The error a request for this failed payment answers, the first time and on every
+    /// replay of its key.
+    pub fn error(self, payment: PaymentId) -> ApiError {
+        let for_payment = || serde_json::json!({ "paymentId": payment });
+        match self {
+            FailureReason::InsufficientBalance => ApiError::new(
+                ErrorCode::InsufficientBalance,
+                "the balance does not cover the payment; nothing was charged",
+            ),
+            FailureReason::HoldGone => ApiError::new(
+                ErrorCode::HoldExpired,
+                "the seat hold lapsed or changed before the payment; nothing was charged",
+            ),
+            FailureReason::GatewayUnavailable => {
+                ApiError::unavailable("the payment gateway").with_details(for_payment())
+            }
+            FailureReason::CardDeclined => ApiError::new(
+                ErrorCode::PaymentDeclined,
+                "the payment gateway declined the payment; nothing was charged",
+            )
+            .with_details(for_payment()),
+        }
     }
 }
 
@@ -381,6 +444,27 @@ mod tests {
         for bad in ["", "ab", &"g".repeat(64), &"a".repeat(63), &"+1".repeat(32)] {
             assert_eq!(RequestFingerprint::from_hex(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn failure_reasons_read_back_from_their_names_and_answer_with_their_own_error() {
+        for reason in FailureReason::ALL {
+            assert_eq!(FailureReason::parse(reason.as_str()), Some(reason));
+            assert_eq!(
+                serde_json::to_value(reason).unwrap(),
+                serde_json::json!(reason.as_str())
+            );
+        }
+        assert_eq!(FailureReason::parse("declined"), None);
+        let payment = PaymentId::new(7).unwrap();
+        let statuses: Vec<u16> = FailureReason::ALL
+            .map(|reason| reason.error(payment).http_status())
+            .to_vec();
+        assert_eq!(statuses, [422, 503, 422, 410]);
+        assert_eq!(
+            FailureReason::CardDeclined.error(payment).details,
+            Some(serde_json::json!({ "paymentId": 7 }))
+        );
     }
 
     #[test]

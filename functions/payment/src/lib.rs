@@ -44,8 +44,8 @@ use ticketing_core::ids::{IdempotencyKey, PaymentId, ReservationId, UserId};
 use ticketing_core::money::{Amount, Balance, ChargePolicy};
 use ticketing_core::pass::{Claims, PassError, TokenKind};
 use ticketing_core::payment::{
-    GatewayReference, Idempotency, IdempotencyError, PaymentStatus, RefundDecision, RefundPolicy,
-    RequestFingerprint, StoredAttempt, check_idempotency,
+    FailureReason, GatewayReference, Idempotency, IdempotencyError, PaymentStatus, RefundDecision,
+    RefundPolicy, RequestFingerprint, StoredAttempt, check_idempotency,
 };
 use ticketing_core::time::Timestamp;
 use ticketing_core::{ApiError, ErrorCode};
@@ -53,7 +53,7 @@ use waiting_room::WaitingRoom;
 
 use crate::config::Config;
 use crate::gateway::Authorization;
-use crate::store::{Booking, Charged, Payment, Unsettled};
+use crate::store::{Booking, Charged, Payment};
 
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
@@ -219,7 +219,7 @@ struct PaymentReply {
     status: PaymentStatus,
     amount: Amount,
     #[serde(skip_serializing_if = "Option::is_none")]
-    failure_code: Option<String>,
+    failure_code: Option<FailureReason>,
     created_at: Timestamp,
 }
 
@@ -231,7 +231,7 @@ impl From<&Payment> for PaymentReply {
             reservation_id: payment.reservation_id,
             status: payment.status,
             amount: payment.amount,
-            failure_code: payment.failure_code.clone(),
+            failure_code: payment.failure,
             created_at: payment.created_at,
         }
     }
@@ -239,27 +239,14 @@ impl From<&Payment> for PaymentReply {
 
 /// The answer a payment's outcome gets, the first time and on every replay of its key.
 fn outcome_reply(payment: &Payment) -> Result<Reply, ApiError> {
-    match (payment.status, payment.failure_code.as_deref()) {
+    match (payment.status, payment.failure) {
         (PaymentStatus::Succeeded | PaymentStatus::Refunded, _) => {
             Ok(json(StatusCode::CREATED, &PaymentReply::from(payment)))
         }
-        (PaymentStatus::Failed, Some("insufficient_balance")) => Err(ApiError::new(
-            ErrorCode::InsufficientBalance,
-            "the balance does not cover the payment; nothing was charged",
-        )),
-        (PaymentStatus::Failed, Some("hold_gone")) => Err(ApiError::new(
-            ErrorCode::HoldExpired,
-            "the seat hold lapsed or changed before the payment; nothing was charged",
-        )),
-        (PaymentStatus::Failed, Some("gateway_unavailable")) => {
-            Err(ApiError::unavailable("the payment gateway")
-                .with_details(serde_json::json!({ "paymentId": payment.id })))
-        }
-        (PaymentStatus::Failed, _) => Err(ApiError::new(
-            ErrorCode::PaymentDeclined,
-            "the payment gateway declined the payment; nothing was charged",
-        )
-        .with_details(serde_json::json!({ "paymentId": payment.id }))),
+        // A FAILED row without a reason predates reasons: it was a decline.
+        (PaymentStatus::Failed, reason) => Err(reason
+            .unwrap_or(FailureReason::CardDeclined)
+            .error(payment.id)),
         (PaymentStatus::Pending, _) => Err(IdempotencyError::InProgress.into()),
     }
 }
@@ -358,31 +345,29 @@ async fn complete(
         Authorization::Approved { authorization_id } => {
             match store::settle(db, key, booking, authorization_id, now).await {
                 Ok(Ok((payment, _balance))) => Ok(payment),
-                Ok(Err(unsettled)) => Err(unsettled.code()),
+                Ok(Err(reason)) => Err(reason),
                 Err(error) => {
                     // Nothing committed; the payment stays PENDING for a retry to resume.
                     return Err(error.into());
                 }
             }
         }
-        Authorization::Declined { .. } => Err("card_declined"),
-        Authorization::Unavailable => Err("gateway_unavailable"),
+        Authorization::Declined { .. } => Err(FailureReason::CardDeclined),
+        Authorization::Unavailable => Err(FailureReason::GatewayUnavailable),
     };
-    let code = match settled {
+    let reason = match settled {
         Ok(payment) => return succeeded(config, pass, payment, created_at, booking, now).await,
-        Err(code) => code,
+        Err(reason) => reason,
     };
     if !matches!(authorization, Authorization::Declined { .. }) {
         gateway::void(&config.gateway_url, &reference, config.gateway_timeout).await;
     }
-    store::fail(db, pass.user_id, key, code).await?;
+    store::fail(db, pass.user_id, key, reason).await?;
     // Read back: a concurrent request with the same key may have settled it meanwhile.
     let stored = store::payment_by_key(db, pass.user_id, key)
         .await?
         .ok_or_else(|| not_found("payment under the Idempotency-Key", key))?;
-    if stored.status == PaymentStatus::Failed
-        && stored.failure_code.as_deref() == Some(Unsettled::HoldGone.code())
-    {
+    if stored.status == PaymentStatus::Failed && stored.failure == Some(FailureReason::HoldGone) {
         booking.reservation.ensure_payable(now)?;
     }
     outcome_reply(&stored)

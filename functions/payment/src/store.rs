@@ -26,7 +26,7 @@ use ticketing_core::ids::{
 use ticketing_core::money::{
     Amount, Balance, ChargePolicy, LedgerEntry, LedgerEntryKind, MoneyError,
 };
-use ticketing_core::payment::{PaymentStatus, RequestFingerprint};
+use ticketing_core::payment::{FailureReason, PaymentStatus, RequestFingerprint};
 use ticketing_core::seats::{Reservation, ReservationStatus};
 use ticketing_core::time::Timestamp;
 
@@ -189,7 +189,7 @@ pub(crate) struct Payment {
     pub(crate) status: PaymentStatus,
     pub(crate) amount: Amount,
     pub(crate) fingerprint: RequestFingerprint,
-    pub(crate) failure_code: Option<String>,
+    pub(crate) failure: Option<FailureReason>,
     pub(crate) created_at: Timestamp,
 }
 
@@ -210,7 +210,12 @@ fn payment_from(row: &Row, at: usize) -> DbResult<Payment> {
         fingerprint: column_text(row, at + 5)
             .and_then(|hex| RequestFingerprint::from_hex(&hex))
             .ok_or_else(|| corrupt("payments.request_hash"))?,
-        failure_code: column_text(row, at + 6),
+        failure: match column_text(row, at + 6) {
+            None => None,
+            Some(code) => {
+                Some(FailureReason::parse(&code).ok_or_else(|| corrupt("payments.failure_code"))?)
+            }
+        },
         created_at: column_time(row, at + 7).ok_or_else(|| corrupt("payments.created_at"))?,
     })
 }
@@ -275,11 +280,16 @@ pub(crate) async fn insert_pending(
 
 /// Ends the user's PENDING payment under `key` as FAILED with a reason; a settled payment
 /// is left alone.
-pub(crate) async fn fail(db: &Db, user: UserId, key: &IdempotencyKey, code: &str) -> DbResult<()> {
+pub(crate) async fn fail(
+    db: &Db,
+    user: UserId,
+    key: &IdempotencyKey,
+    reason: FailureReason,
+) -> DbResult<()> {
     db.execute(
         "UPDATE payments SET status = 'FAILED', failure_code = ? \
          WHERE user_id = ? AND idempotency_key = ? AND status = 'PENDING'",
-        vec![text(code), id(user.get()), text(key.as_str())],
+        vec![text(reason.as_str()), id(user.get()), text(key.as_str())],
     )
     .await
 }
@@ -378,23 +388,6 @@ fn seat_list(list: Option<&str>) -> DbResult<Vec<SeatId>> {
     })
 }
 
-/// Why an authorized payment could not be settled; the caller voids the authorization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Unsettled {
-    /// The hold lapsed, or the reservation was paid or cancelled by another request.
-    HoldGone,
-    InsufficientBalance,
-}
-
-impl Unsettled {
-    pub(crate) const fn code(self) -> &'static str {
-        match self {
-            Unsettled::HoldGone => "hold_gone",
-            Unsettled::InsufficientBalance => "insufficient_balance",
-        }
-    }
-}
-
 fn facts(payment: PaymentId, booking: &Booking) -> PaymentFacts {
     let r = &booking.reservation;
     PaymentFacts {
@@ -455,14 +448,15 @@ fn notification(
 }
 
 /// The settling transaction of the authorized payment the booking's user made under `key`.
-/// Returns the payment and the balance after the debit.
+/// Returns the payment and the balance after the debit, or why it could not settle (the
+/// hold is gone, the balance is short); the caller then voids the authorization.
 pub(crate) async fn settle(
     db: &Db,
     key: &IdempotencyKey,
     booking: &Booking,
     gateway_ref: &str,
     now: Timestamp,
-) -> DbResult<Result<(PaymentId, Balance), Unsettled>> {
+) -> DbResult<Result<(PaymentId, Balance), FailureReason>> {
     with_retries!(db, settle_transaction(db, key, booking, gateway_ref, now))
 }
 
@@ -472,7 +466,7 @@ async fn settle_transaction(
     booking: &Booking,
     gateway_ref: &str,
     now: Timestamp,
-) -> DbResult<Result<(PaymentId, Balance), Unsettled>> {
+) -> DbResult<Result<(PaymentId, Balance), FailureReason>> {
     let r = &booking.reservation;
     let seats = placeholders(r.seat_ids.len());
     let seat_params = r.seat_ids.iter().map(|s| id(s.get()));
@@ -502,7 +496,7 @@ async fn settle_transaction(
     // A seat released or sold meanwhile is missing from the rows.
     let Some(row) = rows.first().filter(|_| rows.len() == r.seat_ids.len()) else {
         db.rollback().await;
-        return Ok(Err(Unsettled::HoldGone));
+        return Ok(Err(FailureReason::HoldGone));
     };
     let payment = column_as(row, 0, "payments.id", PaymentId::new)?;
     let pending =
@@ -518,11 +512,11 @@ async fn settle_transaction(
     // Settled or failed by another request meanwhile, or the hold lapsed or changed.
     if !pending || held.confirm(now).is_err() {
         db.rollback().await;
-        return Ok(Err(Unsettled::HoldGone));
+        return Ok(Err(FailureReason::HoldGone));
     }
     let Ok(after) = balance.debit(r.amount) else {
         db.rollback().await;
-        return Ok(Err(Unsettled::InsufficientBalance));
+        return Ok(Err(FailureReason::InsufficientBalance));
     };
     // The sale in one statement, on exactly the rows locked above: the payment SUCCEEDED,
     // the reservation CONFIRMED, its seats SOLD, the balance debited (a multi-table UPDATE
