@@ -210,12 +210,9 @@ fn payment_from(row: &Row, at: usize) -> DbResult<Payment> {
         fingerprint: column_text(row, at + 5)
             .and_then(|hex| RequestFingerprint::from_hex(&hex))
             .ok_or_else(|| corrupt("payments.request_hash"))?,
-        failure: match column_text(row, at + 6) {
-            None => None,
-            Some(code) => {
-                Some(FailureReason::parse(&code).ok_or_else(|| corrupt("payments.failure_code"))?)
-            }
-        },
+        failure: column_text(row, at + 6)
+            .map(|code| FailureReason::parse(&code).ok_or_else(|| corrupt("payments.failure_code")))
+            .transpose()?,
         created_at: column_time(row, at + 7).ok_or_else(|| corrupt("payments.created_at"))?,
     })
 }

@@ -203,7 +203,9 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
-                Part::Variable(name) => out.push_str(value_of(name.as_str()).ok_or(name.clone())?),
+                Part::Variable(name) => {
+                    out.push_str(value_of(name.as_str()).ok_or_else(|| name.clone())?)
+                }
             }
         }
         Ok(out)
