@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use e2e::{App, Venue, mysql, venue};
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
-use ticketing_core::cache::{rebuild_lease_key, seat_map_keys};
+use ticketing_core::cache::{STALE_GRACE_MS, rebuild_lease_key, seat_map_keys};
 use ticketing_core::ids::ScheduleId;
 use ticketing_core::ranking::RankingWindow;
 
@@ -612,6 +612,69 @@ async fn a_reader_of_a_cold_seat_map_takes_the_rebuild_in_flight_instead_of_quer
         (vec![venue.seats[0]], "shared".to_owned())
     );
     Arc::into_inner(app).expect("one app").stop().await;
+}
+
+/// An app and a venue whose cached seat map expires in `ms` and lists only the first seat,
+/// where MySQL has all ten, so an answer shows whether it came from the cache.
+async fn venue_with_cached_first_seat(ms: u64) -> (App, Venue, redis::aio::MultiplexedConnection) {
+    let app = App::start(&[]).await;
+    let venue = venue(10, PRICE).await;
+    let mut redis = tests_redis().await;
+    let (key, _) = seat_map_keys(ScheduleId::new(venue.schedule).expect("schedule"));
+    let map = json!({
+        "scheduleId": venue.schedule, "concertId": venue.concert, "totalSeats": 10,
+        "availableSeats": 1,
+        "seats": [{ "seatId": venue.seats[0], "seatNo": 1, "label": "A1", "price": PRICE }],
+    });
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(map.to_string())
+        .arg("PX")
+        .arg(ms)
+        .query_async(&mut redis)
+        .await
+        .expect("set map");
+    (app, venue, redis)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_map_past_its_ttl_is_answered_at_once_while_another_reader_rebuilds_it() {
+    // 5 s left of the stored expiry: inside the grace, so past its time to live.
+    let (app, venue, mut redis) = venue_with_cached_first_seat(5_000).await;
+    lease_seat_map_rebuild(&mut redis, venue.schedule, 5_000).await;
+    let started = Instant::now();
+    assert_eq!(
+        seat_map_from_cache(&app, venue.schedule).await,
+        (vec![venue.seats[0]], "stale".to_owned())
+    );
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_millis(500), "waited {waited:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reader_that_takes_the_rebuild_of_a_stale_seat_map_answers_from_mysql() {
+    let (app, venue, _redis) = venue_with_cached_first_seat(5_000).await;
+    assert_eq!(
+        seat_map_from_cache(&app, venue.schedule).await,
+        (venue.seats.clone(), "miss".to_owned())
+    );
+    // The rebuilt map is fresh again: the next reader hits it.
+    assert_eq!(
+        seat_map_from_cache(&app, venue.schedule).await,
+        (venue.seats.clone(), "hit".to_owned())
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_map_within_its_ttl_is_a_hit() {
+    let (app, venue, _redis) = venue_with_cached_first_seat(10_000 + STALE_GRACE_MS).await;
+    assert_eq!(
+        seat_map_from_cache(&app, venue.schedule).await,
+        (vec![venue.seats[0]], "hit".to_owned())
+    );
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

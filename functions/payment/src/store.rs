@@ -11,9 +11,9 @@
 //! `ROW_COUNT()`). Each step refuses instead of overdrawing or double-selling, whatever runs
 //! concurrently.
 
-use spin_sdk::mysql::{DbValue, Row};
+use spin_sdk::mysql::DbValue;
 use sql_kit::{
-    Db, DbError, DbResult, column_as, column_text, column_time, column_u64, corrupt, datetime,
+    Db, DbError, DbResult, Row, column_as, column_text, column_time, column_u64, corrupt, datetime,
     envelope, id, int, placeholders, text, with_retries,
 };
 use ticketing_core::events::{

@@ -36,11 +36,9 @@ const CONCERTS_TTL_MS: u64 = 5 * 60_000;
 const CONCERT_TTL_MS: u64 = 10 * 60_000;
 const SCHEDULES_TTL_MS: u64 = 3 * 60_000;
 const SEAT_MAP_TTL_MS: u64 = 10_000;
-
-/// How often a reader that found a rebuild under way looks for its result, and for how
-/// many rounds before it reads the database itself (the rebuilder may be slow or gone).
-const REBUILD_POLL: std::time::Duration = std::time::Duration::from_millis(20);
-const REBUILD_WAIT_ROUNDS: u32 = 50;
+/// A schedule's seats never change once created: an hour bounds what an operator's edit in
+/// MySQL would take to show.
+const SEAT_LAYOUT_TTL_MS: u64 = 60 * 60_000;
 
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
@@ -121,6 +119,8 @@ struct ConcertList {
 #[derive(Clone, Copy, Debug)]
 enum CacheOutcome {
     Hit,
+    /// Past its time to live, answered while another reader rebuilds it.
+    Stale,
     /// Rebuilt by another reader while this one waited: no database read of its own.
     Shared,
     /// This reader read the database.
@@ -131,6 +131,7 @@ fn cached_reply((body, outcome): (String, CacheOutcome)) -> Reply {
     let mut reply = json_text(StatusCode::OK, body);
     let value = match outcome {
         CacheOutcome::Hit => "hit",
+        CacheOutcome::Stale => "stale",
         CacheOutcome::Shared => "shared",
         CacheOutcome::Miss => "miss",
     };
@@ -138,34 +139,43 @@ fn cached_reply((body, outcome): (String, CacheOutcome)) -> Reply {
     reply
 }
 
-/// Reads `key` through the cache with one rebuild at a time: on a miss the reader that
-/// takes the rebuild lease runs `rebuild` (which stores the body), and the others poll the
-/// cache for its result instead of all querying MySQL at once. A cold cache under a
-/// crowd (a flush, an expiry, the first seconds after a deploy) would otherwise send every
-/// concurrent reader to the database and exhaust its connections.
+/// Reads `key` through the cache with one rebuild at a time: the reader that takes the
+/// rebuild lease runs `rebuild` (which stores the body), and the others answer with the
+/// stale body if the grace keeps one, or else poll the cache for the rebuilt one (backing
+/// off, `cache::REBUILD_POLL_MS`) instead of all querying MySQL at once. A cold cache under
+/// a crowd (a flush, the first seconds after a deploy) would otherwise send every concurrent
+/// reader to the database and exhaust its connections, and a popular key's expiry would
+/// queue its readers every time to live.
 async fn read_through<Miss>(
     cache: &Cache,
     key: &str,
     lookup: impl AsyncFn() -> Result<Lookup<Miss>, ApiError>,
     rebuild: impl AsyncFn(Miss) -> Result<String, ApiError>,
 ) -> Result<(String, CacheOutcome), ApiError> {
-    let mut rounds = 0;
+    let mut waits = cache::REBUILD_POLL_MS.iter();
+    let mut waited = false;
     loop {
-        let miss = match lookup().await? {
-            Lookup::Hit(body) if rounds == 0 => return Ok((body, CacheOutcome::Hit)),
-            Lookup::Hit(body) => return Ok((body, CacheOutcome::Shared)),
-            Lookup::Miss(miss) => miss,
+        let (stale, miss) = match lookup().await? {
+            Lookup::Hit(body) if waited => return Ok((body, CacheOutcome::Shared)),
+            Lookup::Hit(body) => return Ok((body, CacheOutcome::Hit)),
+            Lookup::Stale(body, miss) => (Some(body), miss),
+            Lookup::Miss(miss) => (None, miss),
         };
         let claimed = cache.claim_rebuild(key).await;
-        if claimed || rounds == REBUILD_WAIT_ROUNDS {
+        let wait = match (claimed, stale) {
+            (false, Some(body)) => return Ok((body, CacheOutcome::Stale)),
+            (false, None) => waits.next(),
+            (true, _) => None,
+        };
+        let Some(&wait_ms) = wait else {
             let body = rebuild(miss).await;
             if claimed {
                 cache.end_rebuild(key).await;
             }
             return Ok((body?, CacheOutcome::Miss));
-        }
-        rounds += 1;
-        spin_sdk::time::sleep(REBUILD_POLL).await;
+        };
+        waited = true;
+        spin_sdk::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
     }
 }
 
@@ -248,13 +258,13 @@ async fn schedules(concert: ConcertId) -> Result<Reply, ApiError> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct SeatMapReply {
+struct SeatMapReply<'a> {
     schedule_id: ScheduleId,
     concert_id: ConcertId,
     total_seats: u64,
     available_seats: usize,
     /// The seats open to a hold, by seat number; held and sold seats are not listed.
-    seats: Vec<store::Seat>,
+    seats: Vec<&'a store::Seat>,
 }
 
 async fn seat_map(schedule: ScheduleId) -> Result<Reply, ApiError> {
@@ -266,14 +276,17 @@ async fn seat_map(schedule: ScheduleId) -> Result<Reply, ApiError> {
         async || cache.seat_map(schedule).await,
         async |version: String| {
             let db = database(config).await?;
-            let found = store::schedule(&db, schedule)
-                .await?
-                .ok_or_else(|| not_found("schedule", schedule))?;
-            let seats = store::available_seats(&db, schedule, now()).await?;
+            let layout = seat_layout(&cache, &db, schedule).await?;
+            let free = store::holdable_seat_numbers(&db, schedule, now()).await?;
+            let seats: Vec<&store::Seat> = layout
+                .seats
+                .iter()
+                .filter(|seat| free.contains(seat.seat_no))
+                .collect();
             let body = to_json(&SeatMapReply {
                 schedule_id: schedule,
-                concert_id: found.concert_id,
-                total_seats: found.total_seats,
+                concert_id: layout.concert_id,
+                total_seats: layout.total_seats,
                 available_seats: seats.len(),
                 seats,
             })?;
@@ -285,6 +298,27 @@ async fn seat_map(schedule: ScheduleId) -> Result<Reply, ApiError> {
     )
     .await?;
     Ok(cached_reply(body))
+}
+
+/// `schedule`'s seats from the cache, or from MySQL (then cached) if missing or unreadable.
+async fn seat_layout(
+    cache: &Cache,
+    db: &Db,
+    schedule: ScheduleId,
+) -> Result<store::SeatLayout, ApiError> {
+    let key = cache::seat_layout_key(schedule);
+    if let Lookup::Hit(body) | Lookup::Stale(body, ()) = cache.get(&key).await?
+        && let Ok(layout) = serde_json::from_str(&body)
+    {
+        return Ok(layout);
+    }
+    let layout = store::seat_layout(db, schedule)
+        .await?
+        .ok_or_else(|| not_found("schedule", schedule))?;
+    cache
+        .put(&key, &to_json(&layout)?, SEAT_LAYOUT_TTL_MS)
+        .await;
+    Ok(layout)
 }
 
 #[derive(Serialize)]

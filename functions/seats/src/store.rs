@@ -8,21 +8,21 @@
 //! live reservation seats backs the whole thing up in the schema.
 
 use cache_invalidation::invalidate_schedule;
-use serde::Serialize;
-use spin_sdk::mysql::Row;
+use serde::{Deserialize, Serialize};
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use sql_kit::{
-    Db, DbError, DbResult, column_as, column_text, column_time, column_u64, corrupt, datetime, id,
-    placeholders, with_retries,
+    Db, DbError, DbResult, Row, column_as, column_text, column_time, column_u64, corrupt, datetime,
+    id, placeholders, with_retries,
 };
 use ticketing_core::ApiError;
-use ticketing_core::cache::{rebuild_lease_key, seat_map_keys};
+use ticketing_core::cache::{Freshness, rebuild_lease_key, seat_map_keys, stored_ttl_ms};
 use ticketing_core::events::{ReservationExpired, ReservationHeld, ReservationReleased};
 use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::money::Amount;
 use ticketing_core::ranking::{RankingWindow, TOP};
 use ticketing_core::seats::{
-    HoldPolicy, Reservation, ReservationStatus, SeatError, SeatListing, SeatSelection, SeatState,
+    HoldPolicy, Reservation, ReservationStatus, SeatError, SeatListing, SeatNumbers, SeatSelection,
+    SeatState,
 };
 use ticketing_core::time::Timestamp;
 
@@ -49,7 +49,7 @@ pub(crate) struct Schedule {
     pub(crate) available_seats: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Seat {
     pub(crate) seat_id: SeatId,
@@ -144,21 +144,60 @@ pub(crate) async fn schedule(db: &Db, schedule: ScheduleId) -> DbResult<Option<S
 }
 
 /// The seats of a schedule open to a hold at `now`, by seat number.
-pub(crate) async fn available_seats(
+/// A schedule's seats as they never change: what its seat map lists, less which are free.
+/// Seats are created with their schedule and no API alters them, so it is cached apart
+/// from the map for an hour, and a map's rebuild reads only the free seats' numbers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SeatLayout {
+    pub(crate) concert_id: ConcertId,
+    pub(crate) total_seats: u64,
+    /// By seat number.
+    pub(crate) seats: Vec<Seat>,
+}
+
+pub(crate) async fn seat_layout(db: &Db, schedule: ScheduleId) -> DbResult<Option<SeatLayout>> {
+    let Some(found) = self::schedule(db, schedule).await? else {
+        return Ok(None);
+    };
+    let rows = db
+        .query(
+            "SELECT id, seat_no, label, price FROM seats WHERE schedule_id = ? ORDER BY seat_no",
+            vec![id(schedule.get())],
+        )
+        .await?;
+    Ok(Some(SeatLayout {
+        concert_id: found.concert_id,
+        total_seats: found.total_seats,
+        seats: rows.iter().map(seat_from).collect::<DbResult<_>>()?,
+    }))
+}
+
+/// The numbers of `schedule`'s holdable seats, a row per 64 seats.
+pub(crate) async fn holdable_seat_numbers(
     db: &Db,
     schedule: ScheduleId,
     now: Timestamp,
-) -> DbResult<Vec<Seat>> {
+) -> DbResult<SeatNumbers> {
+    let bits = SeatNumbers::CHUNK_BITS;
     let rows = db
         .query(
             &format!(
-                "SELECT id, seat_no, label, price FROM seats \
-                 WHERE schedule_id = ? AND {HOLDABLE} ORDER BY seat_no"
+                "SELECT seat_no DIV {bits}, BIT_OR(1 << (seat_no MOD {bits})) FROM seats \
+                 WHERE schedule_id = ? AND {HOLDABLE} GROUP BY seat_no DIV {bits}"
             ),
             vec![id(schedule.get()), datetime(now)],
         )
         .await?;
-    rows.iter().map(seat_from).collect()
+    let chunks = rows
+        .iter()
+        .map(|row| {
+            let chunk = column_u64(row, 0).ok_or_else(|| corrupt("seat number chunk"))?;
+            let free = column_u64(row, 1).ok_or_else(|| corrupt("free seat bits"))?;
+            Ok((chunk, free))
+        })
+        .collect::<DbResult<Vec<_>>>()?;
+    Ok(SeatNumbers::from_chunks(chunks))
 }
 
 fn seat_from(row: &Row) -> DbResult<Seat> {
@@ -582,12 +621,36 @@ fn redis_failed(error: &redis::Error) -> ApiError {
     ApiError::unavailable("redis")
 }
 
-/// A cache lookup: the cached body, or what a rebuild needs to store a fresh one (for a
-/// seat map, the version it was missing under).
+/// A cache lookup: the cached body and how fresh it is, or what a rebuild needs to store a
+/// fresh one (for a seat map, the version it was missing under).
 pub(crate) enum Lookup<Miss> {
     Hit(String),
+    /// Past its time to live, within the grace: served while another reader rebuilds it.
+    Stale(String, Miss),
     Miss(Miss),
 }
+
+impl<Miss> Lookup<Miss> {
+    /// From a cached body (if any) and what `PTTL` said of its key.
+    fn of(body: Option<String>, remaining_ms: Option<&RedisResult>, miss: Miss) -> Self {
+        let freshness = match remaining_ms {
+            Some(RedisResult::Int64(ms)) => Freshness::of_remaining_ms(*ms),
+            _ => Freshness::Fresh,
+        };
+        match (body, freshness) {
+            (Some(body), Freshness::Fresh) => Self::Hit(body),
+            (Some(body), Freshness::Stale) => Self::Stale(body, miss),
+            (None, _) => Self::Miss(miss),
+        }
+    }
+}
+
+/// KEYS[1]'s value and its remaining milliseconds, then each further key's value; a missing
+/// value is Nil (`false` in Lua, since a nil would end the reply).
+const GET_WITH_EXPIRY: &str = "local values = {redis.call('GET', KEYS[1]) or false, \
+     redis.call('PTTL', KEYS[1])} \
+     for i = 2, #KEYS do values[#values + 1] = redis.call('GET', KEYS[i]) or false end \
+     return values";
 
 /// How long a rebuild lease lasts if its holder never ends it (say, its instance died).
 const REBUILD_LEASE_MS: u64 = 2_000;
@@ -601,17 +664,25 @@ impl Cache {
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Lookup<()>, ApiError> {
-        let value = self
-            .connection
-            .get(key)
+        let values = self.get_with_expiry(&[key]).await?;
+        Ok(Lookup::of(
+            values.first().and_then(result_text),
+            values.get(1),
+            (),
+        ))
+    }
+
+    /// `GET_WITH_EXPIRY` of `keys`, in one round trip.
+    async fn get_with_expiry(&self, keys: &[&str]) -> Result<Vec<RedisResult>, ApiError> {
+        let mut params = vec![
+            bytes(GET_WITH_EXPIRY),
+            RedisParameter::Int64(keys.len() as i64),
+        ];
+        params.extend(keys.iter().map(|key| bytes(key)));
+        self.connection
+            .execute("EVAL", params)
             .await
-            .map_err(|e| redis_failed(&e))?;
-        Ok(
-            match value.and_then(|bytes| String::from_utf8(bytes).ok()) {
-                Some(body) => Lookup::Hit(body),
-                None => Lookup::Miss(()),
-            },
-        )
+            .map_err(|e| redis_failed(&e))
     }
 
     /// Takes the lease to rebuild `key`: false while another reader holds it. A Redis
@@ -657,7 +728,7 @@ impl Cache {
                     bytes(key),
                     bytes(value),
                     bytes("PX"),
-                    bytes(&ttl_ms.to_string()),
+                    bytes(&stored_ttl_ms(ttl_ms).to_string()),
                 ],
             )
             .await;
@@ -668,19 +739,16 @@ impl Cache {
 
     pub(crate) async fn seat_map(&self, schedule: ScheduleId) -> Result<Lookup<String>, ApiError> {
         let (map, version) = seat_map_keys(schedule);
-        let values = self
-            .connection
-            .execute("MGET", [bytes(&map), bytes(&version)])
-            .await
-            .map_err(|e| redis_failed(&e))?;
-        match (values.first().and_then(result_text), values.get(1)) {
-            (Some(cached), _) => Ok(Lookup::Hit(cached)),
-            (None, version) => Ok(Lookup::Miss(
-                version
-                    .and_then(result_text)
-                    .unwrap_or_else(|| "0".to_owned()),
-            )),
-        }
+        let values = self.get_with_expiry(&[&map, &version]).await?;
+        let version = values
+            .get(2)
+            .and_then(result_text)
+            .unwrap_or_else(|| "0".to_owned());
+        Ok(Lookup::of(
+            values.first().and_then(result_text),
+            values.get(1),
+            version,
+        ))
     }
 
     /// Stores a seat map read under `version`, unless a write has bumped it since.
@@ -702,7 +770,7 @@ impl Cache {
                     bytes(&map),
                     bytes(&version_key),
                     bytes(value),
-                    bytes(&ttl_ms.to_string()),
+                    bytes(&stored_ttl_ms(ttl_ms).to_string()),
                     bytes(version),
                 ],
             )
