@@ -165,10 +165,9 @@ impl Db {
             .expect("a Db holds its connection until it is dropped")
     }
 
-    /// Every row of `statement`, read from the host's stream as many at a time as it has
-    /// ready. Spin hands a row over per stream read, so the SDK's one-row reads cost a round
-    /// trip between guest and host task per row: under a crowd each waits its turn on the
-    /// runtime's threads and a 500-seat map took seconds to read.
+    /// Every row of `statement`, read from the host's stream as many at a time as the host
+    /// hands over (edge: a batch; Spin 4.1: one per read, so many rows cost many hand-overs
+    /// under a crowd, and hot reads are shaped to return few rows, see `SeatNumbers`).
     pub async fn query(&self, statement: &str, params: Vec<ParameterValue>) -> DbResult<Vec<Row>> {
         let result = match self.connection().query(statement, params).await {
             Ok(result) => result,
