@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context as _;
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Pool, Transaction, TxOpts, Value};
+use store_sql::{TakenBy, placeholders};
 use ticketing_core::events::{Envelope, EventId, NotificationKind, NotificationRequest};
 use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::time::Timestamp;
@@ -155,109 +156,13 @@ impl Store {
         announce: impl Fn(&ExpiredHold) -> anyhow::Result<Envelope>,
     ) -> anyhow::Result<Vec<ExpiredHold>> {
         let mut transaction = self.begin().await?;
-        let lapsed: Vec<(u64, u64, u64)> = transaction
-            .exec(
-                "SELECT id, user_id, schedule_id FROM reservations \
-                 WHERE status = 'HELD' AND expires_at <= ? \
-                 ORDER BY expires_at LIMIT ? FOR UPDATE SKIP LOCKED",
-                (now.to_sql_datetime(), limit as u64),
-            )
-            .await
-            .context("finding lapsed holds")?;
+        let lapsed = lock_lapsed_holds(&mut transaction, now, limit).await?;
         if lapsed.is_empty() {
             transaction.rollback().await?;
             return Ok(Vec::new());
         }
-        let reservation_ids: Vec<u64> = lapsed.iter().map(|(id, _, _)| *id).collect();
-        let seat_rows: Vec<(u64, u64)> = transaction
-            .exec(
-                format!(
-                    "SELECT reservation_id, seat_id FROM reservation_seats \
-                     WHERE released_at IS NULL AND reservation_id IN ({}) \
-                     ORDER BY reservation_id, seat_id",
-                    placeholders(reservation_ids.len())
-                ),
-                values(&reservation_ids),
-            )
-            .await?;
-        let schedule_ids: BTreeSet<u64> = lapsed.iter().map(|(_, _, s)| *s).collect();
-        let schedule_ids: Vec<u64> = schedule_ids.into_iter().collect();
-        let concerts: BTreeMap<u64, u64> = transaction
-            .exec::<(u64, u64), _, _>(
-                format!(
-                    "SELECT id, concert_id FROM schedules WHERE id IN ({})",
-                    placeholders(schedule_ids.len())
-                ),
-                values(&schedule_ids),
-            )
-            .await?
-            .into_iter()
-            .collect();
-        let mut seats_of: BTreeMap<u64, Vec<SeatId>> = BTreeMap::new();
-        for (reservation, seat) in &seat_rows {
-            seats_of
-                .entry(*reservation)
-                .or_default()
-                .push(SeatId::new(*seat)?);
-        }
-        let expired = lapsed
-            .iter()
-            .map(|&(reservation, user, schedule)| {
-                Ok(ExpiredHold {
-                    reservation: ReservationId::new(reservation)?,
-                    user: UserId::new(user)?,
-                    schedule: ScheduleId::new(schedule)?,
-                    concert: ConcertId::new(
-                        *concerts
-                            .get(&schedule)
-                            .context("a schedule without a concert")?,
-                    )?,
-                    seats: seats_of.remove(&reservation).unwrap_or_default(),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-
-        let in_reservations = placeholders(reservation_ids.len());
-        transaction
-            .exec_drop(
-                format!(
-                    "UPDATE reservations SET status = 'EXPIRED' \
-                     WHERE status = 'HELD' AND id IN ({in_reservations})"
-                ),
-                values(&reservation_ids),
-            )
-            .await?;
-        anyhow::ensure!(
-            transaction.affected_rows() == reservation_ids.len() as u64,
-            "a locked lapsed hold changed under its lock"
-        );
-        let mut params = vec![Value::from(now.to_sql_datetime())];
-        params.extend(reservation_ids.iter().map(|id| Value::from(*id)));
-        transaction
-            .exec_drop(
-                format!(
-                    "UPDATE reservation_seats SET released_at = ? \
-                     WHERE released_at IS NULL AND reservation_id IN ({in_reservations})"
-                ),
-                params,
-            )
-            .await?;
-        if !seat_rows.is_empty() {
-            let seat_ids: Vec<u64> = seat_rows.iter().map(|(_, seat)| *seat).collect();
-            let mut params = values(&seat_ids);
-            params.extend(reservation_ids.iter().map(|id| Value::from(*id)));
-            transaction
-                .exec_drop(
-                    format!(
-                        "UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, \
-                         held_until = NULL, version = version + 1 \
-                         WHERE status = 'HELD' AND id IN ({}) AND reservation_id IN ({in_reservations})",
-                        placeholders(seat_ids.len())
-                    ),
-                    params,
-                )
-                .await?;
-        }
+        let expired = describe_lapsed(&mut transaction, &lapsed).await?;
+        end_holds(&mut transaction, &expired, now).await?;
         let envelopes = expired
             .iter()
             .map(&announce)
@@ -388,6 +293,121 @@ impl Claim {
 }
 
 /// Writes events to the outbox inside the caller's transaction.
+/// A lapsed hold locked for the sweep: reservation, user, schedule.
+type LapsedHold = (u64, u64, u64);
+
+/// Up to `limit` holds lapsed at `now`, oldest first, locked; holds another transaction
+/// has locked (a payment or a component expiring them) are skipped.
+async fn lock_lapsed_holds(
+    transaction: &mut Transaction<'static>,
+    now: Timestamp,
+    limit: usize,
+) -> anyhow::Result<Vec<LapsedHold>> {
+    transaction
+        .exec(
+            "SELECT id, user_id, schedule_id FROM reservations \
+             WHERE status = 'HELD' AND expires_at <= ? \
+             ORDER BY expires_at LIMIT ? FOR UPDATE SKIP LOCKED",
+            (now.to_sql_datetime(), limit as u64),
+        )
+        .await
+        .context("finding lapsed holds")
+}
+
+/// The locked holds with their concerts and the seats they still hold.
+async fn describe_lapsed(
+    transaction: &mut Transaction<'static>,
+    lapsed: &[LapsedHold],
+) -> anyhow::Result<Vec<ExpiredHold>> {
+    let reservation_ids: Vec<u64> = lapsed.iter().map(|(id, _, _)| *id).collect();
+    let seat_rows: Vec<(u64, u64)> = transaction
+        .exec(
+            format!(
+                "SELECT reservation_id, seat_id FROM reservation_seats \
+                 WHERE released_at IS NULL AND reservation_id IN ({}) \
+                 ORDER BY reservation_id, seat_id",
+                placeholders(reservation_ids.len())
+            ),
+            values(&reservation_ids),
+        )
+        .await?;
+    let schedule_ids: BTreeSet<u64> = lapsed.iter().map(|(_, _, s)| *s).collect();
+    let schedule_ids: Vec<u64> = schedule_ids.into_iter().collect();
+    let concerts: BTreeMap<u64, u64> = transaction
+        .exec::<(u64, u64), _, _>(
+            format!(
+                "SELECT id, concert_id FROM schedules WHERE id IN ({})",
+                placeholders(schedule_ids.len())
+            ),
+            values(&schedule_ids),
+        )
+        .await?
+        .into_iter()
+        .collect();
+    let mut seats_of: BTreeMap<u64, Vec<SeatId>> = BTreeMap::new();
+    for (reservation, seat) in &seat_rows {
+        seats_of
+            .entry(*reservation)
+            .or_default()
+            .push(SeatId::new(*seat)?);
+    }
+    lapsed
+        .iter()
+        .map(|&(reservation, user, schedule)| {
+            Ok(ExpiredHold {
+                reservation: ReservationId::new(reservation)?,
+                user: UserId::new(user)?,
+                schedule: ScheduleId::new(schedule)?,
+                concert: ConcertId::new(
+                    *concerts
+                        .get(&schedule)
+                        .context("a schedule without a concert")?,
+                )?,
+                seats: seats_of.remove(&reservation).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Marks the locked holds EXPIRED and puts their seats back on sale.
+async fn end_holds(
+    transaction: &mut Transaction<'static>,
+    expired: &[ExpiredHold],
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let reservation_ids: Vec<u64> = expired.iter().map(|hold| hold.reservation.get()).collect();
+    transaction
+        .exec_drop(
+            store_sql::expire_holds(reservation_ids.len()),
+            values(&reservation_ids),
+        )
+        .await?;
+    anyhow::ensure!(
+        transaction.affected_rows() == reservation_ids.len() as u64,
+        "a locked lapsed hold changed under its lock"
+    );
+    let mut params = vec![Value::from(now.to_sql_datetime())];
+    params.extend(values(&reservation_ids));
+    transaction
+        .exec_drop(store_sql::release_seat_links(reservation_ids.len()), params)
+        .await?;
+    let seat_ids: Vec<u64> = expired
+        .iter()
+        .flat_map(|hold| hold.seats.iter().map(|seat| seat.get()))
+        .collect();
+    if !seat_ids.is_empty() {
+        let mut params = values(&seat_ids);
+        params.extend(values(&reservation_ids));
+        transaction
+            .exec_drop(
+                store_sql::free_seats(TakenBy::Hold, seat_ids.len(), reservation_ids.len()),
+                params,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 async fn insert_outbox(
     transaction: &mut Transaction<'static>,
     envelopes: &[Envelope],
@@ -424,10 +444,6 @@ fn kind_name(kind: NotificationKind) -> &'static str {
         NotificationKind::PaymentRefunded => "PAYMENT_REFUNDED",
         NotificationKind::ReservationExpired => "RESERVATION_EXPIRED",
     }
-}
-
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
 }
 
 /// `n` row tuples of `width` placeholders each, for a multi-row INSERT.

@@ -16,6 +16,7 @@ use sql_kit::{
     Db, DbError, DbResult, Row, column_as, column_text, column_time, column_u64, corrupt, datetime,
     envelope, id, int, placeholders, text, with_retries,
 };
+use store_sql::TakenBy;
 use ticketing_core::events::{
     Envelope, NotificationKind, NotificationRequest, PaymentCompleted, PaymentFacts,
     PaymentRefunded,
@@ -564,7 +565,6 @@ async fn refund_transaction(
     now: Timestamp,
 ) -> DbResult<bool> {
     let r = &booking.reservation;
-    let amount = r.amount.minor_units();
     db.begin().await?;
     db.execute(
         "UPDATE payments SET status = 'REFUNDED', refunded_at = ? WHERE id = ? AND status = 'SUCCEEDED'",
@@ -575,14 +575,7 @@ async fn refund_transaction(
         db.rollback().await;
         return Ok(false);
     }
-    db.execute(
-        "UPDATE balances SET amount = amount + ?, version = version + 1 WHERE user_id = ?",
-        vec![id(amount), id(r.user_id.get())],
-    )
-    .await?;
-    let after = balance(db, r.user_id)
-        .await?
-        .ok_or_else(|| corrupt("balances.amount"))?;
+    let after = credit(db, r.user_id, r.amount).await?;
     ledger_line(db, payment, booking, LedgerEntryKind::Refund, after, now).await?;
     db.execute(
         "UPDATE reservations SET status = 'REFUNDED' WHERE id = ? AND status = 'CONFIRMED'",
@@ -590,18 +583,14 @@ async fn refund_transaction(
     )
     .await?;
     db.execute(
-        "UPDATE reservation_seats SET released_at = ? WHERE reservation_id = ? AND released_at IS NULL",
+        &store_sql::release_seat_links(1),
         vec![datetime(now), id(r.id.get())],
     )
     .await?;
-    let mut params = vec![id(r.id.get())];
-    params.extend(r.seat_ids.iter().map(|s| id(s.get())));
+    let mut params: Vec<_> = r.seat_ids.iter().map(|s| id(s.get())).collect();
+    params.push(id(r.id.get()));
     db.execute(
-        &format!(
-            "UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL, \
-             version = version + 1 WHERE reservation_id = ? AND status = 'SOLD' AND id IN ({})",
-            placeholders(r.seat_ids.len())
-        ),
+        &store_sql::free_seats(TakenBy::Sale, r.seat_ids.len(), 1),
         params,
     )
     .await?;
@@ -612,4 +601,29 @@ async fn refund_transaction(
     .await?;
     db.commit().await?;
     Ok(true)
+}
+
+/// Gives `amount` back to `user` by the core's rule (`Balance::credit`), on the balance row
+/// locked inside the caller's transaction; returns the balance after.
+async fn credit(db: &Db, user: UserId, amount: Amount) -> DbResult<Balance> {
+    let rows = db
+        .query(
+            "SELECT amount FROM balances WHERE user_id = ? FOR UPDATE",
+            vec![id(user.get())],
+        )
+        .await?;
+    let before = rows
+        .first()
+        .map(|row| column_as(row, 0, "balances.amount", Balance::new))
+        .transpose()?
+        .ok_or_else(|| corrupt("balances.amount"))?;
+    let after = before
+        .credit(amount)
+        .map_err(|error| DbError::Internal(format!("crediting a refund: {error}")))?;
+    db.execute(
+        "UPDATE balances SET amount = ?, version = version + 1 WHERE user_id = ?",
+        vec![id(after.minor_units()), id(user.get())],
+    )
+    .await?;
+    Ok(after)
 }

@@ -14,6 +14,7 @@ use sql_kit::{
     Db, DbError, DbResult, Row, column_as, column_text, column_time, column_u64, corrupt, datetime,
     id, placeholders, with_retries,
 };
+use store_sql::TakenBy;
 use ticketing_core::ApiError;
 use ticketing_core::cache::{Freshness, rebuild_lease_key, seat_map_keys, stored_ttl_ms};
 use ticketing_core::events::{ReservationExpired, ReservationHeld, ReservationReleased};
@@ -493,11 +494,8 @@ async fn expire(db: &Db, reservation: ReservationId, now: Timestamp) -> DbResult
     };
     let user = column_as(row, 0, "reservations.user_id", UserId::new)?;
     let schedule = column_as(row, 1, "reservations.schedule_id", ScheduleId::new)?;
-    db.execute(
-        "UPDATE reservations SET status = 'EXPIRED' WHERE id = ?",
-        vec![id(reservation.get())],
-    )
-    .await?;
+    db.execute(&store_sql::expire_holds(1), vec![id(reservation.get())])
+        .await?;
     let seats = release_seats(db, reservation, now).await?;
     db.publish(
         &ReservationExpired {
@@ -531,20 +529,14 @@ async fn release_seats(
         return Ok(seats);
     }
     db.execute(
-        "UPDATE reservation_seats SET released_at = ? \
-         WHERE reservation_id = ? AND released_at IS NULL",
+        &store_sql::release_seat_links(1),
         vec![datetime(now), id(reservation.get())],
     )
     .await?;
-    let mut params = vec![id(reservation.get())];
-    params.extend(seats.iter().map(|s| id(s.get())));
+    let mut params: Vec<_> = seats.iter().map(|s| id(s.get())).collect();
+    params.push(id(reservation.get()));
     db.execute(
-        &format!(
-            "UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL, \
-             version = version + 1 \
-             WHERE reservation_id = ? AND status = 'HELD' AND id IN ({})",
-            placeholders(seats.len())
-        ),
+        &store_sql::free_seats(TakenBy::Hold, seats.len(), 1),
         params,
     )
     .await?;

@@ -310,10 +310,7 @@ pub fn datetime(at: Timestamp) -> ParameterValue {
     ParameterValue::Str(at.to_sql_datetime())
 }
 
-/// `?, ?, ?` for an `IN (…)` list of `n` values.
-pub fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
-}
+pub use store_sql::placeholders;
 
 /// A result row: its values in the order of the statement's columns.
 pub type Row = Vec<DbValue>;
