@@ -453,6 +453,18 @@ pub async fn get(app: &App, path: &str, auth: &str) -> Value {
         .json()
 }
 
+/// The seat map of `schedule` (no token needed).
+pub async fn seat_map(app: &App, schedule: u64) -> Value {
+    app.call(
+        "GET",
+        &format!("/api/schedules/{schedule}/seats"),
+        None,
+        &[],
+    )
+    .await
+    .json()
+}
+
 /// Holds one seat with `pass`; returns the reservation.
 pub async fn hold(app: &App, pass: &str, schedule: u64, seat: u64) -> u64 {
     let (status, body) = post(

@@ -7,3 +7,4 @@ mod events;
 mod payment;
 mod queue;
 mod seats;
+mod store_model;

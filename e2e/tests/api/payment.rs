@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use e2e::{App, Gateway, get, hold, key, mysql, pay, pay_until_done, post, user, venue};
+use e2e::{App, Gateway, get, hold, key, mysql, pay, pay_until_done, post, seat_map, user, venue};
 use mysql_async::prelude::Queryable;
 use payment_gateway::Behaviour;
 use serde_json::{Value, json};
@@ -506,15 +506,7 @@ async fn a_refund_credits_back_once_and_puts_the_seats_back_on_sale() {
         .expect("query")
         .expect("row");
     assert_eq!((refund_lines, events), (1, 1));
-    let seats = app
-        .call(
-            "GET",
-            &format!("/api/schedules/{}/seats", venue.schedule),
-            None,
-            &[],
-        )
-        .await
-        .json();
+    let seats = seat_map(&app, venue.schedule).await;
     assert_eq!(seats["availableSeats"], 2, "{seats}");
     assert_books_balance(&[buyer]).await;
     Arc::into_inner(app).expect("sole owner").stop().await;
