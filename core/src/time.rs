@@ -54,11 +54,6 @@ impl Timestamp {
         Self(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Whole seconds since the epoch, rounded down.
-    pub const fn unix_secs(self) -> u64 {
-        self.0 / 1000
-    }
-
     pub fn saturating_add(self, duration: Duration) -> Self {
         Self(self.0.saturating_add(duration_millis(duration)))
     }

@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -131,10 +131,8 @@ pub struct Metrics {
     rejected: Family<RejectLabels, Counter>,
     instances_created: Family<ComponentLabels, Counter>,
     instances_live: Family<ComponentLabels, Gauge>,
-    redis_calls: Family<CallLabels, Counter>,
-    redis_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    mysql_calls: Family<CallLabels, Counter>,
-    mysql_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    redis: BackendMetrics,
+    mysql: BackendMetrics,
     in_flight: Gauge,
     /// Open Redis connections across all address pools.
     pub redis_connections: Gauge,
@@ -142,85 +140,101 @@ pub struct Metrics {
     pub mysql_connections_in_use: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut metrics = Self {
-            registry: Registry::with_prefix("edge"),
-            requests: Family::default(),
-            request_duration: Family::new_with_constructor(latency_histogram),
-            rejected: Family::default(),
-            instances_created: Family::default(),
-            instances_live: Family::default(),
-            redis_calls: Family::default(),
-            redis_duration: Family::new_with_constructor(latency_histogram),
-            mysql_calls: Family::default(),
-            mysql_duration: Family::new_with_constructor(latency_histogram),
-            in_flight: Gauge::default(),
-            redis_connections: Gauge::default(),
-            mysql_connections_in_use: Gauge::default(),
+/// Calls to one backend by operation and outcome, and their latency.
+#[derive(Debug)]
+struct BackendMetrics {
+    calls: Family<CallLabels, Counter>,
+    duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+}
+
+impl BackendMetrics {
+    /// `<prefix>_calls` and `<prefix>_call_duration_seconds`, described for `name`.
+    fn register(registry: &mut Registry, prefix: &str, name: &str, latency_note: &str) -> Self {
+        let metrics = Self {
+            calls: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
         };
-        let r = &mut metrics.registry;
-        r.register(
-            "requests",
-            "HTTP requests by component, route and status",
-            metrics.requests.clone(),
+        registry.register(
+            format!("{prefix}_calls"),
+            format!("{name} calls by operation and outcome"),
+            metrics.calls.clone(),
         );
-        r.register(
-            "request_duration_seconds",
-            "Time from request head to response head",
-            metrics.request_duration.clone(),
-        );
-        r.register(
-            "requests_rejected",
-            "Requests answered by the host itself (no route, too large, overload)",
-            metrics.rejected.clone(),
-        );
-        r.register(
-            "redis_connections",
-            "Open Redis connections across all address pools",
-            metrics.redis_connections.clone(),
-        );
-        r.register(
-            "mysql_connections_in_use",
-            "MySQL connections checked out of the pools by guests",
-            metrics.mysql_connections_in_use.clone(),
-        );
-        r.register(
-            "requests_in_flight",
-            "Requests being handled now",
-            metrics.in_flight.clone(),
-        );
-        r.register(
-            "instances_created",
-            "Component instances created; requests / instances is the reuse factor",
-            metrics.instances_created.clone(),
-        );
-        r.register(
-            "instances_live",
-            "Component instances alive now",
-            metrics.instances_live.clone(),
-        );
-        r.register(
-            "redis_calls",
-            "Redis calls by operation and outcome",
-            metrics.redis_calls.clone(),
-        );
-        r.register(
-            "redis_call_duration_seconds",
-            "Redis call latency",
-            metrics.redis_duration.clone(),
-        );
-        r.register(
-            "mysql_calls",
-            "MySQL calls by operation and outcome",
-            metrics.mysql_calls.clone(),
-        );
-        r.register(
-            "mysql_call_duration_seconds",
-            "MySQL call latency (acquire included for open)",
-            metrics.mysql_duration.clone(),
+        registry.register(
+            format!("{prefix}_call_duration_seconds"),
+            format!("{name} call latency{latency_note}"),
+            metrics.duration.clone(),
         );
         metrics
+    }
+}
+
+/// Registers `metric` under `name` and returns the handle the host updates.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("edge");
+        Self {
+            requests: registered(
+                &mut r,
+                "requests",
+                "HTTP requests by component, route and status",
+                Family::default(),
+            ),
+            request_duration: registered(
+                &mut r,
+                "request_duration_seconds",
+                "Time from request head to response head",
+                Family::new_with_constructor(latency_histogram),
+            ),
+            rejected: registered(
+                &mut r,
+                "requests_rejected",
+                "Requests answered by the host itself (no route, too large, overload)",
+                Family::default(),
+            ),
+            redis_connections: registered(
+                &mut r,
+                "redis_connections",
+                "Open Redis connections across all address pools",
+                Gauge::default(),
+            ),
+            mysql_connections_in_use: registered(
+                &mut r,
+                "mysql_connections_in_use",
+                "MySQL connections checked out of the pools by guests",
+                Gauge::default(),
+            ),
+            in_flight: registered(
+                &mut r,
+                "requests_in_flight",
+                "Requests being handled now",
+                Gauge::default(),
+            ),
+            instances_created: registered(
+                &mut r,
+                "instances_created",
+                "Component instances created; requests / instances is the reuse factor",
+                Family::default(),
+            ),
+            instances_live: registered(
+                &mut r,
+                "instances_live",
+                "Component instances alive now",
+                Family::default(),
+            ),
+            redis: BackendMetrics::register(&mut r, "redis", "Redis", ""),
+            mysql: BackendMetrics::register(
+                &mut r,
+                "mysql",
+                "MySQL",
+                " (acquire included for open)",
+            ),
+            registry: r,
+        }
     }
 }
 
@@ -267,14 +281,16 @@ impl Metrics {
         elapsed: Duration,
     ) {
         let outcome = if ok { "ok" } else { "error" };
-        let (calls, duration) = match backend {
-            Backend::Redis => (&self.redis_calls, &self.redis_duration),
-            Backend::Mysql => (&self.mysql_calls, &self.mysql_duration),
+        let metrics = match backend {
+            Backend::Redis => &self.redis,
+            Backend::Mysql => &self.mysql,
         };
-        calls
+        metrics
+            .calls
             .get_or_create(&CallLabels { operation, outcome })
             .inc();
-        duration
+        metrics
+            .duration
             .get_or_create(&OperationLabels { operation })
             .observe(elapsed.as_secs_f64());
     }

@@ -372,12 +372,49 @@ async fn hold_transaction(
     policy: &HoldPolicy,
     now: Timestamp,
 ) -> DbResult<Result<Reservation, SeatError>> {
-    let seats = selection.seats();
     let expires_at = policy.hold_expiry(now);
     db.begin().await?;
     for reservation in lapsed {
         expire(db, *reservation, now).await?;
     }
+    let reservation = Reservation {
+        id: insert_reservation(db, selection, user, amount, expires_at, now).await?,
+        user_id: user,
+        schedule_id: selection.schedule(),
+        status: ReservationStatus::Held,
+        seat_ids: selection.seats().to_vec(),
+        amount,
+        expires_at,
+    };
+    if let Err(refused) = take_seats(db, &reservation, now).await? {
+        db.rollback().await;
+        return Ok(Err(refused));
+    }
+    db.publish(
+        &ReservationHeld {
+            reservation_id: reservation.id,
+            user_id: user,
+            schedule_id: reservation.schedule_id,
+            seat_ids: reservation.seat_ids.clone(),
+            amount,
+            expires_at: reservation.expires_at,
+        },
+        now,
+    )
+    .await?;
+    db.commit().await?;
+    Ok(Ok(reservation))
+}
+
+/// A new HELD reservation row; returns its id.
+async fn insert_reservation(
+    db: &Db,
+    selection: &SeatSelection,
+    user: UserId,
+    amount: Amount,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> DbResult<ReservationId> {
     db.execute(
         "INSERT INTO reservations (user_id, schedule_id, status, amount, expires_at, created_at) \
          VALUES (?, ?, 'HELD', ?, ?, ?)",
@@ -390,12 +427,21 @@ async fn hold_transaction(
         ],
     )
     .await?;
-    let reservation_id =
-        ReservationId::new(db.last_insert_id().await?).map_err(|_| corrupt("LAST_INSERT_ID()"))?;
+    ReservationId::new(db.last_insert_id().await?).map_err(|_| corrupt("LAST_INSERT_ID()"))
+}
+
+/// Marks every seat of `reservation` HELD by it and links them, all or none: a seat that is
+/// not holdable any more (taken since the cheap read) refuses the lot, naming the taken.
+async fn take_seats(
+    db: &Db,
+    reservation: &Reservation,
+    now: Timestamp,
+) -> DbResult<Result<(), SeatError>> {
+    let seats = &reservation.seat_ids;
     let mut params = vec![
-        id(reservation_id.get()),
-        datetime(expires_at),
-        id(selection.schedule().get()),
+        id(reservation.id.get()),
+        datetime(reservation.expires_at),
+        id(reservation.schedule_id.get()),
         datetime(now),
     ];
     params.extend(seats.iter().map(|s| id(s.get())));
@@ -410,14 +456,14 @@ async fn hold_transaction(
     )
     .await?;
     if db.row_count().await? != seats.len() as u64 {
-        let taken = taken_seats(db, seats, reservation_id).await?;
-        db.rollback().await;
-        return Ok(Err(SeatError::Unavailable(taken)));
+        return Ok(Err(SeatError::Unavailable(
+            taken_seats(db, seats, reservation.id).await?,
+        )));
     }
     let values = vec!["(?, ?)"; seats.len()].join(", ");
     let params = seats
         .iter()
-        .flat_map(|s| [id(reservation_id.get()), id(s.get())])
+        .flat_map(|s| [id(reservation.id.get()), id(s.get())])
         .collect();
     match db
         .execute(
@@ -427,35 +473,9 @@ async fn hold_transaction(
         .await
     {
         // A live row for one of these seats: the schema's last line of defence held.
-        Err(DbError::Duplicate(_)) => {
-            db.rollback().await;
-            return Ok(Err(SeatError::Unavailable(seats.to_vec())));
-        }
-        other => other?,
+        Err(DbError::Duplicate(_)) => Ok(Err(SeatError::Unavailable(seats.clone()))),
+        other => other.map(Ok),
     }
-    let reservation = Reservation {
-        id: reservation_id,
-        user_id: user,
-        schedule_id: selection.schedule(),
-        status: ReservationStatus::Held,
-        seat_ids: seats.to_vec(),
-        amount,
-        expires_at,
-    };
-    db.publish(
-        &ReservationHeld {
-            reservation_id,
-            user_id: user,
-            schedule_id: selection.schedule(),
-            seat_ids: seats.to_vec(),
-            amount,
-            expires_at,
-        },
-        now,
-    )
-    .await?;
-    db.commit().await?;
-    Ok(Ok(reservation))
 }
 
 /// The selected seats some other reservation owns now.

@@ -213,37 +213,7 @@ fn component_spec(
     variables: &BTreeMap<VariableName, VariableDecl>,
     base_dir: &Path,
 ) -> Result<ComponentSpec, ManifestError> {
-    let source = match raw.source {
-        toml::Value::String(path) if path.is_empty() => {
-            return Err(invalid(
-                format!("{at}: source"),
-                Problem::Invalid("must not be empty".to_owned()),
-            ));
-        }
-        toml::Value::String(path) => base_dir.join(path),
-        toml::Value::Table(table) if table.contains_key("url") => {
-            return Err(invalid(
-                format!("{at}: source"),
-                Problem::RemoteSource("URL (`{ url, digest }`)"),
-            ));
-        }
-        toml::Value::Table(table) if table.contains_key("package") => {
-            return Err(invalid(
-                format!("{at}: source"),
-                Problem::RemoteSource("registry (`{ registry, package, version }`)"),
-            ));
-        }
-        _ => {
-            return Err(invalid(
-                format!("{at}: source"),
-                Problem::Invalid(
-                    "must be a path string, `{ url, digest }` or `{ registry, package, version }`"
-                        .to_owned(),
-                ),
-            ));
-        }
-    };
-
+    let source = component_source(at, raw.source, base_dir)?;
     if !raw.allowed_http_hosts.is_empty() {
         return Err(invalid(
             format!("{at}: allowed_http_hosts"),
@@ -255,28 +225,11 @@ fn component_spec(
     }
     AllowedHosts::validate(&raw.allowed_outbound_hosts, variables)
         .map_err(|err| invalid(at, Problem::AllowedHosts(err)))?;
-
-    let mut component_variables = BTreeMap::new();
-    for (name, text) in raw.variables {
-        let var_at = format!("{at}: variables.{name}");
-        let name = VariableName::parse_declared(&name)
-            .map_err(|reason| invalid(&var_at, Problem::VariableName(reason)))?;
-        let template =
-            Template::parse(&text).map_err(|err| invalid(&var_at, Problem::Template(err)))?;
-        if let Some(undeclared) = template.references().find(|r| !variables.contains_key(*r)) {
-            return Err(invalid(
-                var_at,
-                Problem::UndeclaredVariable(undeclared.clone()),
-            ));
-        }
-        component_variables.insert(name, template);
-    }
-
+    let component_variables = component_variables(at, raw.variables, variables)?;
     let build = raw
         .build
         .map(|build| build_spec(at, build, base_dir))
         .transpose()?;
-
     let ignored_keys = [
         ("files", raw.files.is_empty()),
         ("exclude_files", raw.exclude_files.is_empty()),
@@ -288,7 +241,6 @@ fn component_spec(
     .into_iter()
     .filter_map(|(key, empty)| (!empty).then_some(key))
     .collect();
-
     Ok(ComponentSpec {
         id,
         description: raw.description,
@@ -299,6 +251,55 @@ fn component_spec(
         build,
         ignored_keys,
     })
+}
+
+/// A component's `source`: a local path, relative to the manifest. Spin also fetches URLs
+/// and registry packages; this host refuses them by name rather than as malformed.
+fn component_source(
+    at: &str,
+    source: toml::Value,
+    base_dir: &Path,
+) -> Result<PathBuf, ManifestError> {
+    let problem = match source {
+        toml::Value::String(path) if !path.is_empty() => return Ok(base_dir.join(path)),
+        toml::Value::String(_) => Problem::Invalid("must not be empty".to_owned()),
+        toml::Value::Table(table) if table.contains_key("url") => {
+            Problem::RemoteSource("URL (`{ url, digest }`)")
+        }
+        toml::Value::Table(table) if table.contains_key("package") => {
+            Problem::RemoteSource("registry (`{ registry, package, version }`)")
+        }
+        _ => Problem::Invalid(
+            "must be a path string, `{ url, digest }` or `{ registry, package, version }`"
+                .to_owned(),
+        ),
+    };
+    Err(invalid(format!("{at}: source"), problem))
+}
+
+/// A component's `[component.x.variables]`: declared names, templates that reference only
+/// the application's declared variables.
+fn component_variables(
+    at: &str,
+    raw: BTreeMap<String, String>,
+    declared: &BTreeMap<VariableName, VariableDecl>,
+) -> Result<BTreeMap<VariableName, Template>, ManifestError> {
+    let mut parsed = BTreeMap::new();
+    for (name, text) in raw {
+        let var_at = format!("{at}: variables.{name}");
+        let name = VariableName::parse_declared(&name)
+            .map_err(|reason| invalid(&var_at, Problem::VariableName(reason)))?;
+        let template =
+            Template::parse(&text).map_err(|err| invalid(&var_at, Problem::Template(err)))?;
+        if let Some(undeclared) = template.references().find(|r| !declared.contains_key(*r)) {
+            return Err(invalid(
+                var_at,
+                Problem::UndeclaredVariable(undeclared.clone()),
+            ));
+        }
+        parsed.insert(name, template);
+    }
+    Ok(parsed)
 }
 
 fn build_spec(at: &str, raw: RawBuild, base_dir: &Path) -> Result<BuildSpec, ManifestError> {
@@ -343,62 +344,16 @@ fn http_triggers(
     variables: &BTreeMap<VariableName, VariableDecl>,
     base_dir: &Path,
 ) -> Result<Vec<HttpTrigger>, ManifestError> {
-    let Some(triggers) = triggers else {
-        return Err(invalid("trigger", Problem::Missing("[[trigger.http]]")));
-    };
-    if let Some(kind) = triggers.keys().find(|kind| *kind != "http") {
-        return Err(invalid(
-            format!("trigger.{kind}"),
-            Problem::Unsupported(format!(
-                "trigger type `{kind}` (this host serves only `http`)"
-            )),
-        ));
-    }
-    let entries = match triggers.get("http") {
-        Some(toml::Value::Array(entries)) if !entries.is_empty() => entries,
-        Some(toml::Value::Array(_)) | None => {
-            return Err(invalid("trigger", Problem::Missing("[[trigger.http]]")));
-        }
-        Some(_) => {
-            return Err(invalid(
-                "trigger.http",
-                Problem::Invalid("must be an array of tables: write [[trigger.http]]".to_owned()),
-            ));
-        }
-    };
-
+    let entries = http_trigger_entries(triggers)?;
     let mut parsed = Vec::with_capacity(entries.len());
-    for (index, entry) in entries.iter().enumerate() {
+    for (index, entry) in entries.into_iter().enumerate() {
         let at = format!("trigger.http[{index}]");
-        let raw: RawHttpTrigger = entry.clone().try_into().map_err(|err: toml::de::Error| {
+        let raw: RawHttpTrigger = entry.try_into().map_err(|err: toml::de::Error| {
             invalid(&at, Problem::Invalid(err.message().to_owned()))
         })?;
         parsed.push(http_trigger_parts(&at, raw)?);
     }
-
-    // Spin's normalization, so ids match what `spin up` reports: trigger ids first, then
-    // inline components named after their trigger.
-    let mut taken: BTreeSet<String> = parsed.iter().map(|(id, _, _)| id.clone()).collect();
-    let mut counter = 1;
-    for (id, _, component) in &mut parsed {
-        if !id.is_empty() {
-            continue;
-        }
-        if let ComponentRef::Id(component) = component {
-            let natural = format!("{component}-http-trigger");
-            if taken.insert(natural.clone()) {
-                *id = natural;
-                continue;
-            }
-        }
-        *id = loop {
-            let candidate = format!("http-trigger{counter}");
-            if taken.insert(candidate.clone()) {
-                break candidate;
-            }
-            counter += 1;
-        };
-    }
+    name_unnamed_triggers(&mut parsed);
 
     // All inline components first, so a trigger may name one declared by a later trigger.
     let mut http_triggers = Vec::with_capacity(parsed.len());
@@ -428,6 +383,57 @@ fn http_triggers(
         }
     }
     Ok(http_triggers)
+}
+
+/// The `[[trigger.http]]` tables; any other trigger type is refused by name.
+fn http_trigger_entries(triggers: Option<toml::Table>) -> Result<Vec<toml::Value>, ManifestError> {
+    let Some(mut triggers) = triggers else {
+        return Err(invalid("trigger", Problem::Missing("[[trigger.http]]")));
+    };
+    if let Some(kind) = triggers.keys().find(|kind| *kind != "http") {
+        return Err(invalid(
+            format!("trigger.{kind}"),
+            Problem::Unsupported(format!(
+                "trigger type `{kind}` (this host serves only `http`)"
+            )),
+        ));
+    }
+    match triggers.remove("http") {
+        Some(toml::Value::Array(entries)) if !entries.is_empty() => Ok(entries),
+        Some(toml::Value::Array(_)) | None => {
+            Err(invalid("trigger", Problem::Missing("[[trigger.http]]")))
+        }
+        Some(_) => Err(invalid(
+            "trigger.http",
+            Problem::Invalid("must be an array of tables: write [[trigger.http]]".to_owned()),
+        )),
+    }
+}
+
+/// Spin's normalization, so ids match what `spin up` reports: trigger ids first, then
+/// `<component>-http-trigger`, then `http-trigger<N>`.
+fn name_unnamed_triggers(parsed: &mut [(String, RouteSpec, ComponentRef)]) {
+    let mut taken: BTreeSet<String> = parsed.iter().map(|(id, _, _)| id.clone()).collect();
+    let mut counter = 1;
+    for (id, _, component) in parsed.iter_mut() {
+        if !id.is_empty() {
+            continue;
+        }
+        if let ComponentRef::Id(component) = component {
+            let natural = format!("{component}-http-trigger");
+            if taken.insert(natural.clone()) {
+                *id = natural;
+                continue;
+            }
+        }
+        *id = loop {
+            let candidate = format!("http-trigger{counter}");
+            if taken.insert(candidate.clone()) {
+                break candidate;
+            }
+            counter += 1;
+        };
+    }
 }
 
 /// `<trigger id>-component` when that is a free, valid id, else `inline-component<N>`.
