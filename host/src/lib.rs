@@ -7,11 +7,13 @@
 //! and component files run unchanged under `spin up`.
 //!
 //! Layout, after Spin's factors: [`loader`] wires a manifest into handlers, [`server`] is the
-//! HTTP front, [`instance`] the reuse policy, and each host interface has its own module
+//! HTTP front, [`admission`] its concurrency limit and wait queue, [`instance`] the reuse
+//! policy, and each host interface has its own module
 //! ([`redis`], [`mysql`], [`variables_host`], [`outbound_http`]) split into wiring, host
 //! implementation and configuration. What the manifest means is the `edge-app` crate.
 
 pub mod admin;
+pub mod admission;
 pub mod bindings;
 pub mod build_cmd;
 pub mod engine;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use edge::admission::AdmissionSettings;
 use edge::engine::{self, EngineSettings};
 use edge::instance::ReuseSettings;
 use edge::loader::{self, Shared};
@@ -87,9 +88,16 @@ struct UpArgs {
     /// How long an idle instance is kept for reuse.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     idle_instance_timeout: Duration,
-    /// Requests handled at once by the whole server; more get 503.
+    /// Requests handled at once by the whole server; more wait for a turn.
     #[arg(long, default_value_t = 1000)]
     max_concurrent_requests: usize,
+    /// Requests that may wait for a turn at once; more get 503 at once.
+    #[arg(long, default_value_t = 20_000)]
+    max_waiting_requests: usize,
+    /// How long a request waits for a turn before it gets 503 with `Retry-After` (at most
+    /// the request timeout).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    max_queue_wait: Duration,
     /// Largest request body, in bytes; larger gets 413.
     #[arg(long, default_value_t = 1 << 20)]
     max_request_body: usize,
@@ -202,7 +210,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let admin_task = tokio::spawn(edge::admin::serve(admin, metrics, stopped(stop_rx.clone())));
     let settings = ServerSettings {
-        max_concurrent_requests: args.max_concurrent_requests,
+        admission: AdmissionSettings {
+            max_concurrent: args.max_concurrent_requests,
+            max_waiting: args.max_waiting_requests,
+            max_wait: args.max_queue_wait,
+        },
         max_request_body: args.max_request_body,
         ..ServerSettings::default()
     };

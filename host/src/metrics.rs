@@ -134,6 +134,9 @@ pub struct Metrics {
     redis: BackendMetrics,
     mysql: BackendMetrics,
     in_flight: Gauge,
+    queue_wait: Histogram,
+    /// Requests waiting for a turn past the concurrency limit now.
+    pub requests_waiting: Gauge,
     /// Open Redis connections across all address pools.
     pub redis_connections: Gauge,
     /// MySQL connections held by guests right now (checked out of the pools).
@@ -214,6 +217,18 @@ impl Default for Metrics {
                 "Requests being handled now",
                 Gauge::default(),
             ),
+            requests_waiting: registered(
+                &mut r,
+                "requests_waiting",
+                "Requests waiting for a turn past the concurrency limit now",
+                Gauge::default(),
+            ),
+            queue_wait: registered(
+                &mut r,
+                "request_queue_wait_seconds",
+                "How long requests that found every turn taken waited for one (shed or not)",
+                latency_histogram(),
+            ),
             instances_created: registered(
                 &mut r,
                 "instances_created",
@@ -252,6 +267,10 @@ impl Metrics {
             by_status: RwLock::default(),
             in_flight: self.in_flight.clone(),
         }
+    }
+
+    pub fn queue_wait(&self, waited: Duration) {
+        self.queue_wait.observe(waited.as_secs_f64());
     }
 
     pub fn rejected(&self, reason: &'static str) {

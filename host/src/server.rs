@@ -19,20 +19,21 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
 
 use edge_app::routes::{RouteMatch, WellKnown, full_url, well_known};
 use ticketing_core::{ApiError, ErrorCode};
 
+use crate::admission::{Admission, AdmissionSettings};
+use crate::instance::ComponentInstances;
 use crate::loader::LoadedApp;
+use wasmtime_wasi_http::handler::ProxyHandler;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ServerSettings {
-    /// Requests handled at once; beyond it the host answers 503 at once instead of queueing
-    /// without bound.
-    pub max_concurrent_requests: usize,
+    /// Requests handled at once, and how many may wait how long for a turn past that.
+    pub admission: AdmissionSettings,
     /// Largest request body accepted, in bytes.
     pub max_request_body: usize,
     /// How long a graceful shutdown waits for in-flight requests.
@@ -42,7 +43,7 @@ pub struct ServerSettings {
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
-            max_concurrent_requests: 1000,
+            admission: AdmissionSettings::default(),
             max_request_body: 1 << 20,
             drain_timeout: Duration::from_secs(10),
         }
@@ -52,7 +53,7 @@ impl Default for ServerSettings {
 struct Server {
     app: Arc<LoadedApp>,
     settings: ServerSettings,
-    in_flight: Semaphore,
+    admission: Admission,
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits up
@@ -63,10 +64,11 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let admission = Admission::new(settings.admission, app.shared.reuse.request_timeout);
     let server = Arc::new(Server {
         app,
         settings,
-        in_flight: Semaphore::new(settings.max_concurrent_requests),
+        admission,
     });
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
@@ -139,18 +141,44 @@ impl Server {
         if let Err(refusal) = as_spin_hands_it_over(&mut parts, &route, peer) {
             return *refusal;
         }
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            self.app.shared.metrics.rejected("overloaded");
-            return at_capacity();
+        let _turn = match self.admission.admit(&self.app.shared.metrics).await {
+            Ok(turn) => turn,
+            Err(shed) => return at_capacity(shed.retry_after_secs),
         };
         let in_flight = self.app.route_metrics[route.trigger_index()].started();
-        let request = Request::from_parts(parts, full_body(body));
-        let response = match instances.handle((), request).await {
+        let response = match self.run(instances, parts, body, started).await {
             Ok(response) => response,
             Err(error) => self.guest_failure(component.as_str(), &error, started),
         };
         in_flight.finished(response.status().as_u16(), started.elapsed());
         response
+    }
+
+    /// Runs the request on an instance. When every instance slot is taken the guest never
+    /// started, so the request waits for a slot (checking every few milliseconds, since
+    /// wasmtime does not say when one frees) until its turn's deadline, instead of failing
+    /// at once.
+    async fn run(
+        &self,
+        instances: &ProxyHandler<ComponentInstances>,
+        parts: http::request::Parts,
+        body: Bytes,
+        started: Instant,
+    ) -> wasmtime::Result<Response<WasiBody>> {
+        let deadline = started + self.admission.max_wait();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let request = Request::from_parts(parts.clone(), full_body(body.clone()));
+            match instances.handle((), request).await {
+                Err(error)
+                    if instance_slots_exhausted(&error) && Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                answered => return answered,
+            }
+        }
     }
 
     /// The host's own answer for `/.well-known/spin/…` paths, which never reach a guest.
@@ -218,8 +246,8 @@ impl Server {
         // and the client may retry.
         if instance_slots_exhausted(error) {
             self.app.shared.metrics.rejected("instances");
-            tracing::warn!(%component, "no free instance slot");
-            return at_capacity();
+            tracing::warn!(%component, "no free instance slot in time");
+            return at_capacity(1);
         }
         tracing::error!(%component, error = format!("{error:#}"), "component failed");
         internal_error()
@@ -347,15 +375,15 @@ fn instance_slots_exhausted(error: &wasmtime::Error) -> bool {
         .is_some_and(|failed| failed.error.is::<wasmtime::PoolConcurrencyLimitError>())
 }
 
-/// `503` with `Retry-After: 1`: every request slot or instance slot is taken.
-fn at_capacity() -> Response<WasiBody> {
+/// `503` with `Retry-After`: no turn or no instance slot came in time.
+fn at_capacity(retry_after_secs: u64) -> Response<WasiBody> {
     let mut response = error_response(
         ErrorCode::ServiceUnavailable,
-        "the server is at capacity, retry shortly",
+        "the server is at capacity, retry after the time Retry-After gives",
     );
     response
         .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
     response
 }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge::admission::AdmissionSettings;
 use edge::instance::ReuseSettings;
 use edge::mysql::MysqlSettings;
 use edge::server::ServerSettings;
@@ -560,4 +561,72 @@ async fn the_applications_own_spin_toml_serves_health_with_live_dependencies() {
         serde_json::json!({ "status": "ok", "checks": { "redis": "ok", "mysql": "ok" } })
     );
     server.stop().await;
+}
+
+/// The probe served with room for one request at a time and `max_wait` for a turn.
+async fn one_at_a_time(max_wait: Duration) -> Arc<TestServer> {
+    let settings = ServerSettings {
+        admission: AdmissionSettings {
+            max_concurrent: 1,
+            max_waiting: 100,
+            max_wait,
+        },
+        ..ServerSettings::default()
+    };
+    Arc::new(probe_server(ReuseSettings::default(), settings, MysqlSettings::default()).await)
+}
+
+/// Sends `n` requests of `ms` each at once; their statuses and `Retry-After` values.
+async fn at_once(server: &Arc<TestServer>, n: usize, ms: u64) -> Vec<(u16, Option<String>)> {
+    let requests = (0..n).map(|_| {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let response = server
+                .send("GET", &format!("/probe/sleep?ms={ms}"), Bytes::new(), &[])
+                .await;
+            let retry_after = response
+                .headers
+                .get("retry-after")
+                .map(|v| v.to_str().expect("ascii").to_owned());
+            (response.status, retry_after)
+        })
+    });
+    futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("a request task"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_concurrency_limit_wait_their_turn_instead_of_a_503() {
+    let server = one_at_a_time(Duration::from_secs(5)).await;
+    let answers = at_once(&server, 8, 100).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    Arc::into_inner(server).expect("one owner").stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_start_in_time_is_a_503_with_retry_after() {
+    let server = one_at_a_time(Duration::from_millis(100)).await;
+    let answers = at_once(&server, 4, 500).await;
+    let served = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert!(served >= 1, "{answers:?}");
+    for (status, retry_after) in answers.iter().filter(|(status, _)| *status != 200) {
+        assert_eq!(*status, 503, "{answers:?}");
+        let seconds: u64 = retry_after
+            .as_deref()
+            .expect("Retry-After")
+            .parse()
+            .expect("seconds");
+        assert!((1..=60).contains(&seconds), "{answers:?}");
+    }
+    assert!(
+        served < answers.len(),
+        "someone waited past 100 ms: {answers:?}"
+    );
+    Arc::into_inner(server).expect("one owner").stop().await;
 }

@@ -317,6 +317,11 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
                 .map_err(|e| anyhow!("{e:?}"))?;
             ok(json!({ "length": body.len() }))
         }
+        "/sleep" => {
+            let ms = query_param(&request, "ms").and_then(|ms| ms.parse().ok()).unwrap_or(0);
+            spin_sdk::time::sleep(std::time::Duration::from_millis(ms)).await;
+            ok(json!({ "slept_ms": ms }))
+        }
         "/var" => {
             let name = query_param(&request, "name").unwrap_or_default();
             match variables::get(name).await {
