@@ -11,7 +11,7 @@
 //! `ROW_COUNT()`). Each step refuses instead of overdrawing or double-selling, whatever runs
 //! concurrently.
 
-use spin_sdk::mysql::DbValue;
+use spin_sdk::mysql::{DbValue, ParameterValue};
 use sql_kit::{
     Db, DbError, DbResult, Row, column_as, column_text, column_time, column_u64, corrupt, datetime,
     envelope, id, int, placeholders, text, with_retries,
@@ -219,14 +219,7 @@ fn payment_from(row: &Row, at: usize) -> DbResult<Payment> {
 }
 
 pub(crate) async fn payment(db: &Db, payment: PaymentId) -> DbResult<Option<Payment>> {
-    db.query(
-        &format!("SELECT {PAYMENT_COLUMNS} FROM payments p WHERE p.id = ?"),
-        vec![id(payment.get())],
-    )
-    .await?
-    .first()
-    .map(|row| payment_from(row, 0))
-    .transpose()
+    payment_where(db, "p.id = ?", vec![id(payment.get())]).await
 }
 
 pub(crate) async fn payment_by_key(
@@ -234,11 +227,19 @@ pub(crate) async fn payment_by_key(
     user: UserId,
     key: &IdempotencyKey,
 ) -> DbResult<Option<Payment>> {
+    let params = vec![id(user.get()), text(key.as_str())];
+    payment_where(db, "p.user_id = ? AND p.idempotency_key = ?", params).await
+}
+
+/// The payment matching `condition` (on a unique key), if any.
+async fn payment_where(
+    db: &Db,
+    condition: &str,
+    params: Vec<ParameterValue>,
+) -> DbResult<Option<Payment>> {
     db.query(
-        &format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments p WHERE p.user_id = ? AND p.idempotency_key = ?"
-        ),
-        vec![id(user.get()), text(key.as_str())],
+        &format!("SELECT {PAYMENT_COLUMNS} FROM payments p WHERE {condition}"),
+        params,
     )
     .await?
     .first()
