@@ -96,6 +96,16 @@ export function openQueue(prefix) {
 
 const BATCH = 200;
 
+/// Seconds to wait before the next status poll, as a real client honours them: the
+/// server's `pollAfterMs` on a WAITING answer, its `Retry-After` on a 429 or 503, else 2 s.
+export function pollPause(res) {
+  if (res.status === 200 && res.json('status') === 'WAITING') {
+    return res.json('pollAfterMs') / 1000;
+  }
+  const retryAfter = Number(res.headers['Retry-After']);
+  return Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 2;
+}
+
 /// Sends `requests` (http.batch form) 200 at a time, in order.
 export function batched(requests) {
   const responses = [];

@@ -135,6 +135,85 @@ impl AdmissionPolicy {
     }
 }
 
+/// When a waiting fan should poll again. The server, not the client, sets the pace, so the
+/// waiting crowd as a whole polls about `budget_per_sec` times a second however many wait,
+/// and the fans about to be admitted poll the most.
+///
+/// The `k`-th fan from the head pauses `c * k`, never more than `longest`, where the spacing
+/// `c` is the smallest that keeps the line's polls within the budget: the fans under the
+/// cap poll `H(m) / c` times a second together (`H` the harmonic number, `m` of them) and
+/// the rest `1 / longest` each. A fan also never pauses past its own expected turn (so it
+/// notices its admission) nor less than a second. `longest` stays well under the queue's
+/// idle timeout, after which a silent fan is taken for gone; so the budget holds up to
+/// `budget * longest` waiting fans (50,000 at 2,000/s and 25 s), and past that every fan
+/// polls every `longest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollPacing {
+    pub budget_per_sec: u32,
+    pub longest: Duration,
+}
+
+impl PollPacing {
+    /// Never less than this: nobody needs fresher news of a line.
+    pub const SHORTEST: Duration = Duration::from_secs(1);
+
+    /// `longest`, capped at half the idle timeout so a paced fan is never taken for gone.
+    pub fn new(budget_per_sec: u32, longest: Duration, idle_timeout: Duration) -> Self {
+        Self {
+            budget_per_sec: budget_per_sec.max(1),
+            longest: longest.min(idle_timeout / 2).max(Self::SHORTEST),
+        }
+    }
+
+    /// The pause before the next poll of a fan with `ahead` fans in front of it, `waiting`
+    /// fans in line and `eta` until its expected turn, spread by `jitter` (0.0 to 1.0, the
+    /// caller's randomness: ±20 %) so fans who joined together do not poll together.
+    pub fn pause(&self, ahead: u64, waiting: u64, eta: Duration, jitter: f64) -> Duration {
+        let k = ahead + 1;
+        let spacing = self.spacing(waiting.max(k));
+        let paced = Duration::from_secs_f64((spacing * k as f64).min(self.longest.as_secs_f64()));
+        let spread = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
+        paced
+            .min(eta)
+            .mul_f64(spread)
+            .clamp(Self::SHORTEST, self.longest)
+    }
+
+    /// The smallest spacing (seconds per place) at which `waiting` fans poll within the
+    /// budget; `longest` if even that is too often.
+    fn spacing(&self, waiting: u64) -> f64 {
+        let longest = self.longest.as_secs_f64();
+        let budget = f64::from(self.budget_per_sec);
+        let polls_per_sec = |spacing: f64| {
+            let under_cap = ((longest / spacing).floor() as u64).min(waiting);
+            harmonic(under_cap) / spacing + (waiting - under_cap) as f64 / longest
+        };
+        if polls_per_sec(longest) > budget {
+            return longest;
+        }
+        let (mut fast, mut slow) = (longest / 1e9, longest);
+        for _ in 0..60 {
+            let middle = (fast + slow) / 2.0;
+            if polls_per_sec(middle) > budget {
+                fast = middle;
+            } else {
+                slow = middle;
+            }
+        }
+        slow
+    }
+}
+
+/// `H(n) = 1 + 1/2 + … + 1/n`, within 0.1 % for large `n` (ln n + γ + 1/2n).
+fn harmonic(n: u64) -> f64 {
+    const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+    if n <= 32 {
+        return (1..=n).map(|k| 1.0 / k as f64).sum();
+    }
+    let n = n as f64;
+    n.ln() + EULER_GAMMA + 1.0 / (2.0 * n)
+}
+
 /// A queue as operators configure it: whether it takes new joiners, and its pace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueSettings {
@@ -308,6 +387,8 @@ pub enum QueueStatus {
         position: Position,
         ahead: u64,
         eta_seconds: u64,
+        /// When to poll again (`PollPacing`); also sent as `Retry-After`.
+        poll_after_ms: u64,
     },
     #[serde(rename_all = "camelCase")]
     Active { pass: String, expires_at: Timestamp },
@@ -454,6 +535,78 @@ mod tests {
         assert_eq!(bucket.refill(&policy(10, 10), at(1_000)), bucket);
     }
 
+    fn pacing() -> PollPacing {
+        PollPacing::new(2_000, Duration::from_secs(25), Duration::from_secs(60))
+    }
+
+    const FAR: Duration = Duration::from_secs(3_600);
+
+    #[test]
+    fn fans_near_the_head_poll_about_every_second_and_far_back_fans_rarely() {
+        let p = pacing();
+        assert_eq!(p.pause(0, 20_000, FAR, 0.5), Duration::from_secs(1));
+        let middle = p.pause(1_000, 20_000, FAR, 0.5);
+        assert!(
+            middle > Duration::from_secs(4) && middle < Duration::from_secs(8),
+            "{middle:?}"
+        );
+        assert_eq!(p.pause(15_000, 20_000, FAR, 0.5), Duration::from_secs(25));
+    }
+
+    #[test]
+    fn a_fan_polls_no_later_than_its_turn_is_expected() {
+        assert_eq!(
+            pacing().pause(5_000, 50_000, Duration::from_secs(3), 0.5),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn the_longest_pause_stays_under_half_the_idle_timeout() {
+        let p = PollPacing::new(10, Duration::from_secs(25), Duration::from_secs(20));
+        assert_eq!(p.longest, Duration::from_secs(10));
+        assert_eq!(
+            p.pause(1_000_000, 1_000_000, FAR, 1.0),
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn harmonic_numbers_match_their_sums() {
+        for n in [1u64, 2, 10, 32, 33, 1_000, 50_000] {
+            let sum: f64 = (1..=n).map(|k| 1.0 / k as f64).sum();
+            assert!((harmonic(n) - sum).abs() / sum < 0.001, "H({n})");
+        }
+    }
+
+    proptest! {
+        // Each case sums a whole line of up to 50,000 pauses.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// However many wait (up to the budget times the longest pause), the whole line
+        /// polls within the budget, whatever the jitter; and nobody is paced faster than a
+        /// fan ahead of them.
+        #[test]
+        fn the_waiting_crowd_polls_within_the_budget(
+            waiting in 1u64..50_000,
+            budget in 100u32..5_000,
+            jitter in 0.0f64..1.0,
+        ) {
+            let p = PollPacing::new(budget, Duration::from_secs(25), Duration::from_secs(60));
+            prop_assume!(waiting <= u64::from(budget) * 25);
+            let polls_per_sec: f64 = (0..waiting)
+                .map(|ahead| 1.0 / p.pause(ahead, waiting, FAR, jitter).as_secs_f64())
+                .sum();
+            // The 20 % jitter may speed a fan up; H(n) is approximated within 0.1 %.
+            let allowed = f64::from(budget) / 0.8 * 1.001;
+            prop_assert!(polls_per_sec <= allowed, "{polls_per_sec} polls/s > {allowed}");
+            let pauses: Vec<Duration> = (0..waiting.min(2_000))
+                .map(|ahead| p.pause(ahead, waiting, FAR, jitter))
+                .collect();
+            prop_assert!(pauses.windows(2).all(|pair| pair[0] <= pair[1]));
+        }
+    }
+
     #[test]
     fn eta_rounds_up_to_whole_seconds_at_the_rate() {
         let p = policy(10, 100);
@@ -509,10 +662,11 @@ mod tests {
             position: Position::new(12).unwrap(),
             ahead: 11,
             eta_seconds: 2,
+            poll_after_ms: 1_000,
         };
         assert_eq!(
             serde_json::to_value(&waiting).unwrap(),
-            serde_json::json!({ "status": "WAITING", "position": 12, "ahead": 11, "etaSeconds": 2 })
+            serde_json::json!({ "status": "WAITING", "position": 12, "ahead": 11, "etaSeconds": 2, "pollAfterMs": 1000 })
         );
         let expired = QueueStatus::Expired {
             reason: ExpiryReason::Abandoned,

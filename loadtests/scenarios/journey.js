@@ -8,7 +8,7 @@
 import { check, sleep } from 'k6';
 import exec from 'k6/execution';
 import { Rate, Trend } from 'k6/metrics';
-import { authorized, byProfile, configureQueue, getJson, hold, measureActive, named, pay, postJson, ready, withCommonOptions } from '../lib.js';
+import { authorized, byProfile, configureQueue, getJson, hold, measureActive, named, pay, pollPause, postJson, ready, withCommonOptions } from '../lib.js';
 
 const { users, maxActive, ratePerSec, arrivalSeconds, patienceSeconds, thinkSeconds, maxDuration } = byProfile({
   smoke: { users: 1000, maxActive: 100, ratePerSec: 20, arrivalSeconds: 10, patienceSeconds: 30, thinkSeconds: 0.5, maxDuration: '55s' },
@@ -56,8 +56,8 @@ function think() {
   sleep(thinkSeconds * (0.5 + Math.random()));
 }
 
-/// Polls as a well-behaved waiting-room page does: again after half the announced wait,
-/// between 1 and 10 s (10,000 fans polling every second would be the spike themselves).
+/// Polls as a well-behaved waiting-room page does: when the server says (`pollAfterMs`,
+/// or `Retry-After` on a 429 or 503), which paces the whole line within its poll budget.
 function waitForPass(ticket) {
   const deadline = Date.now() + patienceSeconds * 1000;
   while (Date.now() < deadline) {
@@ -69,8 +69,7 @@ function waitForPass(ticket) {
     if (status === 'EXPIRED') {
       return null;
     }
-    const eta = status === 'WAITING' ? res.json('etaSeconds') : 2;
-    sleep(Math.min(Math.max(eta / 2, 1), 10));
+    sleep(pollPause(res));
   }
   return null;
 }

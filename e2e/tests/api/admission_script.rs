@@ -225,6 +225,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                             .position(|w| w.position.get() == position)
                             .expect("in line");
                         prop_assert_eq!(int(&reply[1]), ahead as u64);
+                        prop_assert_eq!(int(&reply[6]), model.line.len() as u64, "waiting");
                     }
                     "ACTIVE" => prop_assert_eq!(
                         expected,

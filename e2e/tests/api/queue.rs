@@ -61,16 +61,19 @@ async fn join(app: &App, queue: &str, user: u64) -> (u16, Value) {
 }
 
 async fn status(app: &App, token: &str) -> (u16, Value) {
-    let auth = format!("Bearer {token}");
-    let response = app
-        .call(
-            "GET",
-            "/api/queue/status",
-            None,
-            &[("authorization", &auth)],
-        )
-        .await;
+    let response = status_response(app, token).await;
     (response.status, response.json())
+}
+
+async fn status_response(app: &App, token: &str) -> edge_testkit::Response {
+    let auth = format!("Bearer {token}");
+    app.call(
+        "GET",
+        "/api/queue/status",
+        None,
+        &[("authorization", &auth)],
+    )
+    .await
 }
 
 const NO_LIMITS: [(&str, &str); 4] = [
@@ -434,6 +437,48 @@ async fn whole_numbers_written_with_a_decimal_point_are_integers_and_fractions_a
         "{}",
         response.body
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_fan_is_told_when_to_poll_again_and_fans_further_back_later() {
+    // A budget of one poll a second for the whole line makes the pacing show with six fans.
+    let app = App::start(&[("QUEUE_POLL_BUDGET_PER_SEC", "1")]).await;
+    let queue = fresh_queue("pace");
+    configure(&app, &queue, json!({ "ratePerSec": 1, "maxActive": 1 })).await;
+    let mut tokens = Vec::new();
+    for user in 0..6 {
+        let (status, body) = join(&app, &queue, 9_100_000 + user).await;
+        assert_eq!(status, 201, "{body}");
+        tokens.push(body["token"].as_str().expect("token").to_owned());
+    }
+    let mut pauses = Vec::new();
+    for token in &tokens {
+        let response = status_response(&app, token).await;
+        let body = response.json();
+        if body["status"] != "WAITING" {
+            continue;
+        }
+        let ms = body["pollAfterMs"].as_u64().expect("pollAfterMs");
+        let retry_after: u64 = response.headers["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("whole seconds");
+        assert_eq!(retry_after, ms.div_ceil(1000), "{body}");
+        assert!(ms >= 1000, "{body}");
+        pauses.push((body["ahead"].as_u64().expect("ahead"), ms));
+    }
+    assert!(pauses.len() >= 4, "{pauses:?}");
+    let nearest = pauses
+        .iter()
+        .min_by_key(|(ahead, _)| *ahead)
+        .expect("a fan");
+    let farthest = pauses
+        .iter()
+        .max_by_key(|(ahead, _)| *ahead)
+        .expect("a fan");
+    assert!(farthest.1 > nearest.1 + 2_000, "{pauses:?}");
     app.stop().await;
 }
 

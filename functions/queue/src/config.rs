@@ -19,6 +19,9 @@ pub(crate) struct Config {
     pub(crate) admin_key: AdminKey,
     /// The policy the default queue starts with; operators change it at runtime.
     pub(crate) default_policy: AdmissionPolicy,
+    /// How often the waiting crowd polls, in all, and the longest pause asked of a fan.
+    pub(crate) poll_budget_per_sec: u32,
+    pub(crate) longest_poll: Duration,
     pub(crate) join_limits: AbuseLimits,
     pub(crate) status_limits: AbuseLimits,
 }
@@ -51,6 +54,8 @@ async fn load() -> Result<Config, String> {
         pass_key: pass_key().await?,
         admin_key,
         default_policy,
+        poll_budget_per_sec: number("queue_poll_budget_per_sec", 1..=1_000_000).await?,
+        longest_poll: Duration::from_secs(number("queue_longest_poll_seconds", 1..=600).await?),
         join_limits: AbuseLimits {
             per_user: limit(number("queue_join_limit_per_user", 0..=u32::MAX).await?)?,
             per_address: limit(number("queue_join_limit_per_address", 0..=u32::MAX).await?)?,

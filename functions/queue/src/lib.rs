@@ -5,7 +5,10 @@
 //! - `POST /api/queue/tokens` `{ userId, queueId? }` → `201` a new place, `200` the same
 //!   live place again.
 //! - `GET /api/queue/status` with `Authorization: Bearer <queue token>` → `WAITING`,
-//!   `ACTIVE` with a pass, or `EXPIRED` with a reason.
+//!   `ACTIVE` with a pass, or `EXPIRED` with a reason. A `WAITING` answer says when to poll
+//!   again (`pollAfterMs` and `Retry-After`, from the core's `PollPacing`): about every
+//!   second near the head, up to the longest pause far back, the whole line within
+//!   `queue_poll_budget_per_sec`.
 //! - `GET`/`PUT /api/admin/queue?queueId=…` with `Authorization: Bearer <admin key>`:
 //!   read or change a queue's settings while it runs.
 //!
@@ -13,14 +16,16 @@
 
 mod config;
 
+use std::time::Duration;
+
 use http_kit::{Reply, bearer_token, client_ip, json, now, query_param, read_json, respond};
 use serde::{Deserialize, Serialize};
-use spin_sdk::http::{IntoResponse, Method, Request, StatusCode};
+use spin_sdk::http::{HeaderValue, IntoResponse, Method, Request, StatusCode};
 use spin_sdk::http_service;
 use ticketing_core::ApiError;
 use ticketing_core::ids::{QueueId, UserId};
 use ticketing_core::pass::{Claims, TokenKind};
-use ticketing_core::queue::{QueueSettings, QueueSettingsPatch, QueueStatus};
+use ticketing_core::queue::{PollPacing, QueueSettings, QueueSettingsPatch, QueueStatus};
 use ticketing_core::time::Timestamp;
 use waiting_room::{Caller, Place, QueueOverview, WaitingRoom};
 
@@ -125,11 +130,25 @@ async fn status(request: Request) -> Result<Reply, ApiError> {
         .status(&ticket, client_ip(&request), &config.status_limits, now)
         .await?;
     let status = match place {
-        Place::Waiting { ahead, policy } => QueueStatus::Waiting {
-            position: ticket.position,
+        Place::Waiting {
             ahead,
-            eta_seconds: policy.eta_secs(ahead),
-        },
+            policy,
+            waiting,
+        } => {
+            let pacing = PollPacing::new(
+                config.poll_budget_per_sec,
+                config.longest_poll,
+                policy.idle_timeout(),
+            );
+            let eta_seconds = policy.eta_secs(ahead);
+            let pause = pacing.pause(ahead, waiting, Duration::from_secs(eta_seconds), jitter());
+            QueueStatus::Waiting {
+                position: ticket.position,
+                ahead,
+                eta_seconds,
+                poll_after_ms: pause.as_millis() as u64,
+            }
+        }
         Place::Active {
             admitted_at,
             expires_at,
@@ -145,7 +164,23 @@ async fn status(request: Request) -> Result<Reply, ApiError> {
         },
         Place::Ended(reason) => QueueStatus::Expired { reason },
     };
-    Ok(json(StatusCode::OK, &status))
+    let mut reply = json(StatusCode::OK, &status);
+    if let QueueStatus::Waiting { poll_after_ms, .. } = status {
+        // Whole seconds, rounded up: a client that honours it never polls early.
+        reply.1.insert(
+            "retry-after",
+            HeaderValue::from(poll_after_ms.div_ceil(1000)),
+        );
+    }
+    Ok(reply)
+}
+
+/// 0.0 to 1.0 from the host's randomness, to spread the polls of fans who joined together.
+fn jitter() -> f64 {
+    let mut bytes = [0u8; 2];
+    // wasi:random cannot fail on a working host; no spread is harmless.
+    let _ = getrandom::fill(&mut bytes);
+    f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX)
 }
 
 #[derive(Serialize)]

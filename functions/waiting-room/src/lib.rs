@@ -55,6 +55,8 @@ pub enum Place {
     Waiting {
         ahead: u64,
         policy: AdmissionPolicy,
+        /// Everyone in line, this user included.
+        waiting: u64,
     },
     Active {
         admitted_at: Timestamp,
@@ -283,6 +285,7 @@ impl WaitingRoom {
             "WAITING" => Ok(Place::Waiting {
                 ahead: reply.int(1)?,
                 policy: reply.policy(2)?,
+                waiting: reply.int(6)?,
             }),
             "ACTIVE" => Ok(Place::Active {
                 admitted_at: reply.millis(1)?,

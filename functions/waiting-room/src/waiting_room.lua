@@ -235,7 +235,8 @@ if op == 'status' then
   admission_round(s)
   place = parse_place(redis.call('HGET', places, position))
   if place.state == 'W' then
-    return { 'WAITING', redis.call('ZRANK', line, position), s.rate, s.max_active, s.pass_ttl, s.idle }
+    return { 'WAITING', redis.call('ZRANK', line, position), s.rate, s.max_active, s.pass_ttl, s.idle,
+      redis.call('ZCARD', line) }
   elseif place.state == 'A' then
     return { 'ACTIVE', place.admitted_at, place.expires_at }
   end
