@@ -30,6 +30,8 @@ const VOLATILE: &[&str] = &[
     "passExpiresAt",
     "tokenExpiresAt",
     "etaSeconds",
+    // Jittered on purpose, so fans who joined together do not poll together.
+    "pollAfterMs",
 ];
 
 /// One exchange: what was asked and what came back, masked.
