@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use e2e::{App, Gateway, get, hold, key, mysql, pay, pay_until_done, post, seat_map, user, venue};
+use e2e::{
+    App, Gateway, Venue, get, hold, key, mysql, pay, pay_until_done, post, seat_map, user, venue,
+};
 use mysql_async::prelude::Queryable;
 use payment_gateway::Behaviour;
 use serde_json::{Value, json};
@@ -22,6 +24,46 @@ async fn app_with(gateway: &Gateway) -> App {
         ("QUEUE_STATUS_LIMIT_PER_USER", "0"),
     ])
     .await
+}
+
+/// A buyer with `opening` won holding the first seat of a new venue of `seats`, through
+/// queue `queue`, on an app whose gateway behaves as `behaviour`: where most payment tests
+/// start: the gateway (keep it bound: dropping it kills the gateway), the app, the venue,
+/// the buyer, their pass and the reservation.
+struct Holding(Gateway, Arc<App>, Venue, u64, String, u64);
+
+async fn holding(behaviour: Behaviour, seats: u64, opening: u64, queue: &str) -> Holding {
+    let gateway = Gateway::start(behaviour);
+    let app = Arc::new(app_with(&gateway).await);
+    let venue = venue(seats, PRICE).await;
+    let buyer = user(opening).await;
+    let pass = app.pass(queue, buyer).await;
+    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    Holding(gateway, app, venue, buyer, pass, reservation)
+}
+
+/// A gateway that approves every authorization.
+fn approving() -> Behaviour {
+    Behaviour {
+        decline_rate: 0.0,
+        ..Behaviour::default()
+    }
+}
+
+/// A gateway that approves every authorization after `latency`.
+fn approving_after(latency: std::time::Duration) -> Behaviour {
+    Behaviour {
+        latency,
+        ..approving()
+    }
+}
+
+/// A gateway that declines every authorization.
+fn declining() -> Behaviour {
+    Behaviour {
+        decline_rate: 1.0,
+        ..Behaviour::default()
+    }
 }
 
 /// The books of `users` must add up, each independently of the others.
@@ -171,16 +213,13 @@ async fn five_thousand_payments_with_declines_and_retries_keep_every_book_balanc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_replays_of_one_key_debit_once() {
-    let gateway = Gateway::start(Behaviour {
-        decline_rate: 0.0,
-        latency: std::time::Duration::from_millis(50),
-        ..Behaviour::default()
-    });
-    let app = Arc::new(app_with(&gateway).await);
-    let venue = venue(1, PRICE).await;
-    let buyer = user(OPENING).await;
-    let pass = app.pass("replay", buyer).await;
-    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let Holding(gateway, app, _venue, buyer, pass, reservation) = holding(
+        approving_after(std::time::Duration::from_millis(50)),
+        1,
+        OPENING,
+        "replay",
+    )
+    .await;
     let the_key = key();
     let replays: Vec<_> = (0..50)
         .map(|_| {
@@ -227,15 +266,8 @@ async fn concurrent_replays_of_one_key_debit_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_payment_moves_nothing_and_leaves_a_failed_record() {
-    let gateway = Gateway::start(Behaviour {
-        decline_rate: 1.0,
-        ..Behaviour::default()
-    });
-    let app = app_with(&gateway).await;
-    let venue = venue(1, PRICE).await;
-    let buyer = user(OPENING).await;
-    let pass = app.pass("decline", buyer).await;
-    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let Holding(_gateway, app, _venue, buyer, pass, reservation) =
+        holding(declining(), 1, OPENING, "decline").await;
     let (status, body) = pay(&app, &pass, reservation, &key()).await;
     assert_eq!(
         (status, body["error"].clone()),
@@ -254,7 +286,7 @@ async fn a_declined_payment_moves_nothing_and_leaves_a_failed_record() {
         "the user may retry while the hold lives"
     );
     assert_books_balance(&[buyer]).await;
-    app.stop().await;
+    Arc::into_inner(app).expect("sole owner").stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,32 +462,21 @@ async fn bad_payment_and_charge_requests_get_a_json_4xx() {
     // The same charge key replays; another amount under it is refused. The key carries
     // quotes and a backslash: it reaches SQL as data, never as syntax.
     let the_key = format!(r#"{}'");--\"#, key());
-    let (first, a) = post(
-        &app,
-        &charge,
-        &pass,
-        Some(&the_key),
-        json!({ "amount": 5_000 }),
-    )
-    .await;
-    let (second, b) = post(
-        &app,
-        &charge,
-        &pass,
-        Some(&the_key),
-        json!({ "amount": 5_000 }),
-    )
-    .await;
+    let charge_under_the_key = async |amount: u64| {
+        post(
+            &app,
+            &charge,
+            &pass,
+            Some(&the_key),
+            json!({ "amount": amount }),
+        )
+        .await
+    };
+    let (first, a) = charge_under_the_key(5_000).await;
+    let (second, b) = charge_under_the_key(5_000).await;
     assert_eq!((first, second), (201, 200));
     assert_eq!(a, b);
-    let (third, c) = post(
-        &app,
-        &charge,
-        &pass,
-        Some(&the_key),
-        json!({ "amount": 6_000 }),
-    )
-    .await;
+    let (third, c) = charge_under_the_key(6_000).await;
     assert_eq!(
         (third, c["error"].clone()),
         (422, json!("idempotency_key_reused"))
@@ -466,15 +487,8 @@ async fn bad_payment_and_charge_requests_get_a_json_4xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_credits_back_once_and_puts_the_seats_back_on_sale() {
-    let gateway = Gateway::start(Behaviour {
-        decline_rate: 0.0,
-        ..Behaviour::default()
-    });
-    let app = Arc::new(app_with(&gateway).await);
-    let venue = venue(2, PRICE).await;
-    let buyer = user(OPENING).await;
-    let pass = app.pass("refund", buyer).await;
-    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let Holding(_gateway, app, venue, buyer, pass, reservation) =
+        holding(approving(), 2, OPENING, "refund").await;
     let (payment, _) = pay_until_done(&app, &pass, reservation).await;
     let path = format!("/api/payments/{payment}/refund");
     let refunds: Vec<_> = (0..10)
@@ -514,15 +528,8 @@ async fn a_refund_credits_back_once_and_puts_the_seats_back_on_sale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balance_short_of_the_price_pays_nothing_and_voids_the_authorization() {
-    let gateway = Gateway::start(Behaviour {
-        decline_rate: 0.0,
-        ..Behaviour::default()
-    });
-    let app = app_with(&gateway).await;
-    let venue = venue(1, PRICE).await;
-    let buyer = user(PRICE - 1).await;
-    let pass = app.pass("short", buyer).await;
-    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let Holding(gateway, app, venue, buyer, pass, reservation) =
+        holding(approving(), 1, PRICE - 1, "short").await;
     let (status, body) = pay(&app, &pass, reservation, &key()).await;
     assert_eq!(
         (status, body["error"].clone()),
@@ -539,7 +546,7 @@ async fn a_balance_short_of_the_price_pays_nothing_and_voids_the_authorization()
         held["status"], "HELD",
         "the seat stays held for a top-up and retry"
     );
-    app.stop().await;
+    Arc::into_inner(app).expect("sole owner").stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,15 +614,8 @@ async fn a_seat_lost_from_the_hold_during_authorization_sells_and_charges_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_left_pending_resumes_under_its_first_gateway_reference_and_charges_once() {
-    let gateway = Gateway::start(Behaviour {
-        decline_rate: 0.0,
-        ..Behaviour::default()
-    });
-    let app = app_with(&gateway).await;
-    let venue = venue(1, PRICE).await;
-    let buyer = user(OPENING).await;
-    let pass = app.pass("resume", buyer).await;
-    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let Holding(gateway, app, venue, buyer, pass, reservation) =
+        holding(approving(), 1, OPENING, "resume").await;
     let key = key();
     // The settle cannot lock the balance: the gateway authorized, but nothing commits, as
     // if the app died between the authorization and the settle.
@@ -667,5 +667,5 @@ async fn a_payment_left_pending_resumes_under_its_first_gateway_reference_and_ch
     assert_eq!((stats.approved, stats.voided, stats.outstanding), (1, 0, 1));
     assert_books_balance(&[buyer]).await;
     assert_eq!(assert_sales_agree(venue.schedule).await, 1);
-    app.stop().await;
+    Arc::into_inner(app).expect("sole owner").stop().await;
 }
