@@ -329,6 +329,12 @@ pub struct AdmissionRound {
     pub bucket: AdmissionBucket,
 }
 
+/// A queue runs at most one admission round per tick, whichever poll comes first: 50,000
+/// fans polling do not run 50,000 rounds, and the bucket refills by elapsed time, so
+/// skipping rounds loses no admission. Between rounds a poll still ends its own lapsed
+/// pass. The waiting-room script mirrors it (`ADMISSION_TICK_MS`).
+pub const ADMISSION_TICK: Duration = Duration::from_millis(100);
+
 /// Decides one admission round over the head of the line.
 ///
 /// `live_passes` counts unexpired, unconsumed passes. The walk stops at the first live user

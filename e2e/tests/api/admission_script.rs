@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use redis::Value;
-use ticketing_core::queue::{AdmissionBucket, AdmissionPolicy, Position, Waiting, admission_round};
+use ticketing_core::queue::{
+    ADMISSION_TICK, AdmissionBucket, AdmissionPolicy, Position, Waiting, admission_round,
+};
 use ticketing_core::time::Timestamp;
 
 const SCRIPT: &str = include_str!("../../../functions/waiting-room/src/waiting_room.lua");
@@ -47,6 +49,8 @@ enum State {
 /// The core's view of one queue.
 struct Model {
     policy: AdmissionPolicy,
+    /// No admission round before this instant (`ADMISSION_TICK` after the last).
+    next_round_at: u64,
     bucket: AdmissionBucket,
     line: Vec<Waiting>,
     places: HashMap<u64, State>,
@@ -54,6 +58,19 @@ struct Model {
 }
 
 impl Model {
+    /// A status poll's admission work: a round if the tick allows, else only the poller's
+    /// own lapsed pass ends.
+    fn poll(&mut self, now: u64, position: u64) {
+        if now >= self.next_round_at {
+            self.round(now);
+            self.next_round_at = now + ADMISSION_TICK.as_millis() as u64;
+        } else if let State::Active { expires_at, .. } = self.places[&position]
+            && expires_at <= now
+        {
+            self.places.insert(position, State::Ended("PASS_EXPIRED"));
+        }
+    }
+
     fn round(&mut self, now: u64) {
         let now_ts = Timestamp::from_unix_millis(now);
         for state in self.places.values_mut() {
@@ -174,6 +191,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         line: Vec::new(),
         places: HashMap::new(),
         joined: 0,
+        next_round_at: 0,
     };
     let no_limits = [0, 1000, 0, 1000];
     for op in ops {
@@ -214,7 +232,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         model.line[index].last_seen = Timestamp::from_unix_millis(now);
                     }
                 }
-                model.round(now);
+                model.poll(now, position);
                 let expected = model.places[&position];
                 match text(&reply[0]).as_str() {
                     "WAITING" => {

@@ -4,7 +4,8 @@
 -- `the_script_admits_exactly_as_the_core_rules_decide` holds the two together.
 --
 -- KEYS (all share the hash tag {q:ID}, so the script runs on Redis Cluster):
---   1 meta    hash: open, rate, max_active, pass_ttl_ms, idle_ms, tokens, refilled_at, seq
+--   1 meta    hash: open, rate, max_active, pass_ttl_ms, idle_ms, tokens, refilled_at, seq,
+--                   next_round_at
 --   2 users   hash: user id -> "position:joined_at" of the user's latest place
 --   3 line    sorted set of waiting positions, scored by position
 --   4 places  hash: position -> "W:user:last_seen" | "A:user:admitted_at:expires_at"
@@ -22,6 +23,8 @@ local op, now = ARGV[1], tonumber(ARGV[2])
 local MAX_SCAN = 64
 local MAX_EXPIRE = 1000
 local MAX_ADMIT = 1000
+-- At most one admission round per queue per tick, whoever polls (core::queue::ADMISSION_TICK).
+local ADMISSION_TICK_MS = 100
 -- A queue's data outlives its last join by two days: longer than any ticket (one day) plus
 -- any pass (at most one day), so nothing valid is lost, and a finished sale cleans up.
 local RETAIN_MS = 2 * 86400000
@@ -32,14 +35,14 @@ end
 
 local function settings()
   local v = redis.call('HMGET', meta, 'open', 'rate', 'max_active', 'pass_ttl_ms', 'idle_ms',
-    'tokens', 'refilled_at', 'seq')
+    'tokens', 'refilled_at', 'seq', 'next_round_at')
   if not v[2] then
     return nil
   end
   return {
     open = v[1] == '1', rate = tonumber(v[2]), max_active = tonumber(v[3]),
     pass_ttl = tonumber(v[4]), idle = tonumber(v[5]), tokens = tonumber(v[6]),
-    refilled_at = tonumber(v[7]), seq = tonumber(v[8]),
+    refilled_at = tonumber(v[7]), seq = tonumber(v[8]), next_round_at = tonumber(v[9] or '0'),
   }
 end
 
@@ -232,7 +235,17 @@ if op == 'status' then
       redis.call('HSET', places, position, 'W:' .. user .. ':' .. int(now))
     end
   end
-  admission_round(s)
+  if now >= s.next_round_at then
+    admission_round(s)
+    redis.call('HSET', meta, 'next_round_at', int(now + ADMISSION_TICK_MS))
+  else
+    -- No round this tick; the caller's own pass still ends when it lapses.
+    local own = parse_place(redis.call('HGET', places, position))
+    if own.state == 'A' and now >= own.expires_at then
+      end_place(position, user, 'PASS_EXPIRED')
+      redis.call('ZREM', passes, position)
+    end
+  end
   place = parse_place(redis.call('HGET', places, position))
   if place.state == 'W' then
     return { 'WAITING', redis.call('ZRANK', line, position), s.rate, s.max_active, s.pass_ttl, s.idle,
