@@ -20,7 +20,9 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use wasmtime_wasi_http::WasiBody;
-use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
+use wasmtime_wasi_http::handler::{
+    ExpirationError, InstantiationError, ProxyHandler, TrapOrPanicError,
+};
 
 use edge_app::routes::{RouteMatch, WellKnown, full_url, well_known};
 use ticketing_core::{ApiError, ErrorCode};
@@ -28,7 +30,6 @@ use ticketing_core::{ApiError, ErrorCode};
 use crate::admission::{Admission, AdmissionSettings};
 use crate::instance::ComponentInstances;
 use crate::loader::LoadedApp;
-use wasmtime_wasi_http::handler::ProxyHandler;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ServerSettings {

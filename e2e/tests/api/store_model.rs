@@ -130,6 +130,14 @@ impl Users {
         }
         self.passes[user].clone().expect("a pass")
     }
+
+    /// A token naming the user: the last pass it had, even consumed, or a new one.
+    async fn pass_or_reader(&mut self, app: &App, user: usize) -> String {
+        if self.readers[user].is_empty() {
+            return self.pass(app, user).await;
+        }
+        self.readers[user].clone()
+    }
 }
 
 fn now() -> Timestamp {
@@ -442,16 +450,6 @@ async fn agree(
         );
     }
     Ok(())
-}
-
-impl Users {
-    /// A token naming the user: the last pass it had, even consumed, or a new one.
-    async fn pass_or_reader(&mut self, app: &App, user: usize) -> String {
-        if self.readers[user].is_empty() {
-            return self.pass(app, user).await;
-        }
-        self.readers[user].clone()
-    }
 }
 
 proptest! {

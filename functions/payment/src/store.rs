@@ -34,15 +34,33 @@ use ticketing_core::time::Timestamp;
 // ---- balances and charges ----------------------------------------------------------------
 
 pub(crate) async fn balance(db: &Db, user: UserId) -> DbResult<Option<Balance>> {
+    read_balance(db, user, "").await
+}
+
+/// The balance, its row locked until the caller's transaction ends.
+async fn locked_balance(db: &Db, user: UserId) -> DbResult<Option<Balance>> {
+    read_balance(db, user, " FOR UPDATE").await
+}
+
+async fn read_balance(db: &Db, user: UserId, lock: &str) -> DbResult<Option<Balance>> {
     let rows = db
         .query(
-            "SELECT amount FROM balances WHERE user_id = ?",
+            &format!("SELECT amount FROM balances WHERE user_id = ?{lock}"),
             vec![id(user.get())],
         )
         .await?;
     rows.first()
         .map(|row| column_as(row, 0, "balances.amount", Balance::new))
         .transpose()
+}
+
+/// Stores the balance a core rule computed from the locked row.
+async fn set_balance(db: &Db, user: UserId, balance: Balance) -> DbResult<()> {
+    db.execute(
+        "UPDATE balances SET amount = ?, version = version + 1 WHERE user_id = ?",
+        vec![id(balance.minor_units()), id(user.get())],
+    )
+    .await
 }
 
 /// A charge as recorded.
@@ -123,17 +141,10 @@ async fn charge_transaction(
     now: Timestamp,
 ) -> DbResult<Charged> {
     db.begin().await?;
-    let rows = db
-        .query(
-            "SELECT amount FROM balances WHERE user_id = ? FOR UPDATE",
-            vec![id(user.get())],
-        )
-        .await?;
-    let Some(row) = rows.first() else {
+    let Some(current) = locked_balance(db, user).await? else {
         db.rollback().await;
         return Ok(Charged::UnknownUser);
     };
-    let current = column_as(row, 0, "balances.amount", Balance::new)?;
     let after = match current.charge(amount, policy) {
         Ok(after) => after,
         Err(refused) => {
@@ -141,11 +152,7 @@ async fn charge_transaction(
             return Ok(Charged::Refused(refused));
         }
     };
-    db.execute(
-        "UPDATE balances SET amount = ?, version = version + 1 WHERE user_id = ?",
-        vec![id(after.minor_units()), id(user.get())],
-    )
-    .await?;
+    set_balance(db, user, after).await?;
     db.execute(
         "INSERT INTO charges (user_id, idempotency_key, amount, balance_after, created_at) \
          VALUES (?, ?, ?, ?, ?)",
@@ -607,24 +614,11 @@ async fn refund_transaction(
 /// Gives `amount` back to `user` by the core's rule (`Balance::credit`), on the balance row
 /// locked inside the caller's transaction; returns the balance after.
 async fn credit(db: &Db, user: UserId, amount: Amount) -> DbResult<Balance> {
-    let rows = db
-        .query(
-            "SELECT amount FROM balances WHERE user_id = ? FOR UPDATE",
-            vec![id(user.get())],
-        )
-        .await?;
-    let before = rows
-        .first()
-        .map(|row| column_as(row, 0, "balances.amount", Balance::new))
-        .transpose()?
-        .ok_or_else(|| corrupt("balances.amount"))?;
-    let after = before
+    let after = locked_balance(db, user)
+        .await?
+        .ok_or_else(|| corrupt("balances.amount"))?
         .credit(amount)
         .map_err(|error| DbError::Internal(format!("crediting a refund: {error}")))?;
-    db.execute(
-        "UPDATE balances SET amount = ?, version = version + 1 WHERE user_id = ?",
-        vec![id(after.minor_units()), id(user.get())],
-    )
-    .await?;
+    set_balance(db, user, after).await?;
     Ok(after)
 }

@@ -239,9 +239,8 @@ if op == 'status' then
     admission_round(s)
     redis.call('HSET', meta, 'next_round_at', int(now + ADMISSION_TICK_MS))
   else
-    -- No round this tick; the caller's own pass still ends when it lapses.
-    local own = parse_place(redis.call('HGET', places, position))
-    if own.state == 'A' and now >= own.expires_at then
+    -- No round this tick; the caller's own pass (as read above) still ends when it lapses.
+    if place.state == 'A' and now >= place.expires_at then
       end_place(position, user, 'PASS_EXPIRED')
       redis.call('ZREM', passes, position)
     end
