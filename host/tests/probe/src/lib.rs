@@ -318,7 +318,9 @@ async fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             ok(json!({ "length": body.len() }))
         }
         "/sleep" => {
-            let ms = query_param(&request, "ms").and_then(|ms| ms.parse().ok()).unwrap_or(0);
+            let ms = query_param(&request, "ms")
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(0);
             spin_sdk::time::sleep(std::time::Duration::from_millis(ms)).await;
             ok(json!({ "slept_ms": ms }))
         }
