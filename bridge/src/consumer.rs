@@ -16,11 +16,10 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use ticketing_core::events::{Envelope, Topic};
 
-use crate::config::Config;
-use crate::health::Health;
+use crate::Task;
 use crate::kafka;
 use crate::metrics::{ConsumedLabels, ConsumerLabels, Metrics, PartitionLabels};
-use crate::shutdown::{Backoff, Shutdown};
+use crate::shutdown::Backoff;
 
 /// What applying a batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -99,73 +98,90 @@ struct Received {
     payload: Option<Vec<u8>>,
 }
 
-pub(crate) async fn run<E: Effect>(
-    effect: E,
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    mut shutdown: Shutdown,
-) -> anyhow::Result<()> {
+pub(crate) async fn run<E: Effect>(effect: E, mut task: Task) -> anyhow::Result<()> {
     let name = effect.name();
-    let group = config.group(name);
+    let group = task.config.group(name);
     let context = LagContext {
-        metrics: metrics.clone(),
+        metrics: task.metrics.clone(),
         group: group.clone(),
-        namespace: config.namespace.clone(),
+        namespace: task.config.namespace.clone(),
     };
     let consumer: StreamConsumer<LagContext> =
-        kafka::consumer_config(&config, &group).create_with_context(context)?;
-    let topics: Vec<String> = effect.topics().iter().map(|t| config.topic(*t)).collect();
+        kafka::consumer_config(&task.config, &group).create_with_context(context)?;
+    let topics: Vec<String> = effect
+        .topics()
+        .iter()
+        .map(|t| task.config.topic(*t))
+        .collect();
     let topic_names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_names)?;
     let mut backoff = Backoff::new(Duration::from_secs(5));
-    loop {
-        let first = tokio::select! {
-            message = consumer.recv() => message.map(|m| received(&m)),
-            () = shutdown.wait() => break,
-        };
-        let first = match first {
-            Ok(first) => first,
-            Err(error) => {
-                let error = anyhow::Error::new(error).context("receiving from Kafka");
-                tracing::warn!(consumer = name, error = format!("{error:#}"));
-                health.failing(name, &error);
-                if !shutdown.sleep(backoff.failed()).await {
-                    break;
-                }
-                continue;
-            }
-        };
-        let mut batch = vec![first];
-        while batch.len() < config.consumers.batch {
-            match consumer.recv().now_or_never() {
-                Some(Ok(message)) => batch.push(received(&message)),
-                _ => break,
-            }
-        }
-        let envelopes = decode(&batch, name, &config.namespace, &metrics);
+    while let Some(batch) = next_batch(&consumer, &mut task, name, &mut backoff).await {
+        let envelopes = decode(&batch, name, &task.config.namespace, &task.metrics);
         let tally = loop {
             match effect.apply(&envelopes).await {
                 Ok(tally) => break tally,
                 Err(error) => {
                     tracing::warn!(consumer = name, error = format!("{error:#}"), "retrying");
-                    health.failing(name, &error);
+                    task.health.failing(name, &error);
                     // Stopping here leaves the batch uncommitted: it is redelivered.
-                    if !shutdown.sleep(backoff.failed()).await {
+                    if !task.shutdown.sleep(backoff.failed()).await {
                         return Ok(());
                     }
                 }
             }
         };
         backoff.succeeded();
-        health.ok(name);
-        record(&metrics, name, &config.namespace, &batch, &envelopes, tally);
+        task.health.ok(name);
+        record(
+            &task.metrics,
+            name,
+            &task.config.namespace,
+            &batch,
+            &envelopes,
+            tally,
+        );
         if let Err(error) = consumer.commit(&next_offsets(&batch)?, CommitMode::Async) {
             // The effect is applied; a lost commit only means a redelivery, which is skipped.
             tracing::warn!(consumer = name, %error, "offset commit failed");
         }
     }
     Ok(())
+}
+
+/// The next batch: one message waited for, then whatever else has already arrived, up to
+/// the batch size; `None` when the bridge stops first.
+async fn next_batch(
+    consumer: &StreamConsumer<LagContext>,
+    task: &mut Task,
+    name: &'static str,
+    backoff: &mut Backoff,
+) -> Option<Vec<Received>> {
+    let first = loop {
+        let first = tokio::select! {
+            message = consumer.recv() => message.map(|m| received(&m)),
+            () = task.shutdown.wait() => return None,
+        };
+        match first {
+            Ok(first) => break first,
+            Err(error) => {
+                let error = anyhow::Error::new(error).context("receiving from Kafka");
+                tracing::warn!(consumer = name, error = format!("{error:#}"));
+                task.health.failing(name, &error);
+                if !task.shutdown.sleep(backoff.failed()).await {
+                    return None;
+                }
+            }
+        }
+    };
+    let mut batch = vec![first];
+    while batch.len() < task.config.consumers.batch {
+        match consumer.recv().now_or_never() {
+            Some(Ok(message)) => batch.push(received(&message)),
+            _ => break,
+        }
+    }
+    Some(batch)
 }
 
 fn received(message: &rdkafka::message::BorrowedMessage<'_>) -> Received {

@@ -63,21 +63,14 @@ pub async fn run(
         let (metrics, health, mut signal) = (metrics.clone(), health.clone(), signal.clone());
         tasks.spawn(async move { admin::serve(admin, metrics, health, signal.wait()).await });
     }
-    tasks.spawn(relay::run_watch(
-        store.clone(),
-        config.clone(),
-        metrics.clone(),
-        health.clone(),
-        signal.clone(),
-    ));
-    tasks.spawn(event_flow(
-        store.clone(),
-        redis,
-        config.clone(),
+    let task = Task {
+        config,
         metrics,
         health,
-        signal,
-    ));
+        shutdown: signal,
+    };
+    tasks.spawn(relay::run_watch(store.clone(), task.clone()));
+    tasks.spawn(event_flow(store, redis, task));
 
     tokio::pin!(shutdown);
     let outcome = tokio::select! {
@@ -97,16 +90,25 @@ pub async fn run(
     outcome
 }
 
-/// Everything that needs the broker or Redis waits for them: the topics exist first, then
-/// the relay, the consumers and the sweeper start.
-async fn event_flow(
-    store: Store,
-    redis: redis::Client,
+/// What every long-running part of the bridge shares: its configuration, metrics and
+/// health, and the signal to stop.
+#[derive(Clone)]
+struct Task {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    mut shutdown: Shutdown,
-) -> anyhow::Result<()> {
+    shutdown: Shutdown,
+}
+
+/// Everything that needs the broker or Redis waits for them: the topics exist first, then
+/// the relay, the consumers and the sweeper start.
+async fn event_flow(store: Store, redis: redis::Client, task: Task) -> anyhow::Result<()> {
+    let Task {
+        config,
+        health,
+        mut shutdown,
+        ..
+    } = task.clone();
     let mut backoff = Backoff::new(Duration::from_secs(5));
     loop {
         match kafka::ensure_topics(&config).await {
@@ -125,29 +127,14 @@ async fn event_flow(
         return Ok(());
     };
     let mut parts = JoinSet::new();
-    parts.spawn(relay::run(
-        store.clone(),
-        config.clone(),
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
-    parts.spawn(consumer::run(
-        Ranking::new(redis.clone()),
-        config.clone(),
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
+    parts.spawn(relay::run(store.clone(), task.clone()));
+    parts.spawn(consumer::run(Ranking::new(redis.clone()), task.clone()));
     parts.spawn(consumer::run(
         Notifications::new(store.clone()),
-        config.clone(),
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
+        task.clone(),
     ));
     parts.spawn(async move {
-        sweeper::run(store, redis, config, metrics, health, shutdown).await;
+        sweeper::run(store, redis, task).await;
         Ok(())
     });
     while let Some(finished) = parts.join_next().await {

@@ -18,7 +18,6 @@
 //! two events of one entity can arrive out of order, so consumers must not depend on it
 //! (ours are commutative: counts and inserts).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -26,11 +25,11 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
+use crate::Task;
 use crate::config::Config;
-use crate::health::Health;
 use crate::kafka;
 use crate::metrics::{Metrics, TopicLabels};
-use crate::shutdown::{Backoff, Shutdown};
+use crate::shutdown::Backoff;
 use crate::store::Store;
 
 /// How one batch went.
@@ -58,42 +57,37 @@ fn is_fencing(error: &KafkaError) -> bool {
     )
 }
 
-pub(crate) async fn run(
-    store: Store,
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    mut shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let mut producer = kafka::producer(&config)?;
-    let mut backoff = Backoff::new(config.relay.max_backoff);
-    while !shutdown.requested() {
+pub(crate) async fn run(store: Store, mut task: Task) -> anyhow::Result<()> {
+    let mut producer = kafka::producer(&task.config)?;
+    let mut backoff = Backoff::new(task.config.relay.max_backoff);
+    while !task.shutdown.requested() {
         let started = Instant::now();
-        let outcome = relay_batch(&store, &producer, &config, &metrics).await;
+        let outcome = relay_batch(&store, &producer, &task.config, &task.metrics).await;
         let pause = match outcome {
             Ok(Outcome { fenced: true, .. }) => {
                 tracing::warn!("the broker fenced the Kafka producer; replacing it");
-                producer = kafka::producer(&config)?;
-                health.failing("relay", &anyhow::anyhow!("producer fenced; replaced"));
+                producer = kafka::producer(&task.config)?;
+                task.health
+                    .failing("relay", &anyhow::anyhow!("producer fenced; replaced"));
                 Duration::ZERO
             }
             Ok(Outcome { claimed: 0, .. }) => {
-                health.ok("relay");
+                task.health.ok("relay");
                 backoff.succeeded();
-                config.relay.idle_poll
+                task.config.relay.idle_poll
             }
             Ok(Outcome {
                 failed: 0, claimed, ..
             }) => {
-                metrics
+                task.metrics
                     .relay_batch_seconds
                     .observe(started.elapsed().as_secs_f64());
-                health.ok("relay");
+                task.health.ok("relay");
                 backoff.succeeded();
                 // Caught up: let rows gather for one idle poll instead of relaying a few at
                 // a time (each batch costs a claim, a settle and a produce request).
-                if claimed < config.relay.batch {
-                    config.relay.idle_poll
+                if claimed < task.config.relay.batch {
+                    task.config.relay.idle_poll
                 } else {
                     Duration::ZERO
                 }
@@ -103,12 +97,12 @@ pub(crate) async fn run(
             }) => {
                 let error = anyhow::anyhow!("{failed} of {claimed} deliveries failed");
                 tracing::warn!(failed, claimed, "outbox deliveries failed; will retry");
-                health.failing("relay", &error);
+                task.health.failing("relay", &error);
                 backoff.failed()
             }
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), "outbox relay batch failed");
-                health.failing("relay", &error);
+                task.health.failing("relay", &error);
                 backoff.failed()
             }
         };
@@ -116,9 +110,9 @@ pub(crate) async fn run(
         // refuses to produce: start over with a new producer.
         if let Some((code, reason)) = producer.client().fatal_error() {
             tracing::error!(%code, reason, "Kafka producer failed fatally; recreating it");
-            producer = kafka::producer(&config)?;
+            producer = kafka::producer(&task.config)?;
         }
-        if !pause.is_zero() && !shutdown.sleep(pause).await {
+        if !pause.is_zero() && !task.shutdown.sleep(pause).await {
             break;
         }
     }
@@ -188,13 +182,7 @@ async fn relay_batch(
 }
 
 /// Keeps the backlog gauges current and deletes delivered rows past their retention.
-pub(crate) async fn run_watch(
-    store: Store,
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    mut shutdown: Shutdown,
-) -> anyhow::Result<()> {
+pub(crate) async fn run_watch(store: Store, mut task: Task) -> anyhow::Result<()> {
     const EVERY: Duration = Duration::from_secs(1);
     const PURGE_EVERY: u32 = 60;
     const PURGE_BATCH: usize = 5_000;
@@ -202,13 +190,13 @@ pub(crate) async fn run_watch(
     loop {
         let cycle = async {
             let (backlog, age) = store.backlog().await?;
-            metrics.outbox_backlog.set(backlog as i64);
-            metrics.outbox_oldest_age_seconds.set(age);
-            let retention = config.relay.retention.as_secs();
+            task.metrics.outbox_backlog.set(backlog as i64);
+            task.metrics.outbox_oldest_age_seconds.set(age);
+            let retention = task.config.relay.retention.as_secs();
             if retention > 0 && ticks.is_multiple_of(PURGE_EVERY) {
                 loop {
                     let purged = store.purge_delivered(retention, PURGE_BATCH).await?;
-                    metrics.outbox_purged.inc_by(purged);
+                    task.metrics.outbox_purged.inc_by(purged);
                     if purged < PURGE_BATCH as u64 {
                         break;
                     }
@@ -217,11 +205,11 @@ pub(crate) async fn run_watch(
             anyhow::Ok(())
         };
         match cycle.await {
-            Ok(()) => health.ok("outbox"),
-            Err(error) => health.failing("outbox", &error),
+            Ok(()) => task.health.ok("outbox"),
+            Err(error) => task.health.failing("outbox", &error),
         }
         ticks = ticks.wrapping_add(1);
-        if !shutdown.sleep(EVERY).await {
+        if !task.shutdown.sleep(EVERY).await {
             return Ok(());
         }
     }

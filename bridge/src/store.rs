@@ -184,21 +184,8 @@ impl Store {
         }
         let mut transaction = self.begin().await?;
         let ids: Vec<String> = received.iter().map(|n| n.event_id.to_string()).collect();
-        let mut params = vec![Value::from(consumer)];
-        params.extend(ids.iter().map(|id| Value::from(id.as_str())));
-        let seen: BTreeSet<String> = transaction
-            .exec::<String, _, _>(
-                format!(
-                    "SELECT event_id FROM processed_events WHERE consumer = ? AND event_id IN ({})",
-                    placeholders(ids.len())
-                ),
-                params,
-            )
-            .await?
-            .into_iter()
-            .collect();
+        let mut taken = processed_among(&mut transaction, consumer, &ids).await?;
         // A batch may carry the same event twice (a redelivery right behind the original).
-        let mut taken = seen.clone();
         let fresh: Vec<(&String, &ReceivedNotification)> = ids
             .iter()
             .zip(received)
@@ -212,49 +199,86 @@ impl Store {
             transaction.rollback().await?;
             return Ok(recorded);
         }
-        let params: Vec<Value> = fresh
-            .iter()
-            .flat_map(|(id, _)| [Value::from(consumer), Value::from(id.as_str())])
-            .collect();
-        transaction
-            .exec_drop(
-                format!(
-                    "INSERT INTO processed_events (consumer, event_id) VALUES {}",
-                    tuples(fresh.len(), 2)
-                ),
-                params,
-            )
-            .await
-            .context("marking notifications processed (a concurrent consumer got there first?)")?;
-        let params: Vec<Value> = fresh
-            .iter()
-            .flat_map(|(id, n)| {
-                [
-                    Value::from(id.as_str()),
-                    Value::from(n.request.user_id.get()),
-                    Value::from(kind_name(n.request.kind)),
-                    Value::from(n.request.reservation_id.get()),
-                    n.request
-                        .payment_id
-                        .map_or(Value::NULL, |p| Value::from(p.get())),
-                    Value::from(n.requested_at.to_sql_datetime()),
-                ]
-            })
-            .collect();
-        transaction
-            .exec_drop(
-                format!(
-                    "INSERT INTO notifications \
-                     (event_id, user_id, kind, reservation_id, payment_id, requested_at) VALUES {}",
-                    tuples(fresh.len(), 6)
-                ),
-                params,
-            )
-            .await
-            .context("recording notifications")?;
+        mark_processed(&mut transaction, consumer, &fresh).await?;
+        insert_notifications(&mut transaction, &fresh).await?;
         transaction.commit().await?;
         Ok(recorded)
     }
+}
+
+/// Which of `event_ids` `consumer` has already processed.
+async fn processed_among(
+    transaction: &mut Transaction<'static>,
+    consumer: &str,
+    event_ids: &[String],
+) -> anyhow::Result<BTreeSet<String>> {
+    let mut params = vec![Value::from(consumer)];
+    params.extend(event_ids.iter().map(|id| Value::from(id.as_str())));
+    let seen = transaction
+        .exec::<String, _, _>(
+            format!(
+                "SELECT event_id FROM processed_events WHERE consumer = ? AND event_id IN ({})",
+                placeholders(event_ids.len())
+            ),
+            params,
+        )
+        .await?;
+    Ok(seen.into_iter().collect())
+}
+
+/// Marks the events processed; a concurrent consumer that got there first makes it fail on
+/// the primary key, so the batch is retried and then skipped.
+async fn mark_processed(
+    transaction: &mut Transaction<'static>,
+    consumer: &str,
+    fresh: &[(&String, &ReceivedNotification)],
+) -> anyhow::Result<()> {
+    let params: Vec<Value> = fresh
+        .iter()
+        .flat_map(|(id, _)| [Value::from(consumer), Value::from(id.as_str())])
+        .collect();
+    transaction
+        .exec_drop(
+            format!(
+                "INSERT INTO processed_events (consumer, event_id) VALUES {}",
+                tuples(fresh.len(), 2)
+            ),
+            params,
+        )
+        .await
+        .context("marking notifications processed (a concurrent consumer got there first?)")
+}
+
+async fn insert_notifications(
+    transaction: &mut Transaction<'static>,
+    fresh: &[(&String, &ReceivedNotification)],
+) -> anyhow::Result<()> {
+    let params: Vec<Value> = fresh
+        .iter()
+        .flat_map(|(id, n)| {
+            [
+                Value::from(id.as_str()),
+                Value::from(n.request.user_id.get()),
+                Value::from(kind_name(n.request.kind)),
+                Value::from(n.request.reservation_id.get()),
+                n.request
+                    .payment_id
+                    .map_or(Value::NULL, |p| Value::from(p.get())),
+                Value::from(n.requested_at.to_sql_datetime()),
+            ]
+        })
+        .collect();
+    transaction
+        .exec_drop(
+            format!(
+                "INSERT INTO notifications \
+                 (event_id, user_id, kind, reservation_id, payment_id, requested_at) VALUES {}",
+                tuples(fresh.len(), 6)
+            ),
+            params,
+        )
+        .await
+        .context("recording notifications")
 }
 
 impl Claim {

@@ -5,36 +5,27 @@
 //! lapsed holds no one else has locked (see `Store::expire_lapsed_holds`).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 use ticketing_core::cache::{schedules_key, seat_map_keys};
 use ticketing_core::events::{Envelope, EventId, ReservationExpired};
 use ticketing_core::time::Timestamp;
 
+use crate::Task;
 use crate::config::Config;
-use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
 use crate::store::{ExpiredHold, Store};
 
-pub(crate) async fn run(
-    store: Store,
-    redis: ConnectionManager,
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    mut shutdown: Shutdown,
-) {
+pub(crate) async fn run(store: Store, redis: ConnectionManager, mut task: Task) {
     loop {
-        match sweep(&store, &redis, &config, &metrics).await {
-            Ok(()) => health.ok("sweeper"),
+        match sweep(&store, &redis, &task.config, &task.metrics).await {
+            Ok(()) => task.health.ok("sweeper"),
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), "hold-expiry sweep failed");
-                health.failing("sweeper", &error);
+                task.health.failing("sweeper", &error);
             }
         }
-        if !shutdown.sleep(config.sweeper.interval).await {
+        if !task.shutdown.sleep(task.config.sweeper.interval).await {
             return;
         }
     }

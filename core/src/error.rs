@@ -224,6 +224,11 @@ impl ApiError {
         Self::new(ErrorCode::BadRequest, message)
     }
 
+    /// A resource the path names that does not exist, e.g. `not_found("payment", 7)`.
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{what} {id} does not exist"))
+    }
+
     /// A dependency failure. The message names the dependency, never internal detail.
     pub fn unavailable(dependency: &str) -> Self {
         Self::new(

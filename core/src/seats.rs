@@ -295,6 +295,31 @@ impl SeatSelection {
         }
     }
 
+    /// Refuses, naming them, when a seat map read moments ago shows any of the seats taken:
+    /// in a rush for a few seats that is almost every hold, and it needs no database.
+    /// `schedule_seats` are all the schedule's seats, `free` those the map shows free. A seat
+    /// the schedule does not list passes, for the database to name what is wrong with it.
+    pub fn ensure_free_on_map(
+        &self,
+        schedule_seats: &BTreeSet<SeatId>,
+        free: &BTreeSet<SeatId>,
+    ) -> Result<(), SeatError> {
+        if !self.seats.iter().all(|seat| schedule_seats.contains(seat)) {
+            return Ok(());
+        }
+        let taken: Vec<SeatId> = self
+            .seats
+            .iter()
+            .filter(|seat| !free.contains(seat))
+            .copied()
+            .collect();
+        if taken.is_empty() {
+            Ok(())
+        } else {
+            Err(SeatError::Unavailable(taken))
+        }
+    }
+
     /// Tries to hold every selected seat at once: all or none. `states` are the current
     /// states of the selected seats. On refusal nothing changes and the error names the
     /// seats that are taken.
@@ -649,6 +674,31 @@ mod tests {
         assert_eq!(
             selection.price(&[listing(1, 1), listing(2, 1)]),
             Ok(Amount::new(100_000).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_seat_map_refuses_only_seats_of_the_schedule_it_shows_taken() {
+        let selection =
+            SeatSelection::new(schedule(1), &[seat(1), seat(2)], &HoldPolicy::default()).unwrap();
+        let ids = |ids: &[u64]| ids.iter().map(|&s| seat(s)).collect::<BTreeSet<_>>();
+        let schedule_seats = ids(&[1, 2, 3]);
+        assert_eq!(
+            selection.ensure_free_on_map(&schedule_seats, &ids(&[1, 2])),
+            Ok(())
+        );
+        assert_eq!(
+            selection.ensure_free_on_map(&schedule_seats, &ids(&[1, 3])),
+            Err(SeatError::Unavailable(vec![seat(2)]))
+        );
+        assert_eq!(
+            selection.ensure_free_on_map(&schedule_seats, &ids(&[])),
+            Err(SeatError::Unavailable(vec![seat(1), seat(2)]))
+        );
+        // Seat 2 is not the schedule's: the database answers why.
+        assert_eq!(
+            selection.ensure_free_on_map(&ids(&[1, 3]), &ids(&[])),
+            Ok(())
         );
     }
 

@@ -154,7 +154,8 @@ async fn shutdown_signal() {
     }
 }
 
-async fn up(args: UpArgs) -> anyhow::Result<()> {
+/// The engine, backend pools, metrics and instance-reuse policy every component shares.
+fn shared_runtime(args: &UpArgs) -> anyhow::Result<Shared> {
     let engine = engine::build(&EngineSettings {
         cache_dir: (args.cache_dir != "none").then(|| PathBuf::from(&args.cache_dir)),
         max_instances: args.max_instances,
@@ -163,7 +164,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     })?;
     engine::spawn_epoch_ticker(&engine)?;
     let metrics = Arc::new(Metrics::default());
-    let shared = Shared {
+    Ok(Shared {
         engine,
         redis: Arc::new(RedisPools::new(
             RedisSettings {
@@ -185,7 +186,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             request_timeout: args.request_timeout,
         },
         max_instance_memory: args.max_instance_memory_mib << 20,
-    };
+    })
+}
+
+fn server_settings(args: &UpArgs) -> ServerSettings {
+    ServerSettings {
+        admission: AdmissionSettings {
+            max_concurrent: args.max_concurrent_requests,
+            max_waiting: args.max_waiting_requests,
+            max_wait: args.max_queue_wait,
+        },
+        max_request_body: args.max_request_body,
+        ..ServerSettings::default()
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let shared = shared_runtime(&args)?;
     let mysql = shared.mysql.clone();
     let metrics = shared.metrics.clone();
     let app = loader::load(&args.manifest, |name| std::env::var(name).ok(), shared)
@@ -209,15 +226,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let admin_task = tokio::spawn(edge::admin::serve(admin, metrics, stopped(stop_rx.clone())));
-    let settings = ServerSettings {
-        admission: AdmissionSettings {
-            max_concurrent: args.max_concurrent_requests,
-            max_waiting: args.max_waiting_requests,
-            max_wait: args.max_queue_wait,
-        },
-        max_request_body: args.max_request_body,
-        ..ServerSettings::default()
-    };
+    let settings = server_settings(&args);
     let serving = server::serve(listener, app, settings, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);

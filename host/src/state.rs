@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use edge_app::outbound::AllowedHosts;
 use edge_app::variables::ComponentVariables;
-use wasmtime::component::{Accessor, HasSelf, ResourceTable};
+use wasmtime::component::{Accessor, HasSelf, Resource, ResourceTable};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -39,6 +39,42 @@ pub fn calling_component(
     accessor: &Accessor<HostState, HasSelf<HostState>>,
 ) -> Arc<ComponentContext> {
     accessor.with(|mut access| access.get().component.clone())
+}
+
+/// `open` of every outbound database interface: an address the component did not declare
+/// is refused with `refused`, else `connect` runs and its connection becomes the guest's
+/// resource.
+pub async fn open_connection<C, E, Connecting>(
+    accessor: &Accessor<HostState, HasSelf<HostState>>,
+    address: String,
+    scheme: &str,
+    refused: E,
+    connect: impl FnOnce(Arc<ComponentContext>, String) -> Connecting,
+) -> wasmtime::Result<Result<Resource<C>, E>>
+where
+    C: Send + 'static,
+    Connecting: Future<Output = Result<C, E>>,
+{
+    let component = calling_component(accessor);
+    if !component.permits(&address, scheme) {
+        return Ok(Err(refused));
+    }
+    match connect(component, address).await {
+        Ok(connection) => Ok(Ok(
+            accessor.with(|mut access| access.get().table.push(connection))?
+        )),
+        Err(error) => Ok(Err(error)),
+    }
+}
+
+/// Ends a guest's connection resource; a handle the table does not hold is a host bug, so
+/// it traps.
+pub fn close_connection<C: Send + 'static>(
+    state: &mut HostState,
+    connection: Resource<C>,
+) -> wasmtime::Result<()> {
+    state.table.delete(connection)?;
+    Ok(())
 }
 
 impl ComponentContext {

@@ -583,6 +583,53 @@ async fn lease_seat_map_rebuild(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_on_a_seat_a_fresh_seat_map_shows_taken_is_refused_without_asking_mysql() {
+    let app = App::start(&[]).await;
+    let venue = venue(3, PRICE).await;
+    assert_eq!(seat_map(&app, venue.schedule).await.len(), 3);
+    // The cached map is made to show the first seat taken, which MySQL still has free: only
+    // a refusal read from the map can name it.
+    let mut redis = tests_redis().await;
+    let (map_key, _) = seat_map_keys(ScheduleId::new(venue.schedule).expect("schedule"));
+    let cached: String = redis::cmd("GET")
+        .arg(&map_key)
+        .query_async(&mut redis)
+        .await
+        .expect("cached map");
+    let mut map: Value = serde_json::from_str(&cached).expect("map json");
+    map["seats"]
+        .as_array_mut()
+        .expect("seats")
+        .retain(|s| s["seatId"] != json!(venue.seats[0]));
+    let _: () = redis::cmd("SET")
+        .arg(&map_key)
+        .arg(map.to_string())
+        .arg("KEEPTTL")
+        .query_async(&mut redis)
+        .await
+        .expect("rewrite the map");
+
+    let pass = app.pass("onmap", venue.schedule * 10_000 + 1).await;
+    let (status, body) = reserve(&app, &pass, venue.schedule, &venue.seats[..2]).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["details"]["seatIds"], json!([venue.seats[0]]));
+    assert_eq!(holdings(venue.schedule).await.held_seats, 0);
+
+    // Seats the map shows free, and any hold once the map is gone, are MySQL's to decide.
+    let (status, body) = reserve(&app, &pass, venue.schedule, &venue.seats[1..2]).await;
+    assert_eq!(status, 201, "{body}");
+    let _: () = redis::cmd("DEL")
+        .arg(&map_key)
+        .query_async(&mut redis)
+        .await
+        .expect("drop the map");
+    let other = app.pass("onmap", venue.schedule * 10_000 + 2).await;
+    let (status, body) = reserve(&app, &other, venue.schedule, &venue.seats[..1]).await;
+    assert_eq!(status, 201, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_of_a_cold_seat_map_takes_the_rebuild_in_flight_instead_of_querying_mysql() {
     let app = Arc::new(App::start(&[]).await);
     let venue = venue(10, PRICE).await;

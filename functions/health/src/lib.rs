@@ -4,16 +4,12 @@
 
 mod store;
 
-use http_kit::{Reply, json, respond};
+use http_kit::{Reply, json};
 use serde_json::json;
-use spin_sdk::http::{IntoResponse, Method, Request, StatusCode};
-use spin_sdk::http_service;
+use spin_sdk::http::{Method, Request, StatusCode};
 use ticketing_core::ApiError;
 
-#[http_service]
-async fn handle(request: Request) -> impl IntoResponse {
-    respond(health(request).await)
-}
+http_kit::serve!(health);
 
 async fn health(request: Request) -> Result<Reply, ApiError> {
     http_kit::only(&request, Method::GET)?;

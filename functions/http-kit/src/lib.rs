@@ -78,6 +78,23 @@ pub fn respond(result: Result<Reply, ApiError>) -> Reply {
     result.unwrap_or_else(|error| error_reply(&error))
 }
 
+/// Declares the component's entry point: Spin hands every request to `route`, whose error
+/// becomes the JSON error body.
+#[macro_export]
+macro_rules! serve {
+    ($route:path) => {
+        #[::spin_sdk::http_service]
+        async fn handle(request: ::spin_sdk::http::Request) -> impl ::spin_sdk::http::IntoResponse {
+            $crate::respond($route(request).await)
+        }
+    };
+}
+
+/// A path's segments for matching routes: `/api/concerts/7/` is `["api", "concerts", "7"]`.
+pub fn path_segments(path: &str) -> Vec<&str> {
+    path.trim_end_matches('/').split('/').skip(1).collect()
+}
+
 /// A request no route of the component answers.
 /// `405` for a path that exists under `allowed` methods only; `error_reply` turns the list
 /// into the `Allow` header.

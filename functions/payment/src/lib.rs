@@ -35,10 +35,9 @@ mod config;
 mod gateway;
 mod store;
 
-use http_kit::{Reply, bearer_token, json, now, read_json, respond};
+use http_kit::{Reply, bearer_token, json, now, read_json};
 use serde::{Deserialize, Serialize};
-use spin_sdk::http::{IntoResponse, Method, Request, StatusCode};
-use spin_sdk::http_service;
+use spin_sdk::http::{Method, Request, StatusCode};
 use sql_kit::Db;
 use ticketing_core::ids::{IdempotencyKey, PaymentId, ReservationId, UserId};
 use ticketing_core::money::{Amount, Balance, ChargePolicy};
@@ -53,17 +52,13 @@ use waiting_room::WaitingRoom;
 
 use crate::config::Config;
 use crate::gateway::Authorization;
-use crate::store::{Booking, Charged, Payment};
+use crate::store::{Booking, ChargeOrder, Charged, Payment, Settlement};
 
-#[http_service]
-async fn handle(request: Request) -> impl IntoResponse {
-    respond(route(request).await)
-}
+http_kit::serve!(route);
 
 async fn route(request: Request) -> Result<Reply, ApiError> {
-    let path = request.uri().path().trim_end_matches('/').to_owned();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    match segments.as_slice() {
+    let path = request.uri().path().to_owned();
+    match http_kit::path_segments(&path).as_slice() {
         ["api", "users", user, "balance"] => {
             http_kit::only(&request, Method::GET)?;
             show_balance(&request, UserId::parse(user)?).await
@@ -90,10 +85,6 @@ async fn route(request: Request) -> Result<Reply, ApiError> {
 
 async fn database(config: &Config) -> Result<Db, ApiError> {
     Ok(Db::open(&config.mysql_url).await?)
-}
-
-fn not_found(what: &str, id: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, format!("{what} {id} does not exist"))
 }
 
 /// The user a queue ticket or a pass speaks for.
@@ -150,7 +141,7 @@ async fn show_balance(request: &Request, user: UserId) -> Result<Reply, ApiError
     let db = database(config).await?;
     let balance = store::balance(&db, user)
         .await?
-        .ok_or_else(|| not_found("user", user))?;
+        .ok_or_else(|| ApiError::not_found("user", user))?;
     Ok(json(
         StatusCode::OK,
         &BalanceReply {
@@ -182,14 +173,19 @@ async fn charge(request: Request, user: UserId) -> Result<Reply, ApiError> {
     let key = idempotency_key(&request)?;
     let body: ChargeRequest = read_json(request).await?;
     let db = database(config).await?;
-    let charged =
-        store::charge(&db, user, &key, body.amount, &ChargePolicy::default(), now).await?;
+    let order = ChargeOrder {
+        user,
+        key: &key,
+        amount: body.amount,
+        policy: &ChargePolicy::default(),
+    };
+    let charged = store::charge(&db, &order, now).await?;
     let (status, charge) = match charged {
         Charged::New(charge) => (StatusCode::CREATED, charge),
         Charged::Replay(charge) => (StatusCode::OK, charge),
         Charged::KeyReused => return Err(IdempotencyError::KeyReused.into()),
         Charged::Refused(refused) => return Err(refused.into()),
-        Charged::UnknownUser => return Err(not_found("user", user)),
+        Charged::UnknownUser => return Err(ApiError::not_found("user", user)),
     };
     Ok(json(
         status,
@@ -277,12 +273,13 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
         Idempotency::Replay(first) => return outcome_reply(first),
         Idempotency::Resume { started_at } => {
             // The same request, so the same reservation as the body's.
-            let booking = booking.ok_or_else(|| not_found("reservation", body.reservation_id))?;
+            let booking =
+                booking.ok_or_else(|| ApiError::not_found("reservation", body.reservation_id))?;
             return complete(config, db, &pass, (&key, started_at), &booking, now).await;
         }
     }
 
-    let booking = booking.ok_or_else(|| not_found("reservation", body.reservation_id))?;
+    let booking = booking.ok_or_else(|| ApiError::not_found("reservation", body.reservation_id))?;
     booking.reservation.ensure_owner(pass.user_id)?;
     booking.reservation.ensure_payable(now)?;
     WaitingRoom::connect(&config.redis_url)
@@ -343,7 +340,12 @@ async fn complete(
     let db = &database(config).await?;
     let settled = match &authorization {
         Authorization::Approved { authorization_id } => {
-            match store::settle(db, key, booking, authorization_id, now).await {
+            let sale = Settlement {
+                key,
+                booking,
+                gateway_ref: authorization_id,
+            };
+            match store::settle(db, &sale, now).await {
                 Ok(Ok((payment, _balance))) => Ok(payment),
                 Ok(Err(reason)) => Err(reason),
                 Err(error) => {
@@ -366,7 +368,7 @@ async fn complete(
     // Read back: a concurrent request with the same key may have settled it meanwhile.
     let stored = store::payment_by_key(db, pass.user_id, key)
         .await?
-        .ok_or_else(|| not_found("payment under the Idempotency-Key", key))?;
+        .ok_or_else(|| ApiError::not_found("payment under the Idempotency-Key", key))?;
     if stored.status == PaymentStatus::Failed && stored.failure == Some(FailureReason::HoldGone) {
         booking.reservation.ensure_payable(now)?;
     }
@@ -403,46 +405,43 @@ async fn succeeded(
     ))
 }
 
-async fn owned_payment(
-    config: &Config,
-    request: &Request,
-    payment: PaymentId,
-    now: Timestamp,
-) -> Result<(Db, Payment), ApiError> {
-    let user = token_user(config, request, now)?;
-    let db = database(config).await?;
-    let found = store::payment(&db, payment)
+/// The payment, if it exists and `caller` made it.
+async fn owned_payment(db: &Db, caller: UserId, payment: PaymentId) -> Result<Payment, ApiError> {
+    let found = store::payment(db, payment)
         .await?
-        .ok_or_else(|| not_found("payment", payment))?;
-    if found.user_id != user {
+        .ok_or_else(|| ApiError::not_found("payment", payment))?;
+    if found.user_id != caller {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             format!("payment {payment} belongs to another user"),
         ));
     }
-    Ok((db, found))
+    Ok(found)
 }
 
 async fn show_payment(request: &Request, payment: PaymentId) -> Result<Reply, ApiError> {
     let config = config::get().await?;
-    let (_, found) = owned_payment(config, request, payment, now()).await?;
+    let caller = token_user(config, request, now())?;
+    let found = owned_payment(&database(config).await?, caller, payment).await?;
     Ok(json(StatusCode::OK, &PaymentReply::from(&found)))
 }
 
 async fn refund(request: &Request, payment: PaymentId) -> Result<Reply, ApiError> {
     let config = config::get().await?;
     let now = now();
-    let (db, found) = owned_payment(config, request, payment, now).await?;
+    let caller = token_user(config, request, now)?;
+    let db = database(config).await?;
+    let found = owned_payment(&db, caller, payment).await?;
     let booking = store::booking(&db, found.reservation_id)
         .await?
-        .ok_or_else(|| not_found("reservation", found.reservation_id))?;
+        .ok_or_else(|| ApiError::not_found("reservation", found.reservation_id))?;
     let decision = RefundPolicy::default().decide(found.status, booking.starts_at, now)?;
     if decision == RefundDecision::Refund && store::refund(&db, payment, &booking, now).await? {
         invalidate_seat_maps(config, &booking).await;
     }
     let current = store::payment(&db, payment)
         .await?
-        .ok_or_else(|| not_found("payment", payment))?;
+        .ok_or_else(|| ApiError::not_found("payment", payment))?;
     Ok(json(StatusCode::OK, &PaymentReply::from(&current)))
 }
 

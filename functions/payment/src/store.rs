@@ -109,20 +109,23 @@ fn replay_or_reuse(first: Charge, amount: Amount) -> Charged {
     }
 }
 
-/// Adds `amount` to the user's balance under the charge policy, once per key.
-pub(crate) async fn charge(
-    db: &Db,
-    user: UserId,
-    key: &IdempotencyKey,
-    amount: Amount,
-    policy: &ChargePolicy,
-    now: Timestamp,
-) -> DbResult<Charged> {
+/// A charge to record: `amount` onto `user`'s balance under `policy`, once per `key`.
+pub(crate) struct ChargeOrder<'a> {
+    pub(crate) user: UserId,
+    pub(crate) key: &'a IdempotencyKey,
+    pub(crate) amount: Amount,
+    pub(crate) policy: &'a ChargePolicy,
+}
+
+/// Records `order`, or answers with what its key recorded before.
+pub(crate) async fn charge(db: &Db, order: &ChargeOrder<'_>, now: Timestamp) -> DbResult<Charged> {
+    let ChargeOrder {
+        user, key, amount, ..
+    } = *order;
     if let Some(first) = charge_by_key(db, user, key).await? {
         return Ok(replay_or_reuse(first, amount));
     }
-    let outcome = with_retries!(db, charge_transaction(db, user, key, amount, policy, now));
-    match outcome {
+    match with_retries!(db, charge_transaction(db, order, now)) {
         // A concurrent request with the same key won the race: answer as a replay.
         Err(DbError::Duplicate(_)) => match charge_by_key(db, user, key).await? {
             Some(first) => Ok(replay_or_reuse(first, amount)),
@@ -132,14 +135,13 @@ pub(crate) async fn charge(
     }
 }
 
-async fn charge_transaction(
-    db: &Db,
-    user: UserId,
-    key: &IdempotencyKey,
-    amount: Amount,
-    policy: &ChargePolicy,
-    now: Timestamp,
-) -> DbResult<Charged> {
+async fn charge_transaction(db: &Db, order: &ChargeOrder<'_>, now: Timestamp) -> DbResult<Charged> {
+    let ChargeOrder {
+        user,
+        key,
+        amount,
+        policy,
+    } = *order;
     db.begin().await?;
     let Some(current) = locked_balance(db, user).await? else {
         db.rollback().await;
@@ -453,36 +455,85 @@ fn notification(
     )
 }
 
-/// The settling transaction of the authorized payment the booking's user made under `key`.
-/// Returns the payment and the balance after the debit, or why it could not settle (the
-/// hold is gone, the balance is short); the caller then voids the authorization.
+/// An authorized payment to settle: the one the booking's user made under `key`, approved
+/// by the gateway as `gateway_ref`.
+pub(crate) struct Settlement<'a> {
+    pub(crate) key: &'a IdempotencyKey,
+    pub(crate) booking: &'a Booking,
+    pub(crate) gateway_ref: &'a str,
+}
+
+/// Settles `sale`. Returns the payment and the balance after the debit, or why it could not
+/// settle (the hold is gone, the balance is short); the caller then voids the authorization.
 pub(crate) async fn settle(
     db: &Db,
-    key: &IdempotencyKey,
-    booking: &Booking,
-    gateway_ref: &str,
+    sale: &Settlement<'_>,
     now: Timestamp,
 ) -> DbResult<Result<(PaymentId, Balance), FailureReason>> {
-    with_retries!(db, settle_transaction(db, key, booking, gateway_ref, now))
+    with_retries!(db, settle_transaction(db, sale, now))
 }
 
 async fn settle_transaction(
     db: &Db,
-    key: &IdempotencyKey,
-    booking: &Booking,
-    gateway_ref: &str,
+    sale: &Settlement<'_>,
     now: Timestamp,
 ) -> DbResult<Result<(PaymentId, Balance), FailureReason>> {
-    let r = &booking.reservation;
-    let seats = placeholders(r.seat_ids.len());
-    let seat_params = r.seat_ids.iter().map(|s| id(s.get()));
+    let booking = sale.booking;
     db.begin().await?;
-    // Locks the payment, the reservation, its seats still held for it and the balance (one
-    // row per seat), so what the rules decide from them below still holds at the commit.
-    let mut params: Vec<_> = seat_params.clone().collect();
+    // A seat released or sold meanwhile leaves nothing to lock.
+    let Some(locked) = lock_sale(db, sale).await? else {
+        db.rollback().await;
+        return Ok(Err(FailureReason::HoldGone));
+    };
+    // Settled or failed by another request meanwhile, or the hold lapsed or changed.
+    if !locked.pending || locked.held.confirm(now).is_err() {
+        db.rollback().await;
+        return Ok(Err(FailureReason::HoldGone));
+    }
+    let Ok(after) = locked.balance.debit(booking.reservation.amount) else {
+        db.rollback().await;
+        return Ok(Err(FailureReason::InsufficientBalance));
+    };
+    record_sale(db, locked.payment, sale, after).await?;
+    ledger_line(
+        db,
+        locked.payment,
+        booking,
+        LedgerEntryKind::Payment,
+        after,
+        now,
+    )
+    .await?;
+    db.publish_all(&[
+        envelope(&PaymentCompleted(facts(locked.payment, booking)), now)?,
+        notification(
+            locked.payment,
+            booking,
+            NotificationKind::PaymentCompleted,
+            now,
+        )?,
+    ])
+    .await?;
+    db.commit().await?;
+    Ok(Ok((locked.payment, after)))
+}
+
+/// What a settlement decides from, locked until its transaction ends.
+struct LockedSale {
+    payment: PaymentId,
+    pending: bool,
+    held: Reservation,
+    balance: Balance,
+}
+
+/// Locks the payment, the reservation, its seats still held for it and the balance (one
+/// row per seat); `None` when a seat is no longer held for it.
+async fn lock_sale(db: &Db, sale: &Settlement<'_>) -> DbResult<Option<LockedSale>> {
+    let r = &sale.booking.reservation;
+    let mut params: Vec<_> = r.seat_ids.iter().map(|s| id(s.get())).collect();
     params.extend([
         id(r.user_id.get()),
-        text(key.as_str()),
+        text(sale.key.as_str()),
         id(r.id.get()),
         id(r.user_id.get()),
     ]);
@@ -492,43 +543,44 @@ async fn settle_transaction(
                 "SELECT p.id, p.status, r.status, CAST(r.expires_at AS CHAR), b.amount FROM payments p \
                  JOIN reservations r ON r.id = p.reservation_id \
                  JOIN balances b ON b.user_id = r.user_id \
-                 JOIN seats s ON s.id IN ({seats}) AND s.reservation_id = r.id AND s.status = 'HELD' \
+                 JOIN seats s ON s.id IN ({}) AND s.reservation_id = r.id AND s.status = 'HELD' \
                  WHERE p.user_id = ? AND p.idempotency_key = ? AND r.id = ? AND r.user_id = ? \
-                 FOR UPDATE"
+                 FOR UPDATE",
+                placeholders(r.seat_ids.len())
             ),
             params,
         )
         .await?;
-    // A seat released or sold meanwhile is missing from the rows.
     let Some(row) = rows.first().filter(|_| rows.len() == r.seat_ids.len()) else {
-        db.rollback().await;
-        return Ok(Err(FailureReason::HoldGone));
+        return Ok(None);
     };
-    let payment = column_as(row, 0, "payments.id", PaymentId::new)?;
-    let pending =
-        column_text(row, 1).and_then(|s| PaymentStatus::parse(&s)) == Some(PaymentStatus::Pending);
-    let held = Reservation {
-        status: column_text(row, 2)
-            .and_then(|s| ReservationStatus::parse(&s))
-            .ok_or_else(|| corrupt("reservations.status"))?,
-        expires_at: column_time(row, 3).ok_or_else(|| corrupt("reservations.expires_at"))?,
-        ..r.clone()
-    };
-    let balance = column_as(row, 4, "balances.amount", Balance::new)?;
-    // Settled or failed by another request meanwhile, or the hold lapsed or changed.
-    if !pending || held.confirm(now).is_err() {
-        db.rollback().await;
-        return Ok(Err(FailureReason::HoldGone));
-    }
-    let Ok(after) = balance.debit(r.amount) else {
-        db.rollback().await;
-        return Ok(Err(FailureReason::InsufficientBalance));
-    };
-    // The sale in one statement, on exactly the rows locked above: the payment SUCCEEDED,
-    // the reservation CONFIRMED, its seats SOLD, the balance debited (a multi-table UPDATE
-    // changes each matched row once, however many seats join it).
-    let mut params = vec![text(gateway_ref), id(after.minor_units())];
-    params.extend(seat_params);
+    Ok(Some(LockedSale {
+        payment: column_as(row, 0, "payments.id", PaymentId::new)?,
+        pending: column_text(row, 1).and_then(|s| PaymentStatus::parse(&s))
+            == Some(PaymentStatus::Pending),
+        held: Reservation {
+            status: column_text(row, 2)
+                .and_then(|s| ReservationStatus::parse(&s))
+                .ok_or_else(|| corrupt("reservations.status"))?,
+            expires_at: column_time(row, 3).ok_or_else(|| corrupt("reservations.expires_at"))?,
+            ..r.clone()
+        },
+        balance: column_as(row, 4, "balances.amount", Balance::new)?,
+    }))
+}
+
+/// The sale in one statement, on exactly the rows `lock_sale` locked: the payment
+/// SUCCEEDED, the reservation CONFIRMED, its seats SOLD, the balance debited to `after` (a
+/// multi-table UPDATE changes each matched row once, however many seats join it).
+async fn record_sale(
+    db: &Db,
+    payment: PaymentId,
+    sale: &Settlement<'_>,
+    after: Balance,
+) -> DbResult<()> {
+    let r = &sale.booking.reservation;
+    let mut params = vec![text(sale.gateway_ref), id(after.minor_units())];
+    params.extend(r.seat_ids.iter().map(|s| id(s.get())));
     params.extend([id(payment.get()), id(r.id.get())]);
     db.execute(
         &format!(
@@ -539,19 +591,12 @@ async fn settle_transaction(
                r.status = 'CONFIRMED', \
                b.amount = ?, b.version = b.version + 1, \
                s.status = 'SOLD', s.held_until = NULL, s.version = s.version + 1 \
-             WHERE s.id IN ({seats}) AND s.status = 'HELD' AND p.id = ? AND r.id = ?"
+             WHERE s.id IN ({}) AND s.status = 'HELD' AND p.id = ? AND r.id = ?",
+            placeholders(r.seat_ids.len())
         ),
         params,
     )
-    .await?;
-    ledger_line(db, payment, booking, LedgerEntryKind::Payment, after, now).await?;
-    db.publish_all(&[
-        envelope(&PaymentCompleted(facts(payment, booking)), now)?,
-        notification(payment, booking, NotificationKind::PaymentCompleted, now)?,
-    ])
-    .await?;
-    db.commit().await?;
-    Ok(Ok((payment, after)))
+    .await
 }
 
 /// The refunding transaction: credit back, seats on sale again, reservation REFUNDED,

@@ -18,10 +18,9 @@ mod config;
 
 use std::time::Duration;
 
-use http_kit::{Reply, bearer_token, client_ip, json, now, query_param, read_json, respond};
+use http_kit::{Reply, bearer_token, client_ip, json, now, query_param, read_json};
 use serde::{Deserialize, Serialize};
-use spin_sdk::http::{HeaderValue, IntoResponse, Method, Request, StatusCode};
-use spin_sdk::http_service;
+use spin_sdk::http::{HeaderValue, Method, Request, StatusCode};
 use ticketing_core::ApiError;
 use ticketing_core::ids::{QueueId, UserId};
 use ticketing_core::pass::{Claims, TokenKind};
@@ -29,10 +28,7 @@ use ticketing_core::queue::{PollPacing, QueueSettings, QueueSettingsPatch, Queue
 use ticketing_core::time::Timestamp;
 use waiting_room::{Caller, Place, QueueOverview, WaitingRoom};
 
-#[http_service]
-async fn handle(request: Request) -> impl IntoResponse {
-    respond(route(request).await)
-}
+http_kit::serve!(route);
 
 async fn route(request: Request) -> Result<Reply, ApiError> {
     let path = request.uri().path().trim_end_matches('/');

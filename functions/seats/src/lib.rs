@@ -14,10 +14,11 @@
 mod config;
 mod store;
 
-use http_kit::{Reply, bearer_token, json, json_text, now, query_param, read_json, respond};
+use std::collections::BTreeSet;
+
+use http_kit::{Reply, bearer_token, json, json_text, now, query_param, read_json};
 use serde::{Deserialize, Serialize};
-use spin_sdk::http::{HeaderValue, IntoResponse, Method, Request, StatusCode};
-use spin_sdk::http_service;
+use spin_sdk::http::{HeaderValue, Method, Request, StatusCode};
 use sql_kit::Db;
 use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::money::Amount;
@@ -40,15 +41,11 @@ const SEAT_MAP_TTL_MS: u64 = 10_000;
 /// MySQL would take to show.
 const SEAT_LAYOUT_TTL_MS: u64 = 60 * 60_000;
 
-#[http_service]
-async fn handle(request: Request) -> impl IntoResponse {
-    respond(route(request).await)
-}
+http_kit::serve!(route);
 
 async fn route(request: Request) -> Result<Reply, ApiError> {
-    let path = request.uri().path().trim_end_matches('/').to_owned();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    match segments.as_slice() {
+    let path = request.uri().path().to_owned();
+    match http_kit::path_segments(&path).as_slice() {
         ["api", "concerts"] => {
             http_kit::only(&request, Method::GET)?;
             concerts().await
@@ -96,10 +93,6 @@ async fn connect() -> Result<(&'static Config, Cache), ApiError> {
 
 async fn database(config: &Config) -> Result<Db, ApiError> {
     Ok(Db::open(&config.mysql_url).await?)
-}
-
-fn not_found(what: &str, id: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, format!("{what} {id} does not exist"))
 }
 
 fn to_json(value: &impl Serialize) -> Result<String, ApiError> {
@@ -225,7 +218,7 @@ async fn concert(concert: ConcertId) -> Result<Reply, ApiError> {
         let db = database(config).await?;
         let found = store::concert(&db, concert)
             .await?
-            .ok_or_else(|| not_found("concert", concert))?;
+            .ok_or_else(|| ApiError::not_found("concert", concert))?;
         to_json(&found)
     })
     .await?;
@@ -245,7 +238,7 @@ async fn schedules(concert: ConcertId) -> Result<Reply, ApiError> {
     let body = cached(&cache, &key, SCHEDULES_TTL_MS, async || {
         let db = database(config).await?;
         if store::concert(&db, concert).await?.is_none() {
-            return Err(not_found("concert", concert));
+            return Err(ApiError::not_found("concert", concert));
         }
         to_json(&ScheduleList {
             concert_id: concert,
@@ -314,7 +307,7 @@ async fn seat_layout(
     }
     let layout = store::seat_layout(db, schedule)
         .await?
-        .ok_or_else(|| not_found("schedule", schedule))?;
+        .ok_or_else(|| ApiError::not_found("schedule", schedule))?;
     cache
         .put(&key, &to_json(&layout)?, SEAT_LAYOUT_TTL_MS)
         .await;
@@ -436,13 +429,58 @@ async fn reserve(request: Request) -> Result<Reply, ApiError> {
         .await?
         .ensure_pass_active(&pass, now)
         .await?;
+    refuse_seats_taken_on_map(&cache, &selection).await?;
     let db = database(config).await?;
     let schedule = store::schedule(&db, selection.schedule())
         .await?
-        .ok_or_else(|| not_found("schedule", selection.schedule()))?;
+        .ok_or_else(|| ApiError::not_found("schedule", selection.schedule()))?;
     let view = store::hold(&db, &selection, pass.user_id, &config.hold_policy, now).await?;
     invalidate(&cache, schedule).await;
     Ok(json(StatusCode::CREATED, &ReservationReply::new(view, now)))
+}
+
+/// The seat ids a cached seat map or layout lists.
+#[derive(Deserialize)]
+struct ListedSeats {
+    seats: Vec<ListedSeat>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedSeat {
+    seat_id: SeatId,
+}
+
+impl ListedSeats {
+    fn parse(body: &str) -> Option<BTreeSet<SeatId>> {
+        let listed: Self = serde_json::from_str(body).ok()?;
+        Some(listed.seats.into_iter().map(|s| s.seat_id).collect())
+    }
+}
+
+/// Refuses a hold from Redis when the schedule's seat map, within its TTL, shows a chosen
+/// seat taken, so the many losers of a rush never wait for a MySQL connection (under Spin,
+/// whose connections per app are capped, they used to queue in front of the winners'
+/// payments). Such a map is no older than the last committed change to the schedule's
+/// seats: every change bumps its version, and a map read before one is not stored. A map
+/// that is missing, past its TTL or unreadable leaves the decision to MySQL.
+async fn refuse_seats_taken_on_map(
+    cache: &Cache,
+    selection: &SeatSelection,
+) -> Result<(), ApiError> {
+    let schedule = selection.schedule();
+    let (Ok(Lookup::Hit(map)), Ok(Lookup::Hit(layout))) = (
+        cache.seat_map(schedule).await,
+        cache.get(&cache::seat_layout_key(schedule)).await,
+    ) else {
+        return Ok(());
+    };
+    let (Some(free), Some(schedule_seats)) =
+        (ListedSeats::parse(&map), ListedSeats::parse(&layout))
+    else {
+        return Ok(());
+    };
+    Ok(selection.ensure_free_on_map(&schedule_seats, &free)?)
 }
 
 /// A stale cache only lasts its TTL, so a failure to invalidate is logged, not returned:
@@ -467,7 +505,7 @@ async fn owned_reservation(
     let db = database(config).await?;
     let view = store::reservation(&db, reservation)
         .await?
-        .ok_or_else(|| not_found("reservation", reservation))?;
+        .ok_or_else(|| ApiError::not_found("reservation", reservation))?;
     view.reservation.ensure_owner(pass.user_id)?;
     Ok((db, view))
 }
@@ -494,7 +532,7 @@ async fn cancel_reservation(
         // Paid, lapsed or cancelled between the read and the write: report its state now.
         let current = store::reservation(&db, reservation)
             .await?
-            .ok_or_else(|| not_found("reservation", reservation))?;
+            .ok_or_else(|| ApiError::not_found("reservation", reservation))?;
         current.reservation.cancel(now)?;
         return Err(ApiError::new(
             ErrorCode::InvalidState,

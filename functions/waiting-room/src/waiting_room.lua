@@ -96,6 +96,16 @@ local function limited(first)
   return by_user or by_address
 end
 
+-- What every fan's call checks first: the rate limits at ARGV[first ..], then the queue. A
+-- refusal to answer with (or nil), and the queue's settings (nil for no queue).
+local function gate(first)
+  local wait = limited(first)
+  if wait then
+    return { 'LIMITED', wait }
+  end
+  return nil, settings()
+end
+
 local function retain()
   for i = 1, 5 do
     redis.call('PEXPIRE', KEYS[i], RETAIN_MS)
@@ -167,11 +177,10 @@ end
 -- with (rate, max active, pass ttl ms, idle ms).
 if op == 'join' then
   local user = ARGV[3]
-  local wait = limited(4)
-  if wait then
-    return { 'LIMITED', wait }
+  local refused, s = gate(4)
+  if refused then
+    return refused
   end
-  local s = settings()
   if not s then
     if ARGV[8] ~= '1' then
       return { 'UNKNOWN_QUEUE' }
@@ -215,11 +224,10 @@ end
 -- status: ARGV 3 position, 4 user, 5..8 limits.
 if op == 'status' then
   local position, user = ARGV[3], ARGV[4]
-  local wait = limited(5)
-  if wait then
-    return { 'LIMITED', wait }
+  local refused, s = gate(5)
+  if refused then
+    return refused
   end
-  local s = settings()
   if not s then
     return { 'UNKNOWN_QUEUE' }
   end

@@ -28,7 +28,7 @@ use super::session::Step;
 use super::{InUse, MysqlConnection};
 use crate::bindings::mysql::{self as wit, Column, DbDataType, Error, ParameterValue, Row};
 use crate::metrics::Backend;
-use crate::state::{HostState, calling_component};
+use crate::state::{HostState, calling_component, close_connection, open_connection};
 
 type Outcome<T> = wasmtime::Result<Result<T, Error>>;
 type QueryOutput = (
@@ -178,8 +178,7 @@ impl wit::Host for HostState {}
 
 impl wit::HostConnection for HostState {
     fn drop(&mut self, resource: Resource<MysqlConnection>) -> wasmtime::Result<()> {
-        self.table.delete(resource)?;
-        Ok(())
+        close_connection(self, resource)
     }
 }
 
@@ -188,29 +187,29 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         accessor: &Accessor<HostState, Self>,
         address: String,
     ) -> Outcome<Resource<MysqlConnection>> {
-        let component = calling_component(accessor);
-        if !component.permits(&address, "mysql") {
-            return Ok(Err(Error::ConnectionFailed(
-                "address not permitted by allowed_outbound_hosts".to_owned(),
-            )));
-        }
-        let started = Instant::now();
-        let acquired = component.mysql.acquire(&address).await;
-        let elapsed = started.elapsed();
-        component
-            .metrics
-            .backend_call(Backend::Mysql, "open", acquired.is_ok(), elapsed);
-        let checkout = match acquired {
-            Ok(checkout) => checkout,
-            Err(error) => return Ok(Err(Error::ConnectionFailed(error.to_string()))),
-        };
-        let resource = accessor.with(|mut access| {
-            access.get().table.push(MysqlConnection::new(
-                checkout,
-                InUse::new(&component.metrics.mysql_connections_in_use),
-            ))
-        })?;
-        Ok(Ok(resource))
+        let refused =
+            Error::ConnectionFailed("address not permitted by allowed_outbound_hosts".to_owned());
+        open_connection(
+            accessor,
+            address,
+            "mysql",
+            refused,
+            |component, address| async move {
+                let started = Instant::now();
+                let acquired = component.mysql.acquire(&address).await;
+                component.metrics.backend_call(
+                    Backend::Mysql,
+                    "open",
+                    acquired.is_ok(),
+                    started.elapsed(),
+                );
+                let checkout =
+                    acquired.map_err(|error| Error::ConnectionFailed(error.to_string()))?;
+                let in_use = InUse::new(&component.metrics.mysql_connections_in_use);
+                Ok(MysqlConnection::new(checkout, in_use))
+            },
+        )
+        .await
     }
 
     async fn query(

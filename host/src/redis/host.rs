@@ -13,7 +13,7 @@ use wasmtime::component::{Accessor, HasSelf, Resource};
 use super::RedisConnection;
 use crate::bindings::redis::{self as wit, Error, RedisParameter, RedisResult};
 use crate::metrics::Backend;
-use crate::state::{HostState, calling_component};
+use crate::state::{HostState, calling_component, close_connection, open_connection};
 
 type Outcome<T> = wasmtime::Result<Result<T, Error>>;
 
@@ -89,8 +89,7 @@ impl wit::Host for HostState {}
 
 impl wit::HostConnection for HostState {
     fn drop(&mut self, resource: Resource<RedisConnection>) -> wasmtime::Result<()> {
-        self.table.delete(resource)?;
-        Ok(())
+        close_connection(self, resource)
     }
 }
 
@@ -99,17 +98,19 @@ impl wit::HostConnectionWithStore<HostState> for HasSelf<HostState> {
         accessor: &Accessor<HostState, Self>,
         address: String,
     ) -> Outcome<Resource<RedisConnection>> {
-        let component = calling_component(accessor);
-        if !component.permits(&address, "redis") {
-            return Ok(Err(Error::InvalidAddress));
-        }
-        let connection = match component.redis.connection(&address).await {
-            Ok(connection) => connection,
-            Err(error) => return Ok(Err(Error::Other(format!("connecting to Redis: {error}")))),
-        };
-        let resource =
-            accessor.with(|mut access| access.get().table.push(RedisConnection { connection }))?;
-        Ok(Ok(resource))
+        open_connection(
+            accessor,
+            address,
+            "redis",
+            Error::InvalidAddress,
+            |component, address| async move {
+                match component.redis.connection(&address).await {
+                    Ok(connection) => Ok(RedisConnection { connection }),
+                    Err(error) => Err(Error::Other(format!("connecting to Redis: {error}"))),
+                }
+            },
+        )
+        .await
     }
 
     async fn publish(

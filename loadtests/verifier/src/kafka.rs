@@ -14,9 +14,13 @@ use rdkafka::{Offset, TopicPartitionList};
 use ticketing_core::events::Envelope;
 
 /// Where the events travel: the brokers and the bridge's topic prefix (its namespace).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct KafkaSource {
+    /// Kafka bootstrap servers.
+    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS")]
     pub brokers: String,
+    /// The bridge's topic prefix.
+    #[arg(long = "kafka-namespace", env = "BRIDGE_NAMESPACE", default_value = "")]
     pub namespace: String,
 }
 

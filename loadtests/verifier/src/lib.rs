@@ -59,11 +59,14 @@ pub struct Report {
 /// How many offending rows a check keeps as examples.
 const EXAMPLES: usize = 10;
 
-/// Where the state lives.
-#[derive(Clone, Debug)]
+/// Where the state lives; also the command line's flags (or their environment variables).
+#[derive(Clone, Debug, clap::Args)]
 pub struct Sources {
+    #[arg(long, env = "MYSQL_URL")]
     pub mysql_url: String,
+    #[arg(long, env = "REDIS_URL")]
     pub redis_url: String,
+    #[command(flatten)]
     pub kafka: KafkaSource,
 }
 
