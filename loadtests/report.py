@@ -95,6 +95,8 @@ def business_rows(metrics, seconds):
                         f"{metric['passes'] + metric['fails']}) |")
         elif "p(95)" in metric:
             rows.append(f"| {name} | P50 {metric['p(50)']:.2f}, P95 {metric['p(95)']:.2f}, max {metric['max']:.2f} |")
+        elif "value" in metric and "max" in metric:
+            rows.append(f"| {name} | max {metric['max']:.0f}, last {metric['value']:.0f} |")
     return rows
 
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DomainError, ErrorCode};
-use crate::ids::QueueId;
+use crate::ids::{QueueId, UserId};
 use crate::time::Timestamp;
 
 /// A 1-based place in one queue's line.
@@ -370,6 +370,27 @@ pub fn admission_round(
             ..bucket
         },
     }
+}
+
+/// `POST /api/queue/tokens`: who joins which queue (the `default` one when none is named).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinRequest {
+    pub user_id: UserId,
+    #[serde(default)]
+    pub queue_id: QueueId,
+}
+
+/// The answer to a join: the place and the signed queue ticket that stands for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinReply {
+    pub queue_id: QueueId,
+    pub user_id: UserId,
+    pub position: u64,
+    pub token: String,
+    pub joined_at: Timestamp,
+    pub token_expires_at: Timestamp,
 }
 
 /// Why a queue ticket or pass no longer counts.

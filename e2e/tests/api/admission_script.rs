@@ -14,7 +14,6 @@ use ticketing_core::queue::{
 };
 use ticketing_core::time::Timestamp;
 
-const SCRIPT: &str = include_str!("../../../functions/waiting-room/src/waiting_room.lua");
 const T0: u64 = 1_800_000_000_000;
 
 #[derive(Clone, Debug)]
@@ -112,7 +111,7 @@ struct Queue {
 
 impl Queue {
     fn call(&mut self, args: &[String]) -> Vec<Value> {
-        let script = redis::Script::new(SCRIPT);
+        let script = redis::Script::new(waiting_room_script::SCRIPT);
         let mut invocation = script.prepare_invoke();
         for key in &self.keys {
             invocation.key(key);

@@ -483,6 +483,85 @@ async fn a_waiting_fan_is_told_when_to_poll_again_and_fans_further_back_later() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_of_the_line_is_public_cacheable_and_moves_with_admission() {
+    let app = App::start(&[]).await;
+    let queue = fresh_queue("head");
+    let head = async |queue: &str| {
+        let response = app
+            .call(
+                "GET",
+                &format!("/api/queue/head?queueId={queue}"),
+                None,
+                &[],
+            )
+            .await;
+        (
+            response.status,
+            response.headers.get("cache-control").cloned(),
+            response.json(),
+        )
+    };
+    let (code, _, body) = head(&queue).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+
+    configure(&app, &queue, json!({ "ratePerSec": 100, "maxActive": 1 })).await;
+    let (code, cache_control, body) = head(&queue).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(cache_control.expect("cache-control"), "public, max-age=1");
+    assert_eq!(
+        (
+            body["firstWaitingPosition"].as_u64(),
+            body["lastPosition"].as_u64(),
+            body["waiting"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "{body}"
+    );
+    let mut tokens = Vec::new();
+    for user in 0..3 {
+        let (code, body) = join(&app, &queue, 9_200_000 + user).await;
+        assert_eq!(code, 201, "{body}");
+        tokens.push(body["token"].as_str().expect("token").to_owned());
+    }
+    let (_, _, body) = head(&queue).await;
+    assert_eq!(
+        (
+            body["firstWaitingPosition"].as_u64(),
+            body["lastPosition"].as_u64(),
+            body["waiting"].as_u64()
+        ),
+        (Some(1), Some(3), Some(3)),
+        "{body}"
+    );
+    // Once the bucket holds a token, the first fan's poll admits it (one live pass at most):
+    // the line's front moves past it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, body) = status(&app, &tokens[0]).await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("ACTIVE")),
+        "{body}"
+    );
+    let (_, _, body) = head(&queue).await;
+    assert_eq!(
+        (
+            body["firstWaitingPosition"].as_u64(),
+            body["waiting"].as_u64(),
+            body["open"].as_bool()
+        ),
+        (Some(2), Some(2), Some(true)),
+        "{body}"
+    );
+    let (code, _, body) = head("NOT-LOWERCASE").await;
+    assert_eq!(code, 400, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_answer_429_with_retry_after() {
     let app = App::start(&[
         ("QUEUE_JOIN_LIMIT_PER_USER", "3"),

@@ -9,6 +9,8 @@
 //!   again (`pollAfterMs` and `Retry-After`, from the core's `PollPacing`): about every
 //!   second near the head, up to the longest pause far back, the whole line within
 //!   `queue_poll_budget_per_sec`.
+//! - `GET /api/queue/head?queueId=…` → the line's front, the same for every fan, cacheable
+//!   for a second (`Cache-Control: public, max-age=1`) so a CDN can serve it.
 //! - `GET`/`PUT /api/admin/queue?queueId=…` with `Authorization: Bearer <admin key>`:
 //!   read or change a queue's settings while it runs.
 //!
@@ -19,12 +21,14 @@ mod config;
 use std::time::Duration;
 
 use http_kit::{Reply, bearer_token, client_ip, json, now, query_param, read_json};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use spin_sdk::http::{HeaderValue, Method, Request, StatusCode};
 use ticketing_core::ApiError;
-use ticketing_core::ids::{QueueId, UserId};
+use ticketing_core::ids::QueueId;
 use ticketing_core::pass::{Claims, TokenKind};
-use ticketing_core::queue::{PollPacing, QueueSettings, QueueSettingsPatch, QueueStatus};
+use ticketing_core::queue::{
+    JoinReply, JoinRequest, PollPacing, QueueSettings, QueueSettingsPatch, QueueStatus,
+};
 use ticketing_core::time::Timestamp;
 use waiting_room::{Caller, Place, QueueOverview, WaitingRoom};
 
@@ -41,6 +45,10 @@ async fn route(request: Request) -> Result<Reply, ApiError> {
             http_kit::only(&request, Method::GET)?;
             status(request).await
         }
+        "/api/queue/head" => {
+            http_kit::only(&request, Method::GET)?;
+            head(&request).await
+        }
         "/api/admin/queue" => match *request.method() {
             Method::GET => admin_read(request).await,
             Method::PUT => admin_update(request).await,
@@ -51,25 +59,6 @@ async fn route(request: Request) -> Result<Reply, ApiError> {
         },
         _ => Err(http_kit::no_route(&request)),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct JoinRequest {
-    user_id: UserId,
-    #[serde(default)]
-    queue_id: QueueId,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JoinReply {
-    queue_id: QueueId,
-    user_id: UserId,
-    position: u64,
-    token: String,
-    joined_at: Timestamp,
-    token_expires_at: Timestamp,
 }
 
 async fn join(request: Request) -> Result<Reply, ApiError> {
@@ -210,16 +199,61 @@ impl QueueReply {
     }
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HeadReply {
+    queue_id: QueueId,
+    open: bool,
+    first_waiting_position: u64,
+    last_position: u64,
+    waiting: u64,
+    as_of: Timestamp,
+}
+
+/// How long a cache may serve the head: a second's staleness costs a fan a second of news,
+/// never a turn (admission happens in the fan's own status poll).
+const HEAD_CACHE_CONTROL: &str = "public, max-age=1";
+
+/// The queue a request names (`?queueId=`), the default queue otherwise.
+fn named_queue(request: &Request) -> Result<QueueId, ApiError> {
+    Ok(match query_param(request, "queueId") {
+        Some(id) => QueueId::parse(id)?,
+        None => QueueId::default(),
+    })
+}
+
+async fn head(request: &Request) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    let queue = named_queue(request)?;
+    let now = now();
+    let head = WaitingRoom::connect(&config.redis_url)
+        .await?
+        .head(&queue, now)
+        .await?;
+    let mut reply = json(
+        StatusCode::OK,
+        &HeadReply {
+            queue_id: queue,
+            open: head.open,
+            first_waiting_position: head.first_waiting,
+            last_position: head.last_joined,
+            waiting: head.waiting,
+            as_of: now,
+        },
+    );
+    reply.1.insert(
+        "cache-control",
+        HeaderValue::from_static(HEAD_CACHE_CONTROL),
+    );
+    Ok(reply)
+}
+
 /// The queue an admin request names (`?queueId=`), the default queue otherwise, after
 /// checking the admin key.
 async fn admin_queue(request: &Request) -> Result<(&'static config::Config, QueueId), ApiError> {
     let config = config::get().await?;
     config.admin_key.check(bearer_token(request)?)?;
-    let queue = match query_param(request, "queueId") {
-        Some(id) => QueueId::parse(id)?,
-        None => QueueId::default(),
-    };
-    Ok((config, queue))
+    Ok((config, named_queue(request)?))
 }
 
 async fn admin_read(request: Request) -> Result<Reply, ApiError> {

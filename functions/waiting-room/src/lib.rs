@@ -1,4 +1,4 @@
-//! The waiting room in Redis: one Lua script (`waiting_room.lua`) owns every queue key and
+//! The waiting room in Redis: one Lua script (`waiting_room.lua`, in `waiting-room-script`) owns every queue key and
 //! runs each operation atomically, so a join or a status poll is one round trip (`EVALSHA`)
 //! however many users race. The script mirrors the core's admission rules; this module only
 //! names the keys, passes arguments and reads replies back into core types.
@@ -6,39 +6,17 @@
 //! Shared by the queue component (join, status, admin), the seats component (is a pass still
 //! active) and the payment component (consume a pass once its payment completed).
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use ticketing_core::ApiError;
-use ticketing_core::ids::{QueueId, UserId};
-use ticketing_core::limits::{RateLimit, RateLimited};
+use ticketing_core::ids::QueueId;
+use ticketing_core::limits::RateLimited;
 use ticketing_core::pass::{Claims, PassError};
 use ticketing_core::queue::{AdmissionPolicy, ExpiryReason, Position, QueueError, QueueSettings};
 use ticketing_core::time::Timestamp;
-
-const SCRIPT: &str = include_str!("waiting_room.lua");
-
-/// The script's SHA-1, as Redis names cached scripts.
-fn script_sha() -> &'static str {
-    static SHA: OnceLock<String> = OnceLock::new();
-    SHA.get_or_init(|| sha1_smol::Sha1::from(SCRIPT).digest().to_string())
-}
-
-/// The limits on one operation: per user and per client address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AbuseLimits {
-    pub per_user: RateLimit,
-    pub per_address: RateLimit,
-}
-
-/// Who is asking, for the abuse limits.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller<'a> {
-    pub user_id: UserId,
-    /// The client's IP address, when the host reports one.
-    pub address: Option<&'a str>,
-}
+pub use waiting_room_script::{AbuseLimits, Caller};
+use waiting_room_script::{SCRIPT, ScriptCall, script_sha};
 
 /// A user's place after joining.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +53,18 @@ pub struct QueueOverview {
     pub active: u64,
 }
 
+/// The line's front as every fan of a queue sees it; a ticket's holder at `position` has at
+/// most `position - first_waiting` fans ahead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueHead {
+    /// The first position still in line, or the next to be handed out when none waits.
+    pub first_waiting: u64,
+    /// The last position handed out.
+    pub last_joined: u64,
+    pub waiting: u64,
+    pub open: bool,
+}
+
 /// The outcome of consuming a pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Consumed {
@@ -82,67 +72,6 @@ pub enum Consumed {
     Done,
     /// The pass had expired or its place ended otherwise; nothing to free.
     NotActive,
-}
-
-/// Redis keys of one queue, all under the hash tag `{q:ID}`.
-struct QueueKeys(String);
-
-impl QueueKeys {
-    fn new(queue: &QueueId) -> Self {
-        Self(format!("{{q:{queue}}}"))
-    }
-
-    fn data(&self) -> [String; 5] {
-        ["meta", "users", "line", "places", "passes"].map(|name| format!("{}:{name}", self.0))
-    }
-
-    fn limit(&self, operation: &str, subject: &str) -> String {
-        format!("{}:rl:{operation}:{subject}", self.0)
-    }
-}
-
-/// The arguments of one script call.
-struct ScriptCall {
-    keys: Vec<String>,
-    args: Vec<String>,
-}
-
-impl ScriptCall {
-    fn new(queue: &QueueId, operation: &str, now: Timestamp) -> Self {
-        Self {
-            keys: QueueKeys::new(queue).data().into(),
-            args: vec![operation.to_owned(), now.unix_millis().to_string()],
-        }
-    }
-
-    fn arg(mut self, value: impl ToString) -> Self {
-        self.args.push(value.to_string());
-        self
-    }
-
-    /// Adds the rate-limit counters of `operation` for `caller` (keys 6 and 7) and their
-    /// limits as arguments.
-    fn limited(
-        mut self,
-        queue: &QueueId,
-        operation: &str,
-        caller: &Caller<'_>,
-        limits: &AbuseLimits,
-    ) -> Self {
-        let keys = QueueKeys::new(queue);
-        self.keys
-            .push(keys.limit(operation, &format!("u:{}", caller.user_id)));
-        self.keys.push(keys.limit(
-            operation,
-            &format!("a:{}", caller.address.unwrap_or("unknown")),
-        ));
-        for limit in [limits.per_user, limits.per_address] {
-            self = self
-                .arg(limit.max_requests())
-                .arg(limit.window().as_millis());
-        }
-        self
-    }
 }
 
 /// A flat script reply: an outcome name, then integers or strings.
@@ -240,15 +169,7 @@ impl WaitingRoom {
         default_policy: &AdmissionPolicy,
         now: Timestamp,
     ) -> Result<Joined, ApiError> {
-        let create = *queue == QueueId::default();
-        let call = ScriptCall::new(queue, "join", now)
-            .arg(caller.user_id)
-            .limited(queue, "join", caller, limits)
-            .arg(u8::from(create))
-            .arg(default_policy.rate_per_sec())
-            .arg(default_policy.max_active())
-            .arg(default_policy.pass_ttl().as_millis())
-            .arg(default_policy.idle_timeout().as_millis());
+        let call = ScriptCall::join(queue, caller, limits, default_policy, now);
         let reply = self.run(call).await?;
         let is_new = match reply.outcome() {
             "JOINED" => true,
@@ -327,6 +248,21 @@ impl WaitingRoom {
             "NOT_ACTIVE" => Err(PassError::NoLongerActive.into()),
             _ => Err(reply.common_error(&pass.queue_id)),
         }
+    }
+
+    /// The front of `queue`'s line: three reads, no admission round and no sign of life,
+    /// so it can be cached and served to any number of pollers.
+    pub async fn head(&self, queue: &QueueId, now: Timestamp) -> Result<QueueHead, ApiError> {
+        let reply = self.run(ScriptCall::new(queue, "head", now)).await?;
+        if reply.outcome() != "HEAD" {
+            return Err(reply.common_error(queue));
+        }
+        Ok(QueueHead {
+            first_waiting: reply.int(1)?,
+            last_joined: reply.int(2)?,
+            waiting: reply.int(3)?,
+            open: reply.int(4)? == 1,
+        })
     }
 
     pub async fn overview(

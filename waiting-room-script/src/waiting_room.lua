@@ -292,6 +292,19 @@ if op == 'check' then
 end
 
 -- settings: the queue's configuration and counts.
+-- head: what any fan of the queue may know, the same for all of them, so a cache in front
+-- of the app (a CDN) can answer it: the first position still in line (or the next to be
+-- handed out when none waits), the last handed out, how many wait, and whether it is open.
+-- Reads only.
+if op == 'head' then
+  local s = settings()
+  if not s then
+    return { 'UNKNOWN_QUEUE' }
+  end
+  local first = redis.call('ZRANGE', line, 0, 0)[1]
+  return { 'HEAD', tonumber(first or (s.seq + 1)), s.seq, redis.call('ZCARD', line), s.open and 1 or 0 }
+end
+
 if op == 'settings' then
   local s = settings()
   if not s then

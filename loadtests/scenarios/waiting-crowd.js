@@ -1,0 +1,139 @@
+// Scenario 6, the waiting crowd (open model): fans arrive on the clock, whatever the app's
+// answers take (`ramping-arrival-rate`: one iteration is one arrival), join, then poll when
+// the server says (`pollAfterMs`, or `Retry-After` on a 429 or 503) until they are admitted
+// or their patience runs out; then they leave. k6 cannot run 50,000 VUs here, so each VU
+// keeps the fans it let in and, on each of its iterations, sends the polls that are due
+// (http.batch). The crowd's size is read from the public head endpoint once a second.
+//   smoke  up to 500 arrivals/s, then 100/s: about 9,000 fans in 35 s (100 VUs)
+//   full   up to 2,500 arrivals/s: 50,000 fans in about 25 s, then 200/s for 60 s, admitted
+//          at 50/s, so the waiting crowd passes 50,000 (500 VUs)
+import { check } from 'k6';
+import exec from 'k6/execution';
+import http from 'k6/http';
+import { Counter, Gauge, Trend } from 'k6/metrics';
+import { BASE_URL, byProfile, configureQueue, getJson, measureActive, named, pollPause, postJson, ready, withCommonOptions } from '../lib.js';
+
+const PROFILES = {
+  smoke: {
+    stages: [{ duration: '5s', target: 500 }, { duration: '10s', target: 500 }, { duration: '5s', target: 100 }, { duration: '15s', target: 100 }],
+    ratePerSec: 50,
+    patienceSeconds: 60,
+    vus: 100,
+  },
+  full: {
+    stages: [{ duration: '10s', target: 2500 }, { duration: '15s', target: 2500 }, { duration: '5s', target: 200 }, { duration: '60s', target: 200 }],
+    ratePerSec: 50,
+    patienceSeconds: 600,
+    vus: 500,
+  },
+};
+const { stages, ratePerSec, patienceSeconds, vus } = byProfile(PROFILES);
+// Polls one VU sends at most per iteration: the rest wait for its next one.
+const MAX_POLLS_PER_ITERATION = 100;
+
+const waitingCrowd = new Gauge('waiting_crowd');
+const admitted = new Counter('fans_admitted');
+const gaveUp = new Counter('fans_gave_up');
+const waitSeconds = new Trend('fan_wait_seconds');
+const pollLateSeconds = new Trend('poll_late_seconds');
+
+export const options = withCommonOptions({
+  scenarios: {
+    crowd: {
+      executor: 'ramping-arrival-rate',
+      startRate: 0,
+      timeUnit: '1s',
+      stages,
+      preAllocatedVUs: vus,
+      maxVUs: vus,
+    },
+  },
+  thresholds: {
+    // Issue 23: a poll costs almost nothing, however many wait.
+    'http_req_duration{name:status}': ['p(95)<50'],
+    'http_req_failed{name:status}': ['rate==0'],
+    'http_req_failed{name:join}': ['rate==0'],
+    'http_req_duration{name:join}': ['p(95)<500'],
+    dropped_iterations: ['count==0'],
+    checks: ['rate>0.999'],
+  },
+}, ['join', 'status', 'head']);
+
+export function setup() {
+  const queue = configureQueue(`crowd-${Date.now()}`, { open: true, ratePerSec, maxActive: 10000000 });
+  return ready(queue);
+}
+
+const JOIN = named('join', 201);
+const STATUS = named('status', 200);
+const HEAD = named('head', 200);
+
+/// This VU's fans still waiting: their ticket, when they arrived, when their next poll is
+/// due and when they give up (milliseconds).
+let fans = [];
+let headReadAt = 0;
+
+function arrive(queue, now) {
+  const userId = 1 + exec.vu.idInTest * 10000000 + exec.vu.iterationInScenario;
+  const joined = postJson('/api/queue/tokens', { userId, queueId: queue.queueId }, JOIN);
+  const ok = check(joined, { 'an arriving fan gets a place': (r) => r.status === 201 });
+  if (ok) {
+    // Patience: exponential around the profile's mean, as fans give up at random.
+    const patience = -Math.log(1 - Math.random()) * patienceSeconds * 1000;
+    fans.push({ token: joined.json('token'), arrivedAt: now, dueAt: now, givesUpAt: now + patience });
+  }
+}
+
+function pollDue(now) {
+  const due = [];
+  const rest = [];
+  for (const fan of fans) {
+    if (fan.givesUpAt <= now) {
+      gaveUp.add(1);
+    } else if (fan.dueAt <= now && due.length < MAX_POLLS_PER_ITERATION) {
+      due.push(fan);
+    } else {
+      rest.push(fan);
+    }
+  }
+  fans = rest;
+  if (due.length === 0) {
+    return;
+  }
+  const responses = http.batch(due.map((fan) => ['GET', `${BASE_URL}/api/queue/status`, null,
+    Object.assign({ headers: { authorization: `Bearer ${fan.token}` } }, STATUS)]));
+  const answeredAt = Date.now();
+  responses.forEach((res, i) => {
+    const fan = due[i];
+    pollLateSeconds.add((now - fan.dueAt) / 1000);
+    const status = res.status === 200 ? res.json('status') : null;
+    check(res, { 'a waiting fan is answered WAITING or ACTIVE': () => status === 'WAITING' || status === 'ACTIVE' });
+    if (status === 'ACTIVE') {
+      admitted.add(1);
+      waitSeconds.add((answeredAt - fan.arrivedAt) / 1000);
+    } else if (status === 'WAITING' || res.status === 429 || res.status === 503) {
+      fan.dueAt = answeredAt + pollPause(res) * 1000;
+      fans.push(fan);
+    }
+  });
+}
+
+/// The crowd's size, from the endpoint a CDN would serve (one VU reads it, once a second).
+function readHead(queue, now) {
+  if (exec.vu.idInTest !== 1 || now - headReadAt < 1000) {
+    return;
+  }
+  headReadAt = now;
+  const head = getJson(`/api/queue/head?queueId=${queue.queueId}`, HEAD);
+  if (head.status === 200) {
+    waitingCrowd.add(head.json('waiting'));
+  }
+}
+
+export default function (queue) {
+  measureActive(queue);
+  const now = Date.now();
+  arrive(queue, now);
+  pollDue(now);
+  readHead(queue, now);
+}

@@ -1,0 +1,156 @@
+//! The waiting room's Redis script (`waiting_room.lua`) and how to call it: the keys of a
+//! queue, all under one hash tag, and the arguments of each operation. No I/O: the Spin
+//! components run the calls through `functions/waiting-room`, the native benchmark server
+//! and the tests through redis-rs, so every caller sends the script the very same call.
+
+use std::sync::OnceLock;
+
+use ticketing_core::ids::{QueueId, UserId};
+use ticketing_core::limits::RateLimit;
+use ticketing_core::queue::AdmissionPolicy;
+use ticketing_core::time::Timestamp;
+
+/// The script; it mirrors the core's admission rules (see its header).
+pub const SCRIPT: &str = include_str!("waiting_room.lua");
+
+/// The script's SHA-1, as Redis names cached scripts (`EVALSHA`).
+pub fn script_sha() -> &'static str {
+    static SHA: OnceLock<String> = OnceLock::new();
+    SHA.get_or_init(|| sha1_smol::Sha1::from(SCRIPT).digest().to_string())
+}
+
+/// The limits on one operation: per user and per client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbuseLimits {
+    pub per_user: RateLimit,
+    pub per_address: RateLimit,
+}
+
+/// Who is asking, for the abuse limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller<'a> {
+    pub user_id: UserId,
+    /// The client's IP address, when the host reports one.
+    pub address: Option<&'a str>,
+}
+
+/// Redis keys of one queue, all under the hash tag `{q:ID}` (one Redis Cluster slot).
+struct QueueKeys(String);
+
+impl QueueKeys {
+    fn new(queue: &QueueId) -> Self {
+        Self(format!("{{q:{queue}}}"))
+    }
+
+    fn data(&self) -> [String; 5] {
+        ["meta", "users", "line", "places", "passes"].map(|name| format!("{}:{name}", self.0))
+    }
+
+    fn limit(&self, operation: &str, subject: &str) -> String {
+        format!("{}:rl:{operation}:{subject}", self.0)
+    }
+}
+
+/// The keys and arguments of one script call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptCall {
+    pub keys: Vec<String>,
+    pub args: Vec<String>,
+}
+
+impl ScriptCall {
+    /// `operation` on `queue` at `now`: the queue's five data keys, then the operation and
+    /// the clock as ARGV 1 and 2.
+    pub fn new(queue: &QueueId, operation: &str, now: Timestamp) -> Self {
+        Self {
+            keys: QueueKeys::new(queue).data().into(),
+            args: vec![operation.to_owned(), now.unix_millis().to_string()],
+        }
+    }
+
+    pub fn arg(mut self, value: impl ToString) -> Self {
+        self.args.push(value.to_string());
+        self
+    }
+
+    /// Adds the rate-limit counters of `operation` for `caller` (keys 6 and 7) and their
+    /// limits as arguments.
+    pub fn limited(
+        mut self,
+        queue: &QueueId,
+        operation: &str,
+        caller: &Caller<'_>,
+        limits: &AbuseLimits,
+    ) -> Self {
+        let keys = QueueKeys::new(queue);
+        self.keys
+            .push(keys.limit(operation, &format!("u:{}", caller.user_id)));
+        self.keys.push(keys.limit(
+            operation,
+            &format!("a:{}", caller.address.unwrap_or("unknown")),
+        ));
+        for limit in [limits.per_user, limits.per_address] {
+            self = self
+                .arg(limit.max_requests())
+                .arg(limit.window().as_millis());
+        }
+        self
+    }
+
+    /// `caller` joins `queue`; the `default` queue is created with `default_policy` on its
+    /// first join. The script answers `JOINED` or `EXISTING` with the position and the join
+    /// time, or a refusal (`LIMITED`, `UNKNOWN_QUEUE`, `CLOSED`).
+    pub fn join(
+        queue: &QueueId,
+        caller: &Caller<'_>,
+        limits: &AbuseLimits,
+        default_policy: &AdmissionPolicy,
+        now: Timestamp,
+    ) -> Self {
+        let create = *queue == QueueId::default();
+        Self::new(queue, "join", now)
+            .arg(caller.user_id)
+            .limited(queue, "join", caller, limits)
+            .arg(u8::from(create))
+            .arg(default_policy.rate_per_sec())
+            .arg(default_policy.max_active())
+            .arg(default_policy.pass_ttl().as_millis())
+            .arg(default_policy.idle_timeout().as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_join_names_the_queues_keys_under_one_hash_tag_and_its_limits() {
+        let queue = QueueId::parse("sale").unwrap();
+        let caller = Caller {
+            user_id: UserId::new(7).unwrap(),
+            address: Some("10.0.0.1"),
+        };
+        let limit = RateLimit::new(10, Duration::from_secs(10)).unwrap();
+        let limits = AbuseLimits {
+            per_user: limit,
+            per_address: limit,
+        };
+        let call = ScriptCall::join(
+            &queue,
+            &caller,
+            &limits,
+            &AdmissionPolicy::default(),
+            Timestamp::from_unix_millis(1_000),
+        );
+        assert!(call.keys.iter().all(|key| key.starts_with("{q:sale}:")));
+        assert_eq!(call.keys[5], "{q:sale}:rl:join:u:7");
+        assert_eq!(call.keys[6], "{q:sale}:rl:join:a:10.0.0.1");
+        assert_eq!(&call.args[..3], ["join", "1000", "7"]);
+        assert_eq!(&call.args[3..7], ["10", "10000", "10", "10000"]);
+        assert_eq!(
+            call.args[7], "0",
+            "only the default queue is created by a join"
+        );
+    }
+}
