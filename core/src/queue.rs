@@ -289,14 +289,15 @@ impl AdmissionBucket {
         }
     }
 
-    /// Adds the tokens earned since the last refill, up to the bucket's capacity. A clock
-    /// that went backwards earns nothing and does not move `refilled_at` back.
-    pub fn refill(self, policy: &AdmissionPolicy, now: Timestamp) -> Self {
+    /// Adds the tokens earned since the last refill at `share_permille` of the policy's rate,
+    /// up to the bucket's capacity (so at most a second's worth). A clock that went
+    /// backwards earns nothing and does not move `refilled_at` back.
+    pub fn refill(self, policy: &AdmissionPolicy, share_permille: u32, now: Timestamp) -> Self {
         if now <= self.refilled_at {
             return self;
         }
-        let elapsed_ms = now.unix_millis() - self.refilled_at.unix_millis();
-        let earned = elapsed_ms.saturating_mul(u64::from(policy.rate_per_sec));
+        let elapsed_ms = (now.unix_millis() - self.refilled_at.unix_millis()).min(1000);
+        let earned = elapsed_ms * u64::from(policy.rate_per_sec) * u64::from(share_permille) / 1000;
         Self {
             tokens_milli: self
                 .tokens_milli
@@ -335,18 +336,86 @@ pub struct AdmissionRound {
 /// pass. The waiting-room script mirrors it (`ADMISSION_TICK_MS`).
 pub const ADMISSION_TICK: Duration = Duration::from_millis(100);
 
+/// How much of the operator's rate a queue admits at: admission follows what the seat and
+/// payment path can absorb, so an admitted fan does not meet a 503. The seats and payment
+/// components report strain for the queue of the pass they serve (`shows_strain`); a report
+/// halves the share, at most once per `STRAIN_SPACING` (one overload shows in many requests
+/// at once) and never below `MIN`; once reports stop for a spacing, the share grows back by
+/// `RECOVERY_PER_SEC` each whole second. Multiplicative decrease, additive increase, as TCP
+/// backs off. Per mille, integer arithmetic, mirrored by the waiting-room script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionShare {
+    permille: u32,
+    strained_at: Timestamp,
+}
+
+impl AdmissionShare {
+    pub const FULL_PERMILLE: u32 = 1000;
+    pub const MIN_PERMILLE: u32 = 50;
+    pub const STRAIN_SPACING: Duration = Duration::from_secs(1);
+    pub const RECOVERY_PER_SEC: u32 = 100;
+    /// A MySQL connection that took longer than this to get means the path is saturated.
+    pub const STRAIN_WAIT: Duration = Duration::from_millis(250);
+    /// A queue nobody reported strain for.
+    pub const FULL: Self = Self {
+        permille: Self::FULL_PERMILLE,
+        strained_at: Timestamp::from_unix_millis(0),
+    };
+
+    /// As stored: the share set by the last report and when it came.
+    pub fn from_parts(permille: u32, strained_at: Timestamp) -> Self {
+        Self {
+            permille: permille.clamp(Self::MIN_PERMILLE, Self::FULL_PERMILLE),
+            strained_at,
+        }
+    }
+
+    pub const fn strained_at(self) -> Timestamp {
+        self.strained_at
+    }
+
+    /// The share at `now`: what the last report left, plus what quiet time gave back.
+    pub fn at(self, now: Timestamp) -> u32 {
+        let quiet_ms = now
+            .unix_millis()
+            .saturating_sub(self.strained_at.unix_millis());
+        let spacing_ms = Self::STRAIN_SPACING.as_millis() as u64;
+        if quiet_ms < spacing_ms {
+            return self.permille;
+        }
+        let recovered = (quiet_ms - spacing_ms) / 1000 * u64::from(Self::RECOVERY_PER_SEC);
+        (u64::from(self.permille) + recovered).min(u64::from(Self::FULL_PERMILLE)) as u32
+    }
+
+    /// After a report of strain at `now`.
+    pub fn strained(self, now: Timestamp) -> Self {
+        let spacing_ms = Self::STRAIN_SPACING.as_millis() as u64;
+        if now.unix_millis() < self.strained_at.unix_millis().saturating_add(spacing_ms) {
+            return self;
+        }
+        Self::from_parts(self.at(now) / 2, now)
+    }
+
+    /// Whether a request saw the seat and payment path saturated: its database was
+    /// unavailable, or its connection took longer than `STRAIN_WAIT` to get.
+    pub fn shows_strain(connection_wait: Duration, unavailable: bool) -> bool {
+        unavailable || connection_wait > Self::STRAIN_WAIT
+    }
+}
+
 /// Decides one admission round over the head of the line.
 ///
 /// `live_passes` counts unexpired, unconsumed passes. The walk stops at the first live user
 /// who cannot be admitted, so nobody is ever admitted ahead of an earlier user still waiting.
 pub fn admission_round(
     policy: &AdmissionPolicy,
+    share: AdmissionShare,
     bucket: AdmissionBucket,
     now: Timestamp,
     live_passes: u64,
     head: &[Waiting],
 ) -> AdmissionRound {
-    let bucket = bucket.refill(policy, now);
+    let bucket = bucket.refill(policy, share.at(now), now);
     let free_slots = u64::from(policy.max_active).saturating_sub(live_passes);
     let mut budget = bucket.whole_tokens().min(free_slots);
     let mut admit = Vec::new();
@@ -458,9 +527,53 @@ mod tests {
     }
 
     #[test]
+    fn strain_halves_the_share_once_per_spacing_and_quiet_seconds_give_it_back() {
+        let share = AdmissionShare::FULL.strained(at(10_000));
+        assert_eq!(share.at(at(10_000)), 500);
+        // The same overload seen by more requests within the spacing counts once.
+        assert_eq!(share.strained(at(10_900)).at(at(10_900)), 500);
+        let twice = share.strained(at(11_000));
+        assert_eq!(twice.at(at(11_000)), 250);
+        // One spacing of quiet, then 100 per mille per whole second.
+        assert_eq!(twice.at(at(11_999)), 250);
+        assert_eq!(twice.at(at(13_000)), 350);
+        assert_eq!(twice.at(at(30_000)), 1000);
+        let floor = (0..20).fold(AdmissionShare::FULL, |s, i| s.strained(at(1_000 * i)));
+        assert_eq!(floor.at(at(19_000)), AdmissionShare::MIN_PERMILLE);
+    }
+
+    #[test]
+    fn a_strained_queue_earns_admissions_at_its_share_of_the_rate() {
+        let strained = AdmissionShare::FULL.strained(T0);
+        let round = admission_round(
+            &policy(10, 100),
+            strained,
+            AdmissionBucket::empty(T0),
+            at(1_000),
+            0,
+            &line(1..=20, at(1_000)),
+        );
+        assert_eq!(round.admit, positions(1..=5));
+    }
+
+    #[test]
+    fn a_slow_connection_or_an_unavailable_database_shows_strain() {
+        assert!(!AdmissionShare::shows_strain(
+            Duration::from_millis(20),
+            false
+        ));
+        assert!(AdmissionShare::shows_strain(
+            Duration::from_millis(400),
+            false
+        ));
+        assert!(AdmissionShare::shows_strain(Duration::ZERO, true));
+    }
+
+    #[test]
     fn nobody_is_admitted_the_instant_a_queue_opens() {
         let round = admission_round(
             &policy(10, 100),
+            AdmissionShare::FULL,
             AdmissionBucket::empty(T0),
             T0,
             0,
@@ -473,6 +586,7 @@ mod tests {
     fn admission_follows_the_rate_in_position_order() {
         let round = admission_round(
             &policy(10, 100),
+            AdmissionShare::FULL,
             AdmissionBucket::empty(T0),
             at(500),
             0,
@@ -487,6 +601,7 @@ mod tests {
         let p = policy(3, 100);
         let first = admission_round(
             &p,
+            AdmissionShare::FULL,
             AdmissionBucket::empty(T0),
             at(500),
             0,
@@ -495,7 +610,14 @@ mod tests {
         assert_eq!(first.admit.len(), 1);
         assert_eq!(first.bucket.tokens_milli, 500);
         // 500 carried + 1,500 earned = exactly two more.
-        let second = admission_round(&p, first.bucket, at(1000), 1, &line(2..=9, at(900)));
+        let second = admission_round(
+            &p,
+            AdmissionShare::FULL,
+            first.bucket,
+            at(1000),
+            1,
+            &line(2..=9, at(900)),
+        );
         assert_eq!(second.admit, positions(2..=3));
         assert_eq!(second.bucket.tokens_milli, 0);
     }
@@ -504,6 +626,7 @@ mod tests {
     fn a_long_pause_admits_at_most_one_second_of_users() {
         let round = admission_round(
             &policy(10, 1_000),
+            AdmissionShare::FULL,
             AdmissionBucket::empty(T0),
             at(3_600_000),
             0,
@@ -516,6 +639,7 @@ mod tests {
     fn the_active_cap_holds_however_many_tokens_there_are() {
         let round = admission_round(
             &policy(100, 5),
+            AdmissionShare::FULL,
             AdmissionBucket::empty(T0),
             at(1000),
             3,
@@ -524,6 +648,7 @@ mod tests {
         assert_eq!(round.admit, positions(1..=2));
         let full = admission_round(
             &policy(100, 5),
+            AdmissionShare::FULL,
             AdmissionBucket::empty(T0),
             at(1000),
             5,
@@ -544,6 +669,7 @@ mod tests {
         head[2].last_seen = T0;
         let round = admission_round(
             &policy(2, 100),
+            AdmissionShare::FULL,
             AdmissionBucket::empty(at(59_000)),
             at(60_000),
             0,
@@ -559,7 +685,7 @@ mod tests {
             tokens_milli: 2_000,
             refilled_at: at(5_000),
         };
-        assert_eq!(bucket.refill(&policy(10, 10), at(1_000)), bucket);
+        assert_eq!(bucket.refill(&policy(10, 10), 1000, at(1_000)), bucket);
     }
 
     fn pacing() -> PollPacing {
@@ -603,6 +729,30 @@ mod tests {
         for n in [1u64, 2, 10, 32, 33, 1_000, 50_000] {
             let sum: f64 = (1..=n).map(|k| 1.0 / k as f64).sum();
             assert!((harmonic(n) - sum).abs() / sum < 0.001, "H({n})");
+        }
+    }
+
+    proptest! {
+        /// Over any sequence of strain reports and quiet spells the share stays within its
+        /// bounds, a report never raises it, and a quiet spell never lowers it.
+        #[test]
+        fn the_admission_share_stays_bounded_and_moves_the_right_way(
+            steps in proptest::collection::vec((0u64..5_000, any::<bool>()), 1..60),
+        ) {
+            let mut share = AdmissionShare::FULL;
+            let mut now = T0;
+            for (advance_ms, strain) in steps {
+                let before = share.at(now);
+                now = now.saturating_add(Duration::from_millis(advance_ms));
+                prop_assert!(share.at(now) >= before, "quiet time lowered the share");
+                if strain {
+                    let after = share.strained(now);
+                    prop_assert!(after.at(now) <= share.at(now));
+                    share = after;
+                }
+                let current = share.at(now);
+                prop_assert!((AdmissionShare::MIN_PERMILLE..=AdmissionShare::FULL_PERMILLE).contains(&current));
+            }
         }
     }
 
@@ -758,7 +908,7 @@ mod tests {
                     }
                 }
                 live = live.saturating_sub(step.consumed);
-                let round = admission_round(&p, bucket, now, live, &line);
+                let round = admission_round(&p, AdmissionShare::FULL, bucket, now, live, &line);
                 prop_assert!(live + round.admit.len() as u64 <= u64::from(max_active));
                 for pos in &round.admit {
                     prop_assert!(pos.get() > last_admitted, "admitted out of order");

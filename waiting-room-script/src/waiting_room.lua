@@ -5,7 +5,7 @@
 --
 -- KEYS (all share the hash tag {q:ID}, so the script runs on Redis Cluster):
 --   1 meta    hash: open, rate, max_active, pass_ttl_ms, idle_ms, tokens, refilled_at, seq,
---                   next_round_at
+--                   next_round_at, share, strained_at
 --   2 users   hash: user id -> "position:joined_at" of the user's latest place
 --   3 line    sorted set of waiting positions, scored by position
 --   4 places  hash: position -> "W:user:last_seen" | "A:user:admitted_at:expires_at"
@@ -25,6 +25,9 @@ local MAX_EXPIRE = 1000
 local MAX_ADMIT = 1000
 -- At most one admission round per queue per tick, whoever polls (core::queue::ADMISSION_TICK).
 local ADMISSION_TICK_MS = 100
+-- Admission follows strain on the seat and payment path (core::queue::AdmissionShare): per
+-- mille of the rate, halved per report at most once per spacing, never below the minimum.
+local FULL_SHARE, MIN_SHARE, STRAIN_SPACING_MS, RECOVERY_PER_SEC = 1000, 50, 1000, 100
 -- A queue's data outlives its last join by two days: longer than any ticket (one day) plus
 -- any pass (at most one day), so nothing valid is lost, and a finished sale cleans up.
 local RETAIN_MS = 2 * 86400000
@@ -35,7 +38,7 @@ end
 
 local function settings()
   local v = redis.call('HMGET', meta, 'open', 'rate', 'max_active', 'pass_ttl_ms', 'idle_ms',
-    'tokens', 'refilled_at', 'seq', 'next_round_at')
+    'tokens', 'refilled_at', 'seq', 'next_round_at', 'share', 'strained_at')
   if not v[2] then
     return nil
   end
@@ -43,7 +46,18 @@ local function settings()
     open = v[1] == '1', rate = tonumber(v[2]), max_active = tonumber(v[3]),
     pass_ttl = tonumber(v[4]), idle = tonumber(v[5]), tokens = tonumber(v[6]),
     refilled_at = tonumber(v[7]), seq = tonumber(v[8]), next_round_at = tonumber(v[9] or '0'),
+    share = tonumber(v[10] or FULL_SHARE), strained_at = tonumber(v[11] or '0'),
   }
+end
+
+-- The share of the rate admitted at now (core::queue::AdmissionShare::at): what the last
+-- strain report left, plus RECOVERY_PER_SEC for each whole second after a quiet spacing.
+local function share_at(s)
+  local quiet = now - s.strained_at
+  if quiet < STRAIN_SPACING_MS then
+    return s.share
+  end
+  return math.min(s.share + math.floor((quiet - STRAIN_SPACING_MS) / 1000) * RECOVERY_PER_SEC, FULL_SHARE)
 end
 
 local function parse_place(value)
@@ -132,7 +146,7 @@ local function admission_round(s)
   local tokens, refilled_at = s.tokens, s.refilled_at
   if now > refilled_at then
     local elapsed = math.min(now - refilled_at, 1000)
-    tokens = math.min(tokens + elapsed * s.rate, s.rate * 1000)
+    tokens = math.min(tokens + math.floor(elapsed * s.rate * share_at(s) / 1000), s.rate * 1000)
     refilled_at = now
   end
   local free = math.max(s.max_active - redis.call('ZCARD', passes), 0)
@@ -165,7 +179,7 @@ end
 
 local function describe(s)
   return { 'QUEUE', s.open and 1 or 0, s.rate, s.max_active, s.pass_ttl, s.idle, s.seq,
-    redis.call('ZCARD', line), redis.call('ZCOUNT', passes, '(' .. int(now), '+inf') }
+    redis.call('ZCARD', line), redis.call('ZCOUNT', passes, '(' .. int(now), '+inf'), share_at(s) }
 end
 
 local function create(open, rate, max_active, pass_ttl, idle)
@@ -303,6 +317,21 @@ if op == 'head' then
   end
   local first = redis.call('ZRANGE', line, 0, 0)[1]
   return { 'HEAD', tonumber(first or (s.seq + 1)), s.seq, redis.call('ZCARD', line), s.open and 1 or 0 }
+end
+
+-- strain: a seat or payment request of a pass of this queue found the path saturated; the
+-- share halves (core::queue::AdmissionShare::strained). Answers the share now.
+if op == 'strain' then
+  local s = settings()
+  if not s then
+    return { 'UNKNOWN_QUEUE' }
+  end
+  if now >= s.strained_at + STRAIN_SPACING_MS then
+    s.share = math.max(math.floor(share_at(s) / 2), MIN_SHARE)
+    s.strained_at = now
+    redis.call('HSET', meta, 'share', s.share, 'strained_at', int(now))
+  end
+  return { 'STRAINED', share_at(s) }
 end
 
 if op == 'settings' then

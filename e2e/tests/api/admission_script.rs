@@ -10,7 +10,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use redis::Value;
 use ticketing_core::queue::{
-    ADMISSION_TICK, AdmissionBucket, AdmissionPolicy, Position, Waiting, admission_round,
+    ADMISSION_TICK, AdmissionBucket, AdmissionPolicy, AdmissionShare, Position, Waiting,
+    admission_round,
 };
 use ticketing_core::time::Timestamp;
 
@@ -23,6 +24,8 @@ enum Op {
     Poll(usize),
     Consume(usize),
     Check(usize),
+    /// The seat or payment path reports strain for the queue.
+    Strain,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -35,6 +38,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => any::<usize>().prop_map(Op::Poll),
         2 => any::<usize>().prop_map(Op::Consume),
         1 => any::<usize>().prop_map(Op::Check),
+        1 => Just(Op::Strain),
     ]
 }
 
@@ -48,6 +52,7 @@ enum State {
 /// The core's view of one queue.
 struct Model {
     policy: AdmissionPolicy,
+    share: AdmissionShare,
     /// No admission round before this instant (`ADMISSION_TICK` after the last).
     next_round_at: u64,
     bucket: AdmissionBucket,
@@ -84,7 +89,14 @@ impl Model {
             .values()
             .filter(|s| matches!(s, State::Active { .. }))
             .count() as u64;
-        let round = admission_round(&self.policy, self.bucket, now_ts, live, &self.line);
+        let round = admission_round(
+            &self.policy,
+            self.share,
+            self.bucket,
+            now_ts,
+            live,
+            &self.line,
+        );
         for position in &round.admit {
             self.places.insert(
                 position.get(),
@@ -186,6 +198,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
     ]));
     let mut model = Model {
         policy,
+        share: AdmissionShare::FULL,
         bucket: AdmissionBucket::empty(Timestamp::from_unix_millis(now)),
         line: Vec::new(),
         places: HashMap::new(),
@@ -284,6 +297,13 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 prop_assert_eq!(text(&reply[0]), expected);
             }
+            Op::Strain => {
+                let reply = queue.call(&args(&[&"strain", &now]));
+                let now_ts = Timestamp::from_unix_millis(now);
+                model.share = model.share.strained(now_ts);
+                prop_assert_eq!(text(&reply[0]), "STRAINED");
+                prop_assert_eq!(int(&reply[1]), u64::from(model.share.at(now_ts)));
+            }
             Op::Poll(_) | Op::Consume(_) | Op::Check(_) => {}
         }
         let overview = queue.call(&args(&[&"settings", &now]));
@@ -295,6 +315,8 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
             .filter(|s| matches!(s, State::Active { expires_at, .. } if *expires_at > now))
             .count() as u64;
         prop_assert_eq!(int(&overview[8]), active, "active");
+        let share = model.share.at(Timestamp::from_unix_millis(now));
+        prop_assert_eq!(int(&overview[9]), u64::from(share), "admission share");
     }
     // Every key of the queue expires some day, so a finished sale leaves nothing behind.
     for key in &queue.keys[..5] {

@@ -743,16 +743,52 @@ async fn a_rebuild_whose_reader_vanished_holds_others_back_about_a_second_at_mos
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_unreachable_is_a_json_503() {
-    let app = App::start(&[
+/// The app with MySQL at an address where nothing listens.
+async fn app_without_mysql() -> App {
+    App::start(&[
         (
             "MYSQL_URL",
             "mysql://ticketing:ticketing@127.0.0.1:1/ticketing",
         ),
         ("MYSQL_HOST", "mysql://127.0.0.1:1"),
     ])
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_that_find_mysql_down_halve_their_queues_admission_until_it_recovers() {
+    let app = app_without_mysql().await;
+    let queue = format!("strain-{}", std::process::id());
+    let share = async || {
+        let response = app
+            .admin("GET", &format!("/api/admin/queue?queueId={queue}"), None)
+            .await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        response.json()["admissionSharePermille"]
+            .as_u64()
+            .expect("share")
+    };
+    let pass = app.pass(&queue, 7_700_001).await;
+    assert_eq!(share().await, 1000);
+    // One overload shows in many requests at once: reports within a second halve it once.
+    for _ in 0..3 {
+        let (status, body) = reserve(&app, &pass, 101, &[1_010_001]).await;
+        assert_eq!(status, 503, "{body}");
+    }
+    assert_eq!(share().await, 500);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (status, body) = reserve(&app, &pass, 101, &[1_010_001]).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(share().await, 250);
+    // Quiet: after a second without reports, 100 per mille back each second.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert!(share().await >= 350);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_unreachable_is_a_json_503() {
+    let app = app_without_mysql().await;
     let response = app.call("GET", "/api/concerts/1", None, &[]).await;
     assert_eq!(response.status, 503, "{}", response.body);
     assert_eq!(response.json()["error"], "service_unavailable");

@@ -265,7 +265,8 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
         b"POST /api/payments",
         &body.reservation_id.get().to_be_bytes(),
     ]);
-    let db = database(config).await?;
+    let opening = database(config);
+    let db = waiting_room::connect_watching_strain(&config.redis_url, &pass, opening, now).await?;
     let (booking, first) =
         store::booking_and_payment_by_key(&db, body.reservation_id, pass.user_id, &key).await?;
     match idempotency(config, first.as_ref(), fingerprint, now)? {

@@ -180,6 +180,7 @@ struct QueueReply {
     joined: u64,
     waiting: u64,
     active: u64,
+    admission_share_permille: u64,
 }
 
 impl QueueReply {
@@ -195,6 +196,7 @@ impl QueueReply {
             joined: overview.joined,
             waiting: overview.waiting,
             active: overview.active,
+            admission_share_permille: overview.share_permille,
         }
     }
 }

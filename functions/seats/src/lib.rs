@@ -430,7 +430,8 @@ async fn reserve(request: Request) -> Result<Reply, ApiError> {
         .ensure_pass_active(&pass, now)
         .await?;
     refuse_seats_taken_on_map(&cache, &selection).await?;
-    let db = database(config).await?;
+    let opening = database(config);
+    let db = waiting_room::connect_watching_strain(&config.redis_url, &pass, opening, now).await?;
     let schedule = store::schedule(&db, selection.schedule())
         .await?
         .ok_or_else(|| ApiError::not_found("schedule", selection.schedule()))?;

@@ -13,7 +13,9 @@ use ticketing_core::ApiError;
 use ticketing_core::ids::QueueId;
 use ticketing_core::limits::RateLimited;
 use ticketing_core::pass::{Claims, PassError};
-use ticketing_core::queue::{AdmissionPolicy, ExpiryReason, Position, QueueError, QueueSettings};
+use ticketing_core::queue::{
+    AdmissionPolicy, AdmissionShare, ExpiryReason, Position, QueueError, QueueSettings,
+};
 use ticketing_core::time::Timestamp;
 pub use waiting_room_script::{AbuseLimits, Caller};
 use waiting_room_script::{SCRIPT, ScriptCall, script_sha};
@@ -51,6 +53,8 @@ pub struct QueueOverview {
     pub joined: u64,
     pub waiting: u64,
     pub active: u64,
+    /// The share of the rate admitted now, per mille (`core::queue::AdmissionShare`).
+    pub share_permille: u64,
 }
 
 /// The line's front as every fan of a queue sees it; a ticket's holder at `position` has at
@@ -265,6 +269,16 @@ impl WaitingRoom {
         })
     }
 
+    /// Reports that the seat and payment path behind `queue` is saturated: its admission
+    /// share halves (at most once a second). Answers the share now, per mille.
+    pub async fn report_strain(&self, queue: &QueueId, now: Timestamp) -> Result<u64, ApiError> {
+        let reply = self.run(ScriptCall::new(queue, "strain", now)).await?;
+        if reply.outcome() != "STRAINED" {
+            return Err(reply.common_error(queue));
+        }
+        reply.int(1)
+    }
+
     pub async fn overview(
         &self,
         queue: &QueueId,
@@ -304,6 +318,7 @@ impl WaitingRoom {
             joined: reply.int(6)?,
             waiting: reply.int(7)?,
             active: reply.int(8)?,
+            share_permille: reply.int(9)?,
         })
     }
 
@@ -337,6 +352,32 @@ impl WaitingRoom {
         };
         result.map(Reply).map_err(|error| redis_failure(&error))
     }
+}
+
+/// Awaits `connecting` (the database connection of a request made with `pass`) and, when
+/// the wait or a failure shows the seat and payment path saturated
+/// (`AdmissionShare::shows_strain`), reports strain to the pass's queue, so it admits fewer
+/// fans until the path recovers. The report is best effort: the request's own outcome
+/// stands.
+pub async fn connect_watching_strain<T, E>(
+    redis_url: &str,
+    pass: &Claims,
+    connecting: impl Future<Output = Result<T, E>>,
+    now: Timestamp,
+) -> Result<T, E> {
+    let queue = &pass.queue_id;
+    let started = std::time::Instant::now();
+    let connected = connecting.await;
+    if AdmissionShare::shows_strain(started.elapsed(), connected.is_err()) {
+        let reported = match WaitingRoom::connect(redis_url).await {
+            Ok(room) => room.report_strain(queue, now).await.map(drop),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = reported {
+            eprintln!("waiting room: reporting strain for queue {queue}: {error}");
+        }
+    }
+    connected
 }
 
 fn redis_failure(error: &redis::Error) -> ApiError {
