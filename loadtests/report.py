@@ -100,7 +100,9 @@ def business_rows(metrics, seconds):
     return rows
 
 
-def resources(path):
+def resources(path, requests):
+    """Start, end and peak of each sampled resource; per request over the run, the edge
+    host's CPU and the commands Redis processed (k6's own setup requests included)."""
     try:
         with path.open() as handle:
             samples = [{k: float(v or 0) for k, v in row.items()} for row in csv.DictReader(handle)]
@@ -132,6 +134,13 @@ def resources(path):
     if hits >= 0 and misses >= 0 and hits + misses:
         rows.append(f"| Redis key hit rate over the run | | {hits / (hits + misses) * 100:.2f} % "
                     f"({hits:.0f} hits, {misses:.0f} misses) | |")
+    ticks = last.get("app_cpu_ticks", 0) - first.get("app_cpu_ticks", 0)
+    commands = last.get("redis_commands", 0) - first.get("redis_commands", 0)
+    # Ticks are 1/100 s (Linux's USER_HZ); a restarted app or Redis starts again: no rate then.
+    if requests and ticks > 0:
+        rows.append(f"| edge host CPU per request | | {ticks * 10_000 / requests:.0f} µs | |")
+    if requests and commands > 0:
+        rows.append(f"| Redis commands per request | | {commands / requests:.2f} | |")
     return rows
 
 
@@ -198,7 +207,7 @@ def scenario_section(folder):
               for c in verifier["checks"]]
     if not verifier["checks"]:
         lines.append("| verifier did not report | | **?** |")
-    res = resources(folder / "resources.csv")
+    res = resources(folder / "resources.csv", metrics.get("http_reqs", {}).get("count", 0))
     if res:
         lines += ["", "| resource | start | end | max |", "|---|---:|---:|---:|"] + res
     return lines, run, metrics, verifier
