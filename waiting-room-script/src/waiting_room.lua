@@ -253,6 +253,7 @@ if op == 'status' then
     if now >= place.last_seen + s.idle then
       end_place(position, user, 'ABANDONED')
       redis.call('ZREM', line, position)
+      place = { state = 'X', user = user, reason = 'ABANDONED' }
     else
       redis.call('HSET', places, position, 'W:' .. user .. ':' .. int(now))
     end
@@ -260,14 +261,14 @@ if op == 'status' then
   if now >= s.next_round_at then
     admission_round(s)
     redis.call('HSET', meta, 'next_round_at', int(now + ADMISSION_TICK_MS))
-  else
-    -- No round this tick; the caller's own pass (as read above) still ends when it lapses.
-    if place.state == 'A' and now >= place.expires_at then
-      end_place(position, user, 'PASS_EXPIRED')
-      redis.call('ZREM', passes, position)
-    end
+    -- The round may have admitted the caller or ended their pass: read the place again.
+    place = parse_place(redis.call('HGET', places, position))
+  elseif place.state == 'A' and now >= place.expires_at then
+    -- No round this tick; the caller's own pass still ends when it lapses.
+    end_place(position, user, 'PASS_EXPIRED')
+    redis.call('ZREM', passes, position)
+    place = { state = 'X', user = user, reason = 'PASS_EXPIRED' }
   end
-  place = parse_place(redis.call('HGET', places, position))
   if place.state == 'W' then
     return { 'WAITING', redis.call('ZRANK', line, position), s.rate, s.max_active, s.pass_ttl, s.idle,
       redis.call('ZCARD', line) }
