@@ -16,7 +16,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use ticketing_core::events::{Envelope, Topic};
 
-use crate::Task;
+use crate::task::Task;
 use crate::kafka;
 use crate::metrics::{ConsumedLabels, ConsumerLabels, Metrics, PartitionLabels};
 use crate::shutdown::Backoff;

@@ -25,6 +25,7 @@ mod relay;
 mod shutdown;
 mod store;
 mod sweeper;
+mod task;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -43,6 +44,7 @@ use crate::notifications::Notifications;
 use crate::ranking::Ranking;
 use crate::shutdown::{Backoff, Shutdown};
 use crate::store::Store;
+use crate::task::Task;
 
 /// Runs the bridge until `shutdown` resolves, serving `/metrics` and `/health` on `admin`.
 /// Returns early with an error only for a fault no retry can fix (a bad configuration).
@@ -88,16 +90,6 @@ pub async fn run(
         }
     }
     outcome
-}
-
-/// What every long-running part of the bridge shares: its configuration, metrics and
-/// health, and the signal to stop.
-#[derive(Clone)]
-struct Task {
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    shutdown: Shutdown,
 }
 
 /// Everything that needs the broker or Redis waits for them: the topics exist first, then

@@ -25,7 +25,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
-use crate::Task;
+use crate::task::Task;
 use crate::config::Config;
 use crate::kafka;
 use crate::metrics::{Metrics, TopicLabels};
