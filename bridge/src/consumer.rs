@@ -16,10 +16,10 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use ticketing_core::events::{Envelope, Topic};
 
-use crate::task::Task;
 use crate::kafka;
 use crate::metrics::{ConsumedLabels, ConsumerLabels, Metrics, PartitionLabels};
 use crate::shutdown::Backoff;
+use crate::task::Task;
 
 /// What applying a batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -25,12 +25,12 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
-use crate::task::Task;
 use crate::config::Config;
 use crate::kafka;
 use crate::metrics::{Metrics, TopicLabels};
 use crate::shutdown::Backoff;
 use crate::store::Store;
+use crate::task::Task;
 
 /// How one batch went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,10 +11,10 @@ use ticketing_core::cache::{schedules_key, seat_map_keys};
 use ticketing_core::events::{Envelope, EventId, ReservationExpired};
 use ticketing_core::time::Timestamp;
 
-use crate::task::Task;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{ExpiredHold, Store};
+use crate::task::Task;
 
 pub(crate) async fn run(store: Store, redis: ConnectionManager, mut task: Task) {
     loop {

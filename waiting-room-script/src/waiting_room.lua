@@ -6,7 +6,7 @@
 -- KEYS (all share the hash tag {q:ID}, so the script runs on Redis Cluster):
 --   1 meta    hash: open, rate, max_active, pass_ttl_ms, idle_ms, tokens, refilled_at, seq,
 --                   next_round_at, share, strained_at
---   2 users   hash: user id -> "position:joined_at" of the user's latest place
+--   2 users   hash: user id -> "position:joined_at" of the user's live place (none once it ended)
 --   3 line    sorted set of waiting positions, scored by position
 --   4 places  hash: position -> "W:user:last_seen" | "A:user:admitted_at:expires_at"
 --                              | "X:user:REASON" (ABANDONED, PASS_EXPIRED, CONSUMED)
@@ -75,8 +75,13 @@ local function parse_place(value)
   return nil
 end
 
+-- Ends a place. The place keeps its reason (a status poll answers ENDED with it), but the
+-- user's entry goes: a user has at most one live place, which this was, and a later join
+-- takes a new place either way. Most fans of a spike end as ABANDONED, so their users
+-- entries would otherwise hold most of the queue's memory for its whole retention.
 local function end_place(position, user, reason)
   redis.call('HSET', places, position, 'X:' .. user .. ':' .. reason)
+  redis.call('HDEL', users, user)
 end
 
 -- Fixed-window counters; returns the milliseconds to wait when the limit is exceeded.

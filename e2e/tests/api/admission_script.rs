@@ -317,6 +317,17 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(int(&overview[8]), active, "active");
         let share = model.share.at(Timestamp::from_unix_millis(now));
         prop_assert_eq!(int(&overview[9]), u64::from(share), "admission share");
+        // Only live places keep their user's entry: an ended one frees it.
+        let users: u64 = redis::cmd("HLEN")
+            .arg(&queue.keys[1])
+            .query(&mut queue.connection)
+            .expect("hlen");
+        let live = model
+            .places
+            .values()
+            .filter(|s| !matches!(s, State::Ended(_)))
+            .count() as u64;
+        prop_assert_eq!(users, live, "users entries of live places");
     }
     // Every key of the queue expires some day, so a finished sale leaves nothing behind.
     for key in &queue.keys[..5] {
