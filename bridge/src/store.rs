@@ -233,18 +233,10 @@ async fn mark_processed(
     consumer: &str,
     fresh: &[(&String, &ReceivedNotification)],
 ) -> anyhow::Result<()> {
-    let params: Vec<Value> = fresh
+    let rows = fresh
         .iter()
-        .flat_map(|(id, _)| [Value::from(consumer), Value::from(id.as_str())])
-        .collect();
-    transaction
-        .exec_drop(
-            format!(
-                "INSERT INTO processed_events (consumer, event_id) VALUES {}",
-                tuples(fresh.len(), 2)
-            ),
-            params,
-        )
+        .map(|(id, _)| [Value::from(consumer), Value::from(id.as_str())]);
+    insert_rows(transaction, "processed_events (consumer, event_id)", rows)
         .await
         .context("marking notifications processed (a concurrent consumer got there first?)")
 }
@@ -253,32 +245,25 @@ async fn insert_notifications(
     transaction: &mut Transaction<'static>,
     fresh: &[(&String, &ReceivedNotification)],
 ) -> anyhow::Result<()> {
-    let params: Vec<Value> = fresh
-        .iter()
-        .flat_map(|(id, n)| {
-            [
-                Value::from(id.as_str()),
-                Value::from(n.request.user_id.get()),
-                Value::from(kind_name(n.request.kind)),
-                Value::from(n.request.reservation_id.get()),
-                n.request
-                    .payment_id
-                    .map_or(Value::NULL, |p| Value::from(p.get())),
-                Value::from(n.requested_at.to_sql_datetime()),
-            ]
-        })
-        .collect();
-    transaction
-        .exec_drop(
-            format!(
-                "INSERT INTO notifications \
-                 (event_id, user_id, kind, reservation_id, payment_id, requested_at) VALUES {}",
-                tuples(fresh.len(), 6)
-            ),
-            params,
-        )
-        .await
-        .context("recording notifications")
+    let rows = fresh.iter().map(|(id, n)| {
+        [
+            Value::from(id.as_str()),
+            Value::from(n.request.user_id.get()),
+            Value::from(kind_name(n.request.kind)),
+            Value::from(n.request.reservation_id.get()),
+            n.request
+                .payment_id
+                .map_or(Value::NULL, |p| Value::from(p.get())),
+            Value::from(n.requested_at.to_sql_datetime()),
+        ]
+    });
+    insert_rows(
+        transaction,
+        "notifications (event_id, user_id, kind, reservation_id, payment_id, requested_at)",
+        rows,
+    )
+    .await
+    .context("recording notifications")
 }
 
 impl Claim {
@@ -439,27 +424,41 @@ async fn insert_outbox(
     if envelopes.is_empty() {
         return Ok(());
     }
-    let mut params = Vec::with_capacity(envelopes.len() * 5);
-    for envelope in envelopes {
-        let topic = envelope.topic().context("an event of no known topic")?;
-        params.extend([
-            Value::from(envelope.event_id.to_string()),
-            Value::from(topic.name()),
-            Value::from(envelope.key.as_str()),
-            Value::from(envelope.to_json()?),
-            Value::from(envelope.occurred_at.to_sql_datetime()),
-        ]);
-    }
-    transaction
-        .exec_drop(
-            format!(
-                "INSERT INTO outbox (event_id, topic, event_key, payload, created_at) VALUES {}",
-                tuples(envelopes.len(), 5)
-            ),
-            params,
-        )
-        .await
-        .context("writing to the outbox")
+    let rows = envelopes
+        .iter()
+        .map(|envelope| {
+            let topic = envelope.topic().context("an event of no known topic")?;
+            Ok([
+                Value::from(envelope.event_id.to_string()),
+                Value::from(topic.name()),
+                Value::from(envelope.key.as_str()),
+                Value::from(envelope.to_json()?),
+                Value::from(envelope.occurred_at.to_sql_datetime()),
+            ])
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    insert_rows(
+        transaction,
+        "outbox (event_id, topic, event_key, payload, created_at)",
+        rows,
+    )
+    .await
+    .context("writing to the outbox")
+}
+
+/// Inserts `rows` into `table_and_columns` (say `t (a, b)`) in one statement; every row
+/// holds one value per column.
+async fn insert_rows<const WIDTH: usize>(
+    transaction: &mut Transaction<'static>,
+    table_and_columns: &str,
+    rows: impl IntoIterator<Item = [Value; WIDTH]>,
+) -> Result<(), mysql_async::Error> {
+    let params: Vec<Value> = rows.into_iter().flatten().collect();
+    let statement = format!(
+        "INSERT INTO {table_and_columns} VALUES {}",
+        tuples(params.len() / WIDTH, WIDTH)
+    );
+    transaction.exec_drop(statement, params).await
 }
 
 fn kind_name(kind: NotificationKind) -> &'static str {

@@ -213,6 +213,16 @@ impl DrainRate {
 mod tests {
     use super::*;
 
+    /// Admission of one request at a time, `max_waiting` waiting at most `max_wait`.
+    fn one_at_a_time(max_waiting: usize, max_wait: Duration) -> Admission {
+        let settings = AdmissionSettings {
+            max_concurrent: 1,
+            max_waiting,
+            max_wait,
+        };
+        Admission::new(settings, Duration::from_secs(30))
+    }
+
     #[test]
     fn a_shed_request_comes_back_when_the_queue_ahead_has_drained() {
         assert_eq!(retry_after_secs(5_000, 1_000.0), 5);
@@ -228,12 +238,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_past_the_limit_waits_for_a_turn_instead_of_being_refused() {
         let metrics = Metrics::default();
-        let settings = AdmissionSettings {
-            max_concurrent: 1,
-            max_waiting: 10,
-            max_wait: Duration::from_secs(5),
-        };
-        let admission = Admission::new(settings, Duration::from_secs(30));
+        let admission = one_at_a_time(10, Duration::from_secs(5));
         let first = admission.admit(&metrics).await.expect("a turn at once");
         let waiter = admission.admit(&metrics);
         let release = async {
@@ -247,12 +252,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_cannot_start_in_time_is_shed_with_a_retry_after() {
         let metrics = Metrics::default();
-        let settings = AdmissionSettings {
-            max_concurrent: 1,
-            max_waiting: 10,
-            max_wait: Duration::from_millis(50),
-        };
-        let admission = Admission::new(settings, Duration::from_secs(30));
+        let admission = one_at_a_time(10, Duration::from_millis(50));
         let _busy = admission.admit(&metrics).await.expect("a turn at once");
         let shed = admission
             .admit(&metrics)
@@ -265,12 +265,7 @@ mod tests {
     #[tokio::test]
     async fn past_the_waiting_limit_a_request_is_shed_at_once() {
         let metrics = Metrics::default();
-        let settings = AdmissionSettings {
-            max_concurrent: 1,
-            max_waiting: 0,
-            max_wait: Duration::from_secs(5),
-        };
-        let admission = Admission::new(settings, Duration::from_secs(30));
+        let admission = one_at_a_time(0, Duration::from_secs(5));
         let _busy = admission.admit(&metrics).await.expect("a turn at once");
         let started = Instant::now();
         let shed = admission

@@ -95,6 +95,9 @@ pid_state() {
   printf '%s' "${stat%% *}"
 }
 
+# CPU time process PID has used so far, in clock ticks (user + system; see getconf CLK_TCK).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # True if the process exists and is not a zombie (an exited service whose parent
 # has not reaped it still has a /proc entry).
 pid_alive() {

@@ -5,9 +5,8 @@
 // Retry-After, never timeouts). Open-loop: arrivals do not wait for answers.
 //   bench  CAPACITY joins/s (default 3,500, about this 2-core machine's peak with k6 on it)
 //          for 20 s, then twice that for 20 s
-import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
-import { byProfile, measureActive, named, postJson, ready, withCommonOptions } from '../lib.js';
+import { byProfile, measureActive, named, postJson, ready, uniqueUser, withCommonOptions } from '../lib.js';
 
 const CAPACITY = Number(__ENV.CAPACITY || 3500);
 const SECONDS = byProfile({ bench: 20 });
@@ -49,9 +48,7 @@ const JOIN = named('join', 201);
 
 export default function (data) {
   measureActive(data);
-  // A user id of its own for every arrival of the run.
-  const userId = 500000000 + exec.scenario.iterationInTest + (exec.scenario.name === 'twice' ? 100000000 : 0);
-  const res = postJson('/api/queue/tokens', { userId }, JOIN);
+  const res = postJson('/api/queue/tokens', { userId: uniqueUser() }, JOIN);
   if (res.status === 201) {
     goodput.add(1);
   }

@@ -12,7 +12,7 @@ import { check } from 'k6';
 import exec from 'k6/execution';
 import http from 'k6/http';
 import { Counter, Gauge, Trend } from 'k6/metrics';
-import { BASE_URL, byProfile, configureQueue, getJson, measureActive, named, pollPause, postJson, ready, withCommonOptions } from '../lib.js';
+import { BASE_URL, byProfile, configureQueue, getJson, measureActive, named, pollPause, postJson, ready, uniqueUser, withCommonOptions } from '../lib.js';
 
 const PROFILES = {
   smoke: {
@@ -75,8 +75,7 @@ let fans = [];
 let headReadAt = 0;
 
 function arrive(queue, now) {
-  const userId = 1 + exec.vu.idInTest * 10000000 + exec.vu.iterationInScenario;
-  const joined = postJson('/api/queue/tokens', { userId, queueId: queue.queueId }, JOIN);
+  const joined = postJson('/api/queue/tokens', { userId: uniqueUser(), queueId: queue.queueId }, JOIN);
   const ok = check(joined, { 'an arriving fan gets a place': (r) => r.status === 201 });
   if (ok) {
     // Patience: exponential around the profile's mean, as fans give up at random.

@@ -470,10 +470,11 @@ async fn refuse_seats_taken_on_map(
     selection: &SeatSelection,
 ) -> Result<(), ApiError> {
     let schedule = selection.schedule();
-    let (Ok(Lookup::Hit(map)), Ok(Lookup::Hit(layout))) = (
-        cache.seat_map(schedule).await,
-        cache.get(&cache::seat_layout_key(schedule)).await,
-    ) else {
+    // The layout is read only when there is a fresh map to judge by.
+    let Ok(Lookup::Hit(map)) = cache.seat_map(schedule).await else {
+        return Ok(());
+    };
+    let Ok(Lookup::Hit(layout)) = cache.get(&cache::seat_layout_key(schedule)).await else {
         return Ok(());
     };
     let (Some(free), Some(schedule_seats)) =
