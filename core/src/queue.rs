@@ -5,7 +5,8 @@
 //! and never lets more than `max_active` passes be live at once. Two kinds of absence must
 //! not stall the line: a pass that is never used expires after `pass_ttl` and frees its slot,
 //! and a waiting user who stops polling for `idle_timeout` is skipped (abandoned) without
-//! spending a token.
+//! spending a token. The line's front is the first place admission has not passed; a status
+//! poll tells a waiting fan their distance from it (`Position::ahead_of_front`).
 //!
 //! The adapter runs these rules atomically next to the data (a Redis script), with the same
 //! integer arithmetic as here: milli-tokens, millisecond clocks, floor division.
@@ -31,6 +32,14 @@ impl Position {
 
     pub const fn get(self) -> u64 {
         self.0
+    }
+
+    /// The places ahead of this one in a line whose front is `front`: every place admission
+    /// has not passed yet. Positions are handed out in order and admission walks them in
+    /// order, so the count needs no index of the line; a place that ended (its fan gave up)
+    /// still counts until the walk passes it, so the count errs on the long side.
+    pub const fn ahead_of_front(self, front: Position) -> u64 {
+        self.0.saturating_sub(front.0)
     }
 }
 
@@ -524,6 +533,15 @@ mod tests {
 
     fn positions(range: std::ops::RangeInclusive<u64>) -> Vec<Position> {
         range.map(|p| Position::new(p).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_place_counts_every_place_between_it_and_the_front_as_ahead() {
+        let place = Position::new(12).unwrap();
+        assert_eq!(place.ahead_of_front(Position::new(5).unwrap()), 7);
+        assert_eq!(place.ahead_of_front(place), 0);
+        // Between admission rounds the front may not have caught up with an admitted place.
+        assert_eq!(place.ahead_of_front(Position::new(13).unwrap()), 0);
     }
 
     #[test]

@@ -34,16 +34,38 @@ pub struct Caller<'a> {
     pub address: Option<&'a str>,
 }
 
+/// Places per place hash: Redis keeps a hash of at most 128 short fields in its compact
+/// encoding (`hash-max-listpack-entries`), about 50 bytes a place.
+pub const PLACES_PER_KEY: u64 = 128;
+
 /// Redis keys of one queue, all under the hash tag `{q:ID}` (one Redis Cluster slot).
-struct QueueKeys(String);
+#[derive(Clone, Debug)]
+pub struct QueueKeys(String);
 
 impl QueueKeys {
-    fn new(queue: &QueueId) -> Self {
+    pub fn new(queue: &QueueId) -> Self {
         Self(format!("{{q:{queue}}}"))
     }
 
-    fn data(&self) -> [String; 5] {
-        ["meta", "users", "line", "places", "passes"].map(|name| format!("{}:{name}", self.0))
+    /// The keys the script is given: meta, the prefixes of the user and place hashes (the
+    /// script names each hash from them), passes.
+    fn data(&self) -> [String; 4] {
+        ["meta", "u:", "p:", "passes"].map(|name| format!("{}:{name}", self.0))
+    }
+
+    /// The hash that holds `position`'s place.
+    pub fn places_of(&self, position: u64) -> String {
+        format!(
+            "{}:p:{}",
+            self.0,
+            position.saturating_sub(1) / PLACES_PER_KEY
+        )
+    }
+
+    /// Every hash that may hold a user's entry (the script picks one by the id's last three
+    /// digits).
+    pub fn all_users(&self) -> impl Iterator<Item = String> + '_ {
+        (0..1000).map(|digits| format!("{}:u:{digits:03}", self.0))
     }
 
     fn limit(&self, operation: &str, subject: &str) -> String {
@@ -59,7 +81,7 @@ pub struct ScriptCall {
 }
 
 impl ScriptCall {
-    /// `operation` on `queue` at `now`: the queue's five data keys, then the operation and
+    /// `operation` on `queue` at `now`: the queue's four data keys, then the operation and
     /// the clock as ARGV 1 and 2.
     pub fn new(queue: &QueueId, operation: &str, now: Timestamp) -> Self {
         Self {
@@ -73,7 +95,7 @@ impl ScriptCall {
         self
     }
 
-    /// Adds the rate-limit counters of `operation` for `caller` (keys 6 and 7) and their
+    /// Adds the rate-limit counters of `operation` for `caller` (keys 5 and 6) and their
     /// limits as arguments.
     pub fn limited(
         mut self,
@@ -125,6 +147,17 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn the_script_files_places_in_hashes_of_the_size_the_keys_here_assume() {
+        assert!(SCRIPT.contains(&format!("local PLACES_PER_KEY = {PLACES_PER_KEY}\n")));
+        let keys = QueueKeys::new(&QueueId::parse("sale").unwrap());
+        assert_eq!(keys.places_of(1), "{q:sale}:p:0");
+        assert_eq!(keys.places_of(PLACES_PER_KEY), "{q:sale}:p:0");
+        assert_eq!(keys.places_of(PLACES_PER_KEY + 1), "{q:sale}:p:1");
+        assert!(SCRIPT.contains("string.sub('00' .. user, -3)"));
+        assert_eq!(keys.all_users().nth(7).unwrap(), "{q:sale}:u:007");
+    }
+
+    #[test]
     fn a_join_names_the_queues_keys_under_one_hash_tag_and_its_limits() {
         let queue = QueueId::parse("sale").unwrap();
         let caller = Caller {
@@ -144,8 +177,8 @@ mod tests {
             Timestamp::from_unix_millis(1_000),
         );
         assert!(call.keys.iter().all(|key| key.starts_with("{q:sale}:")));
-        assert_eq!(call.keys[5], "{q:sale}:rl:join:u:7");
-        assert_eq!(call.keys[6], "{q:sale}:rl:join:a:10.0.0.1");
+        assert_eq!(call.keys[4], "{q:sale}:rl:join:u:7");
+        assert_eq!(call.keys[5], "{q:sale}:rl:join:a:10.0.0.1");
         assert_eq!(&call.args[..3], ["join", "1000", "7"]);
         assert_eq!(&call.args[3..7], ["10", "10000", "10", "10000"]);
         assert_eq!(

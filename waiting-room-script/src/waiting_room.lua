@@ -1,24 +1,33 @@
 -- The waiting room of one queue, run atomically next to its data. It mirrors the rules of
--- ticketing-core's `queue` module (admission_round, is_abandoned, the token bucket) with the
--- same integer arithmetic: milli-tokens, millisecond clocks, floor division. The e2e test
--- `the_script_admits_exactly_as_the_core_rules_decide` holds the two together.
+-- ticketing-core's `queue` module (admission_round, is_abandoned, the token bucket, the
+-- line's front) with the same integer arithmetic: milli-tokens, millisecond clocks, floor
+-- division. The e2e test `the_script_admits_exactly_as_the_core_rules_decide` holds the two
+-- together.
 --
--- KEYS (all share the hash tag {q:ID}, so the script runs on Redis Cluster):
+-- KEYS (all share the hash tag {q:ID}, so every key the script touches is in one Redis
+-- Cluster slot):
 --   1 meta    hash: open, rate, max_active, pass_ttl_ms, idle_ms, tokens, refilled_at, seq,
---                   next_round_at, share, strained_at
---   2 users   hash: user id -> "position:joined_at" of the user's live place (none once it ended)
---   3 line    sorted set of waiting positions, scored by position
---   4 places  hash: position -> "W:user:last_seen" | "A:user:admitted_at:expires_at"
---                              | "X:user:REASON" (ABANDONED, PASS_EXPIRED, CONSUMED)
---   5 passes  sorted set of admitted positions, scored by pass expiry
---   6, 7      rate-limit counters (user, client address) of join and status
+--                   front, waiting, next_round_at, share, strained_at
+--   2 users   prefix of the user hashes: "<prefix><the user id's last 3 digits>" maps a
+--             user id to the position of the user's live place (none once it ended)
+--   3 places  prefix of the place hashes: "<prefix><(position - 1) div 128>" maps a position
+--             to "W:user:last_seen:joined_at" | "A:user:admitted_at:expires_at:joined_at"
+--             | "X:user:REASON" (ABANDONED, PASS_EXPIRED, CONSUMED)
+--   4 passes  sorted set of admitted positions, scored by pass expiry
+--   5, 6      rate-limit counters (user, client address) of join and status
 -- ARGV[1] is the operation, ARGV[2] the caller's clock in unix milliseconds.
 -- Replies are flat arrays whose first element names the outcome.
+--
+-- Memory is what bounds a spike's crowd, so a place costs ~50 bytes: places and users live
+-- in hashes small enough for Redis's compact encoding (at most 128 fields of at most 64
+-- bytes, Redis's defaults), and there is no index of the line. Positions are handed out in
+-- order, so the line is the positions from `front` (the first place admission has not
+-- passed) to `seq`; admission walks it, skipping places that ended.
 
-local meta, users, line, places, passes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, users, places, passes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, now = ARGV[1], tonumber(ARGV[2])
 
--- Bounds on the work of one call, so that no poll is slow; what is left over (more abandoned
+-- Bounds on the work of one call, so that no poll is slow; what is left over (more ended
 -- places, expired passes or admissions) happens in the next calls.
 local MAX_SCAN = 64
 local MAX_EXPIRE = 1000
@@ -28,9 +37,11 @@ local ADMISSION_TICK_MS = 100
 -- Admission follows strain on the seat and payment path (core::queue::AdmissionShare): per
 -- mille of the rate, halved per report at most once per spacing, never below the minimum.
 local FULL_SHARE, MIN_SHARE, STRAIN_SPACING_MS, RECOVERY_PER_SEC = 1000, 50, 1000, 100
--- A queue's data outlives its last join by two days: longer than any ticket (one day) plus
+-- A queue's data outlives its last write by two days: longer than any ticket (one day) plus
 -- any pass (at most one day), so nothing valid is lost, and a finished sale cleans up.
 local RETAIN_MS = 2 * 86400000
+-- Places per place hash (waiting_room_script::PLACES_PER_KEY).
+local PLACES_PER_KEY = 128
 
 local function int(n)
   return string.format('%d', n)
@@ -38,15 +49,16 @@ end
 
 local function settings()
   local v = redis.call('HMGET', meta, 'open', 'rate', 'max_active', 'pass_ttl_ms', 'idle_ms',
-    'tokens', 'refilled_at', 'seq', 'next_round_at', 'share', 'strained_at')
+    'tokens', 'refilled_at', 'seq', 'front', 'waiting', 'next_round_at', 'share', 'strained_at')
   if not v[2] then
     return nil
   end
   return {
     open = v[1] == '1', rate = tonumber(v[2]), max_active = tonumber(v[3]),
     pass_ttl = tonumber(v[4]), idle = tonumber(v[5]), tokens = tonumber(v[6]),
-    refilled_at = tonumber(v[7]), seq = tonumber(v[8]), next_round_at = tonumber(v[9] or '0'),
-    share = tonumber(v[10] or FULL_SHARE), strained_at = tonumber(v[11] or '0'),
+    refilled_at = tonumber(v[7]), seq = tonumber(v[8]), front = tonumber(v[9] or '1'),
+    waiting = tonumber(v[10] or '0'), next_round_at = tonumber(v[11] or '0'),
+    share = tonumber(v[12] or FULL_SHARE), strained_at = tonumber(v[13] or '0'),
   }
 end
 
@@ -60,28 +72,51 @@ local function share_at(s)
   return math.min(s.share + math.floor((quiet - STRAIN_SPACING_MS) / 1000) * RECOVERY_PER_SEC, FULL_SHARE)
 end
 
+local function place_key(position)
+  return places .. int(math.floor((position - 1) / PLACES_PER_KEY))
+end
+
+-- User ids are decimal; their last three digits (zero-padded) spread any id scheme over
+-- 1,000 hashes.
+local function user_key(user)
+  return users .. string.sub('00' .. user, -3)
+end
+
 local function parse_place(value)
   if not value then
     return nil
   end
-  local state, user, a, b = string.match(value, '^(%u):(%d+):([%u%d_]+):?(%d*)$')
+  local state, user, a, b, c = string.match(value, '^(%u):(%d+):([%u%d_]+):?(%d*):?(%d*)$')
   if state == 'W' then
-    return { state = 'W', user = user, last_seen = tonumber(a) }
+    return { state = 'W', user = user, last_seen = tonumber(a), joined_at = b }
   elseif state == 'A' then
-    return { state = 'A', user = user, admitted_at = tonumber(a), expires_at = tonumber(b) }
+    return { state = 'A', user = user, admitted_at = tonumber(a), expires_at = tonumber(b), joined_at = c }
   elseif state == 'X' then
     return { state = 'X', user = user, reason = a }
   end
   return nil
 end
 
+local function read_place(position)
+  return parse_place(redis.call('HGET', place_key(position), position))
+end
+
+local function write_place(position, ...)
+  redis.call('HSET', place_key(position), position, table.concat({ ... }, ':'))
+end
+
 -- Ends a place. The place keeps its reason (a status poll answers ENDED with it), but the
 -- user's entry goes: a user has at most one live place, which this was, and a later join
--- takes a new place either way. Most fans of a spike end as ABANDONED, so their users
--- entries would otherwise hold most of the queue's memory for its whole retention.
+-- takes a new place either way. The caller counts a waiting place out of `waiting`.
 local function end_place(position, user, reason)
-  redis.call('HSET', places, position, 'X:' .. user .. ':' .. reason)
-  redis.call('HDEL', users, user)
+  write_place(position, 'X', user, reason)
+  redis.call('HDEL', user_key(user), user)
+end
+
+local function left_line(count)
+  if count > 0 then
+    redis.call('HINCRBY', meta, 'waiting', -count)
+  end
 end
 
 -- Fixed-window counters; returns the milliseconds to wait when the limit is exceeded.
@@ -107,8 +142,8 @@ end
 -- ARGV[first .. first + 3]: user limit and window, address limit and window. Both counters
 -- count every request, refused or not, so a flood cannot hide behind either subject.
 local function limited(first)
-  local by_user = over_limit(KEYS[6], tonumber(ARGV[first]), tonumber(ARGV[first + 1]))
-  local by_address = over_limit(KEYS[7], tonumber(ARGV[first + 2]), tonumber(ARGV[first + 3]))
+  local by_user = over_limit(KEYS[5], tonumber(ARGV[first]), tonumber(ARGV[first + 1]))
+  local by_address = over_limit(KEYS[6], tonumber(ARGV[first + 2]), tonumber(ARGV[first + 3]))
   if by_user and by_address then
     return math.max(by_user, by_address)
   end
@@ -126,16 +161,15 @@ local function gate(first)
 end
 
 local function retain()
-  for i = 1, 5 do
-    redis.call('PEXPIRE', KEYS[i], RETAIN_MS)
-  end
+  redis.call('PEXPIRE', meta, RETAIN_MS)
+  redis.call('PEXPIRE', passes, RETAIN_MS)
 end
 
 -- Passes that lived out their TTL free their slots.
 local function expire_passes()
   local expired = redis.call('ZRANGEBYSCORE', passes, '-inf', now, 'LIMIT', 0, MAX_EXPIRE)
   for _, position in ipairs(expired) do
-    local place = parse_place(redis.call('HGET', places, position))
+    local place = read_place(position)
     if place and place.state == 'A' then
       end_place(position, place.user, 'PASS_EXPIRED')
     end
@@ -143,9 +177,9 @@ local function expire_passes()
   end
 end
 
--- One admission round: refill the bucket, then walk the line in order, skipping abandoned
--- places and admitting while tokens and free slots last; stop at the first live place that
--- cannot be admitted.
+-- One admission round: refill the bucket, then walk the line from its front in order,
+-- passing ended and abandoned places and admitting while tokens and free slots last; stop
+-- at the first live place that cannot be admitted, which becomes the front.
 local function admission_round(s)
   expire_passes()
   local tokens, refilled_at = s.tokens, s.refilled_at
@@ -156,26 +190,38 @@ local function admission_round(s)
   end
   local free = math.max(s.max_active - redis.call('ZCARD', passes), 0)
   local budget = math.min(math.floor(tokens / 1000), free)
-  local head = redis.call('ZRANGE', line, 0, math.min(budget, MAX_ADMIT) + MAX_SCAN - 1)
-  local admitted = 0
-  for _, position in ipairs(head) do
-    local place = parse_place(redis.call('HGET', places, position))
-    if not place or place.state ~= 'W' then
-      redis.call('ZREM', line, position)
-    elseif now >= place.last_seen + s.idle then
-      end_place(position, place.user, 'ABANDONED')
-      redis.call('ZREM', line, position)
-    elseif admitted < budget then
-      local expires_at = now + s.pass_ttl
-      redis.call('HSET', places, position, 'A:' .. place.user .. ':' .. int(now) .. ':' .. int(expires_at))
-      redis.call('ZADD', passes, expires_at, position)
-      redis.call('ZREM', line, position)
-      admitted = admitted + 1
-    else
-      break
+  local last = math.min(s.seq, s.front + math.min(budget, MAX_ADMIT) + MAX_SCAN - 1)
+  local position, admitted, left, stopped = s.front, 0, 0, false
+  while position <= last and not stopped do
+    -- One read per place hash: the rest of this hash's places up to `last`.
+    local through = math.min(last, (math.floor((position - 1) / PLACES_PER_KEY) + 1) * PLACES_PER_KEY)
+    local fields = {}
+    for p = position, through do
+      fields[#fields + 1] = p
+    end
+    local values = redis.call('HMGET', place_key(position), unpack(fields))
+    for i = 1, #fields do
+      local place = parse_place(values[i])
+      if place and place.state == 'W' then
+        if now >= place.last_seen + s.idle then
+          end_place(position, place.user, 'ABANDONED')
+          left = left + 1
+        elseif admitted < budget then
+          write_place(position, 'A', place.user, int(now), int(now + s.pass_ttl), place.joined_at)
+          redis.call('ZADD', passes, now + s.pass_ttl, position)
+          admitted = admitted + 1
+          left = left + 1
+        else
+          stopped = true
+          break
+        end
+      end
+      position = position + 1
     end
   end
-  redis.call('HSET', meta, 'tokens', int(tokens - admitted * 1000), 'refilled_at', int(refilled_at))
+  left_line(left)
+  redis.call('HSET', meta, 'tokens', int(tokens - admitted * 1000), 'refilled_at', int(refilled_at),
+    'front', int(position))
   -- The first admission creates the passes key, which then needs its expiry too.
   if admitted > 0 and redis.call('PTTL', passes) == -1 then
     retain()
@@ -184,12 +230,13 @@ end
 
 local function describe(s)
   return { 'QUEUE', s.open and 1 or 0, s.rate, s.max_active, s.pass_ttl, s.idle, s.seq,
-    redis.call('ZCARD', line), redis.call('ZCOUNT', passes, '(' .. int(now), '+inf'), share_at(s) }
+    s.waiting, redis.call('ZCOUNT', passes, '(' .. int(now), '+inf'), share_at(s) }
 end
 
 local function create(open, rate, max_active, pass_ttl, idle)
   redis.call('HSET', meta, 'open', open, 'rate', rate, 'max_active', max_active,
-    'pass_ttl_ms', pass_ttl, 'idle_ms', idle, 'tokens', 0, 'refilled_at', int(now), 'seq', 0)
+    'pass_ttl_ms', pass_ttl, 'idle_ms', idle, 'tokens', 0, 'refilled_at', int(now), 'seq', 0,
+    'front', 1, 'waiting', 0)
 end
 
 -- join: ARGV 3 user, 4..7 limits, 8 create-if-missing (0/1), 9..12 the policy to create
@@ -210,37 +257,39 @@ if op == 'join' then
   if not s.open then
     return { 'CLOSED' }
   end
-  local current = redis.call('HGET', users, user)
+  local current = redis.call('HGET', user_key(user), user)
   if current then
-    local position, joined_at = string.match(current, '^(%d+):(%d+)$')
-    local place = parse_place(redis.call('HGET', places, position))
+    local place = read_place(current)
     if place and place.state == 'W' and now < place.last_seen + s.idle then
-      redis.call('HSET', places, position, 'W:' .. user .. ':' .. int(now))
-      return { 'EXISTING', tonumber(position), tonumber(joined_at) }
+      write_place(current, 'W', user, int(now), place.joined_at)
+      return { 'EXISTING', tonumber(current), tonumber(place.joined_at) }
     elseif place and place.state == 'A' and now < place.expires_at then
-      return { 'EXISTING', tonumber(position), tonumber(joined_at) }
+      return { 'EXISTING', tonumber(current), tonumber(place.joined_at) }
     elseif place and place.state == 'W' then
-      end_place(position, user, 'ABANDONED')
-      redis.call('ZREM', line, position)
+      end_place(current, user, 'ABANDONED')
+      left_line(1)
     elseif place and place.state == 'A' then
-      end_place(position, user, 'PASS_EXPIRED')
-      redis.call('ZREM', passes, position)
+      end_place(current, user, 'PASS_EXPIRED')
+      redis.call('ZREM', passes, current)
     end
   end
   local position = redis.call('HINCRBY', meta, 'seq', 1)
-  redis.call('HSET', users, user, int(position) .. ':' .. int(now))
-  redis.call('ZADD', line, position, position)
-  redis.call('HSET', places, position, 'W:' .. user .. ':' .. int(now))
-  -- Refreshing the expiry on every join would double the work of a join; every
-  -- thousandth keeps it days ahead. A line that emptied was deleted by Redis and has just
-  -- been created again, without an expiry.
-  if position % 1000 == 1 or redis.call('PTTL', line) == -1 then
+  redis.call('HINCRBY', meta, 'waiting', 1)
+  local user_hash = user_key(user)
+  redis.call('HSET', user_hash, user, int(position))
+  redis.call('PEXPIRE', user_hash, RETAIN_MS)
+  write_place(position, 'W', user, int(now), int(now))
+  -- A place hash lives two days past its last join, and the queue's own keys are kept days
+  -- ahead by every thousandth join (refreshing them on each would double a join's work).
+  redis.call('PEXPIRE', place_key(position), RETAIN_MS)
+  if position % 1000 == 1 then
     retain()
   end
   return { 'JOINED', position, now }
 end
 
--- status: ARGV 3 position, 4 user, 5..8 limits.
+-- status: ARGV 3 position, 4 user, 5..8 limits. The fan's sign of life; runs the queue's
+-- admission round when this tick has not had one yet.
 if op == 'status' then
   local position, user = ARGV[3], ARGV[4]
   local refused, s = gate(5)
@@ -250,24 +299,26 @@ if op == 'status' then
   if not s then
     return { 'UNKNOWN_QUEUE' }
   end
-  local place = parse_place(redis.call('HGET', places, position))
+  local place = read_place(position)
   if not place or place.user ~= user then
     return { 'PLACE_GONE' }
   end
   if place.state == 'W' then
     if now >= place.last_seen + s.idle then
       end_place(position, user, 'ABANDONED')
-      redis.call('ZREM', line, position)
+      left_line(1)
+      s.waiting = s.waiting - 1
       place = { state = 'X', user = user, reason = 'ABANDONED' }
     else
-      redis.call('HSET', places, position, 'W:' .. user .. ':' .. int(now))
+      write_place(position, 'W', user, int(now), place.joined_at)
     end
   end
   if now >= s.next_round_at then
     admission_round(s)
     redis.call('HSET', meta, 'next_round_at', int(now + ADMISSION_TICK_MS))
     -- The round may have admitted the caller or ended their pass: read the place again.
-    place = parse_place(redis.call('HGET', places, position))
+    place = read_place(position)
+    s = settings()
   elseif place.state == 'A' and now >= place.expires_at then
     -- No round this tick; the caller's own pass still ends when it lapses.
     end_place(position, user, 'PASS_EXPIRED')
@@ -275,8 +326,7 @@ if op == 'status' then
     place = { state = 'X', user = user, reason = 'PASS_EXPIRED' }
   end
   if place.state == 'W' then
-    return { 'WAITING', redis.call('ZRANK', line, position), s.rate, s.max_active, s.pass_ttl, s.idle,
-      redis.call('ZCARD', line) }
+    return { 'WAITING', s.front, s.rate, s.max_active, s.pass_ttl, s.idle, s.waiting }
   elseif place.state == 'A' then
     return { 'ACTIVE', place.admitted_at, place.expires_at }
   end
@@ -286,7 +336,7 @@ end
 -- consume: ARGV 3 position, 4 user. Ends a live pass after its payment; idempotent.
 if op == 'consume' then
   local position, user = ARGV[3], ARGV[4]
-  local place = parse_place(redis.call('HGET', places, position))
+  local place = read_place(position)
   if not place or place.user ~= user then
     return { 'PLACE_GONE' }
   end
@@ -304,25 +354,23 @@ end
 -- check: ARGV 3 position, 4 user. Whether a pass still counts: admitted, not expired, not
 -- consumed. Read-only.
 if op == 'check' then
-  local place = parse_place(redis.call('HGET', places, ARGV[3]))
+  local place = read_place(ARGV[3])
   if place and place.user == ARGV[4] and place.state == 'A' and now < place.expires_at then
     return { 'ACTIVE' }
   end
   return { 'NOT_ACTIVE' }
 end
 
--- settings: the queue's configuration and counts.
 -- head: what any fan of the queue may know, the same for all of them, so a cache in front
--- of the app (a CDN) can answer it: the first position still in line (or the next to be
--- handed out when none waits), the last handed out, how many wait, and whether it is open.
+-- of the app (a CDN) can answer it: the line's front (the next position to be handed out
+-- when none waits), the last position handed out, how many wait, and whether it is open.
 -- Reads only.
 if op == 'head' then
   local s = settings()
   if not s then
     return { 'UNKNOWN_QUEUE' }
   end
-  local first = redis.call('ZRANGE', line, 0, 0)[1]
-  return { 'HEAD', tonumber(first or (s.seq + 1)), s.seq, redis.call('ZCARD', line), s.open and 1 or 0 }
+  return { 'HEAD', s.front, s.seq, s.waiting, s.open and 1 or 0 }
 end
 
 -- strain: a seat or payment request of a pass of this queue found the path saturated; the
@@ -340,6 +388,7 @@ if op == 'strain' then
   return { 'STRAINED', share_at(s) }
 end
 
+-- settings: the queue's configuration and counts.
 if op == 'settings' then
   local s = settings()
   if not s then

@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use redis::Value;
+use ticketing_core::ids::QueueId;
 use ticketing_core::queue::{
     ADMISSION_TICK, AdmissionBucket, AdmissionPolicy, AdmissionShare, Position, Waiting,
     admission_round,
 };
 use ticketing_core::time::Timestamp;
+use waiting_room_script::QueueKeys;
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -57,6 +59,9 @@ struct Model {
     next_round_at: u64,
     bucket: AdmissionBucket,
     line: Vec<Waiting>,
+    /// The first place the admission rounds have not passed: moves only in a round, to the
+    /// first place still waiting after it (or past the last place).
+    front: u64,
     places: HashMap<u64, State>,
     joined: u64,
 }
@@ -112,12 +117,17 @@ impl Model {
         }
         self.line
             .retain(|w| !round.admit.contains(&w.position) && !round.abandon.contains(&w.position));
+        self.front = self
+            .line
+            .first()
+            .map_or(self.joined + 1, |waiting| waiting.position.get());
         self.bucket = round.bucket;
     }
 }
 
 struct Queue {
     keys: Vec<String>,
+    layout: QueueKeys,
     connection: redis::Connection,
 }
 
@@ -168,15 +178,17 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         QUEUES.fetch_add(1, Ordering::Relaxed)
     );
     let tag = format!("{{q:{id}}}");
+    let layout = QueueKeys::new(&QueueId::parse(&id).expect("queue id"));
     let connection = redis::Client::open(e2e::redis_url())
         .expect("redis url")
         .get_connection()
         .expect("connecting to redis");
     let mut queue = Queue {
-        keys: ["meta", "users", "line", "places", "passes", "rl:u", "rl:a"]
+        keys: ["meta", "u:", "p:", "passes", "rl:u", "rl:a"]
             .iter()
             .map(|k| format!("{tag}:{k}"))
             .collect(),
+        layout,
         connection,
     };
     let policy = AdmissionPolicy::new(
@@ -201,6 +213,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         share: AdmissionShare::FULL,
         bucket: AdmissionBucket::empty(Timestamp::from_unix_millis(now)),
         line: Vec::new(),
+        front: 1,
         places: HashMap::new(),
         joined: 0,
         next_round_at: 0,
@@ -249,12 +262,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 match text(&reply[0]).as_str() {
                     "WAITING" => {
                         prop_assert_eq!(expected, State::Waiting);
-                        let ahead = model
-                            .line
-                            .iter()
-                            .position(|w| w.position.get() == position)
-                            .expect("in line");
-                        prop_assert_eq!(int(&reply[1]), ahead as u64);
+                        prop_assert_eq!(int(&reply[1]), model.front, "the line's front");
                         prop_assert_eq!(int(&reply[6]), model.line.len() as u64, "waiting");
                     }
                     "ACTIVE" => prop_assert_eq!(
@@ -318,10 +326,14 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let share = model.share.at(Timestamp::from_unix_millis(now));
         prop_assert_eq!(int(&overview[9]), u64::from(share), "admission share");
         // Only live places keep their user's entry: an ended one frees it.
-        let users: u64 = redis::cmd("HLEN")
-            .arg(&queue.keys[1])
-            .query(&mut queue.connection)
-            .expect("hlen");
+        let mut users = 0;
+        for hash in queue.layout.all_users().take(41) {
+            let entries: u64 = redis::cmd("HLEN")
+                .arg(hash)
+                .query(&mut queue.connection)
+                .expect("hlen");
+            users += entries;
+        }
         let live = model
             .places
             .values()
@@ -330,7 +342,11 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(users, live, "users entries of live places");
     }
     // Every key of the queue expires some day, so a finished sale leaves nothing behind.
-    for key in &queue.keys[..5] {
+    let data: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{tag}:[mup]*"))
+        .query(&mut queue.connection)
+        .expect("keys");
+    for key in &data {
         let ttl: i64 = redis::cmd("PTTL")
             .arg(key)
             .query(&mut queue.connection)
@@ -361,4 +377,69 @@ proptest! {
     ) {
         run(rate, max_active, ops)?;
     }
+}
+
+/// Redis bytes per waiting fan: everything a queue of `fans` waiting fans keeps (meta, the
+/// place and user hashes, with their keys' own overhead), as `MEMORY USAGE` counts it.
+fn bytes_per_waiting_fan(fans: u64) -> u64 {
+    let id = format!("t-memory-{}", std::process::id());
+    let tag = format!("{{q:{id}}}");
+    let mut connection = redis::Client::open(e2e::redis_url())
+        .expect("redis url")
+        .get_connection()
+        .expect("connecting to redis");
+    let keys: Vec<String> = ["meta", "u:", "p:", "passes", "rl:u", "rl:a"]
+        .iter()
+        .map(|k| format!("{tag}:{k}"))
+        .collect();
+    let script = redis::Script::new(waiting_room_script::SCRIPT);
+    let invoke = |args: Vec<String>| {
+        let mut invocation = script.prepare_invoke();
+        for key in &keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        invocation
+    };
+    let configure = args(&[&"configure", &T0, &1, &10, &10, &30_000, &600_000]);
+    let _: Value = invoke(configure)
+        .invoke(&mut connection)
+        .expect("configure");
+    // Ids as a real sale sees them: scattered eight-digit numbers.
+    for fan in 0..fans {
+        let user = 10_000_000 + fan * 7_919 % 89_999_999;
+        let mut a = args(&[&"join", &(T0 + fan), &user]);
+        a.extend(["0", "1000", "0", "1000", "0", "1", "1", "30000", "600000"].map(String::from));
+        let reply: Value = invoke(a).invoke(&mut connection).expect("join");
+        assert!(matches!(&reply, Value::Array(r) if text(&r[0]) == "JOINED"));
+    }
+    let data: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{tag}:*"))
+        .query(&mut connection)
+        .expect("keys");
+    let mut bytes = 0;
+    for key in &data {
+        let usage: u64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query(&mut connection)
+            .expect("memory usage");
+        bytes += usage;
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(&data)
+        .query(&mut connection)
+        .expect("cleanup");
+    bytes / fans
+}
+
+#[test]
+fn a_waiting_fan_costs_redis_at_most_150_bytes() {
+    let bytes = bytes_per_waiting_fan(20_000);
+    eprintln!("Redis bytes per waiting fan: {bytes}");
+    assert!(bytes <= 150, "{bytes} bytes per waiting fan");
 }

@@ -29,10 +29,11 @@ pub struct Joined {
     pub is_new: bool,
 }
 
-/// Where a place stands after a status poll (which also ran an admission round).
+/// Where a place stands after a status poll (which may also have run an admission round).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Place {
     Waiting {
+        /// Places between the line's front and this one (`Position::ahead_of_front`).
         ahead: u64,
         policy: AdmissionPolicy,
         /// Everyone in line, this user included.
@@ -58,10 +59,11 @@ pub struct QueueOverview {
 }
 
 /// The line's front as every fan of a queue sees it; a ticket's holder at `position` has at
-/// most `position - first_waiting` fans ahead.
+/// most `position - first_waiting` fans ahead (`Position::ahead_of_front`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueHead {
-    /// The first position still in line, or the next to be handed out when none waits.
+    /// The line's front: the first place admission has not passed (the next to be handed
+    /// out when none waits).
     pub first_waiting: u64,
     /// The last position handed out.
     pub last_joined: u64,
@@ -208,7 +210,7 @@ impl WaitingRoom {
         let reply = self.run(call).await?;
         match reply.outcome() {
             "WAITING" => Ok(Place::Waiting {
-                ahead: reply.int(1)?,
+                ahead: ticket.position.ahead_of_front(reply.position(1)?),
                 policy: reply.policy(2)?,
                 waiting: reply.int(6)?,
             }),
@@ -254,7 +256,7 @@ impl WaitingRoom {
         }
     }
 
-    /// The front of `queue`'s line: three reads, no admission round and no sign of life,
+    /// The front of `queue`'s line: one read, no admission round and no sign of life,
     /// so it can be cached and served to any number of pollers.
     pub async fn head(&self, queue: &QueueId, now: Timestamp) -> Result<QueueHead, ApiError> {
         let reply = self.run(ScriptCall::new(queue, "head", now)).await?;

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use ticketing_core::events::EventId;
+use ticketing_core::ids::QueueId;
 use ticketing_core::ranking::counted_key;
+use waiting_room_script::{PLACES_PER_KEY, QueueKeys};
 
 use crate::Check;
 
@@ -66,18 +68,25 @@ fn parse_place(value: &str) -> Option<Place> {
     }
 }
 
-/// A whole hash, read with HSCAN: a spike leaves queues of millions of places, whose one
-/// HGETALL reply would outlast the connection's response timeout.
-async fn hash<K, V>(redis: &mut MultiplexedConnection, key: &str) -> anyhow::Result<BTreeMap<K, V>>
+/// Every field of each of `keys`, merged: the waiting rooms keep places and users in many
+/// small hashes (`waiting_room_script::QueueKeys`), read here a pipelined batch at a time.
+async fn hashes<K, V>(
+    redis: &mut MultiplexedConnection,
+    keys: impl Iterator<Item = String>,
+) -> anyhow::Result<BTreeMap<K, V>>
 where
-    K: redis::FromRedisValue + Ord + Unpin + Send,
-    V: redis::FromRedisValue + Unpin + Send,
+    K: redis::FromRedisValue + Ord,
+    V: redis::FromRedisValue,
 {
+    let keys: Vec<String> = keys.collect();
     let mut entries = BTreeMap::new();
-    let mut iter: redis::AsyncIter<'_, (K, V)> = redis.hscan(key).await?;
-    while let Some(entry) = iter.next_item().await {
-        let (field, value) = entry?;
-        entries.insert(field, value);
+    for batch in keys.chunks(200) {
+        let mut pipe = redis::pipe();
+        for key in batch {
+            pipe.hgetall(key);
+        }
+        let replies: Vec<Vec<(K, V)>> = pipe.query_async(redis).await?;
+        entries.extend(replies.into_iter().flatten());
     }
     Ok(entries)
 }
@@ -97,10 +106,21 @@ pub(crate) async fn queue_order(redis: &mut MultiplexedConnection) -> anyhow::Re
     let mut violations = Vec::new();
     for meta in metas {
         let queue = meta.trim_end_matches(":meta");
+        let Some(id) = queue
+            .strip_prefix("{q:")
+            .and_then(|rest| rest.strip_suffix('}'))
+            .and_then(|id| QueueId::parse(id).ok())
+        else {
+            violations.push(format!("{meta}: not a waiting room's key"));
+            continue;
+        };
+        let keys = QueueKeys::new(&id);
         let seq: Option<u64> = redis.hget(&meta, "seq").await?;
-        let places: BTreeMap<u64, String> = hash(redis, &format!("{queue}:places")).await?;
-        let users: BTreeMap<String, String> = hash(redis, &format!("{queue}:users")).await?;
         let seq = seq.unwrap_or(0);
+        let place_hashes = (0..seq.div_ceil(PLACES_PER_KEY))
+            .map(|index| keys.places_of(index * PLACES_PER_KEY + 1));
+        let places: BTreeMap<u64, String> = hashes(redis, place_hashes).await?;
+        let users: BTreeMap<String, u64> = hashes(redis, keys.all_users()).await?;
         examined += seq;
         violations.extend(check_queue(queue, seq, &places, &users));
     }
@@ -116,7 +136,7 @@ fn check_queue(
     queue: &str,
     seq: u64,
     places: &BTreeMap<u64, String>,
-    users: &BTreeMap<String, String>,
+    users: &BTreeMap<String, u64>,
 ) -> Vec<String> {
     let mut violations = Vec::new();
     let parsed: BTreeMap<u64, Option<Place>> =
@@ -148,12 +168,7 @@ fn check_queue(
     }
     // Each user's current place names that user, and no two users share a place.
     let mut taken = BTreeSet::new();
-    for (user, value) in users {
-        let position: Option<u64> = value.split(':').next().and_then(|p| p.parse().ok());
-        let Some(position) = position else {
-            violations.push(format!("{queue}: user {user} has unreadable place {value}"));
-            continue;
-        };
+    for (user, &position) in users {
         if !taken.insert(position) {
             violations.push(format!("{queue}: position {position} given to two users"));
         }
@@ -180,29 +195,30 @@ mod tests {
         entries.iter().map(|(p, v)| (*p, (*v).to_owned())).collect()
     }
 
-    fn users(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
-        entries
-            .iter()
-            .map(|(u, v)| ((*u).to_owned(), (*v).to_owned()))
-            .collect()
+    fn users(entries: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        entries.iter().map(|(u, p)| ((*u).to_owned(), *p)).collect()
     }
 
     #[test]
     fn a_queue_admitted_in_order_is_clean() {
         let places = places(&[
             (1, "X:7:CONSUMED"),
-            (2, "A:8:100:700"),
+            (2, "A:8:100:700:90"),
             (3, "X:9:ABANDONED"),
-            (4, "W:10:150"),
+            (4, "W:10:150:140"),
         ]);
-        let users = users(&[("7", "1:10"), ("8", "2:11"), ("9", "3:12"), ("10", "4:13")]);
+        let users = users(&[("8", 2), ("10", 4)]);
         assert!(check_queue("{q:a}", 4, &places, &users).is_empty());
     }
 
     #[test]
     fn a_gap_a_jump_ahead_and_a_shared_place_are_each_reported() {
-        let places = places(&[(1, "W:7:100"), (2, "A:8:100:700"), (4, "W:10:150")]);
-        let users = users(&[("7", "1:10"), ("8", "2:11"), ("10", "2:13")]);
+        let places = places(&[
+            (1, "W:7:100:90"),
+            (2, "A:8:100:700:90"),
+            (4, "W:10:150:140"),
+        ]);
+        let users = users(&[("7", 1), ("8", 2), ("10", 2)]);
         let found = check_queue("{q:a}", 4, &places, &users);
         assert!(
             found.iter().any(|v| v.contains("position 3 missing")),

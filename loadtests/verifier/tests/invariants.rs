@@ -122,11 +122,18 @@ async fn consistent_store() -> Sources {
         .arg("seq")
         .arg(3)
         .cmd("HSET")
-        .arg("{q:t}:places")
-        .arg(&[(1, "X:1:CONSUMED"), (2, "A:2:100:700"), (3, "W:3:150")])
+        .arg("{q:t}:p:0")
+        .arg(&[
+            (1, "X:1:CONSUMED"),
+            (2, "A:2:100:700:11"),
+            (3, "W:3:150:12"),
+        ])
         .cmd("HSET")
-        .arg("{q:t}:users")
-        .arg(&[(1, "1:10"), (2, "2:11"), (3, "3:12")])
+        .arg("{q:t}:u:002")
+        .arg(&[(2, 2)])
+        .cmd("HSET")
+        .arg("{q:t}:u:003")
+        .arg(&[(3, 3)])
         .query_async(&mut redis)
         .await
         .expect("Redis fixture");
@@ -255,12 +262,19 @@ const CORRUPTIONS: &[Corruption] = &[
     Corruption {
         check: "queue_order",
         sql: "",
-        redis: &["HDEL", "{q:t}:places", "2"],
+        redis: &["HDEL", "{q:t}:p:0", "2"],
     },
     Corruption {
         check: "queue_order",
         sql: "",
-        redis: &["HSET", "{q:t}:places", "2", "W:2:100", "3", "A:3:100:700"],
+        redis: &[
+            "HSET",
+            "{q:t}:p:0",
+            "2",
+            "W:2:100:11",
+            "3",
+            "A:3:100:700:12",
+        ],
     },
 ];
 
