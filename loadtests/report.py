@@ -100,9 +100,12 @@ def business_rows(metrics, seconds):
     return rows
 
 
-def resources(path, requests):
+def resources(path, requests, crowd=0):
     """Start, end and peak of each sampled resource; per request over the run, the edge
-    host's CPU and the commands Redis processed (k6's own setup requests included)."""
+    host's CPU and the commands Redis processed (k6's own setup requests included); and,
+    for a run that measured its waiting crowd, Redis's growth per waiting fan at the
+    crowd's peak (everything a fan costs: places, users, rate-limit counters, of fans who
+    left too)."""
     try:
         with path.open() as handle:
             samples = [{k: float(v or 0) for k, v in row.items()} for row in csv.DictReader(handle)]
@@ -141,6 +144,9 @@ def resources(path, requests):
         rows.append(f"| edge host CPU per request | | {ticks * 10_000 / requests:.0f} µs | |")
     if requests and commands > 0:
         rows.append(f"| Redis commands per request | | {commands / requests:.2f} | |")
+    if crowd:
+        rows.append(f"| Redis bytes per waiting fan (growth / crowd peak {crowd:.0f}) | | | "
+                    f"{(peak - first['redis_used_bytes']) / crowd:.0f} B |")
     return rows
 
 
@@ -207,7 +213,8 @@ def scenario_section(folder):
               for c in verifier["checks"]]
     if not verifier["checks"]:
         lines.append("| verifier did not report | | **?** |")
-    res = resources(folder / "resources.csv", metrics.get("http_reqs", {}).get("count", 0))
+    res = resources(folder / "resources.csv", metrics.get("http_reqs", {}).get("count", 0),
+                    metrics.get("waiting_crowd", {}).get("max", 0))
     if res:
         lines += ["", "| resource | start | end | max |", "|---|---:|---:|---:|"] + res
     return lines, run, metrics, verifier

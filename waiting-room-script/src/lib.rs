@@ -68,9 +68,20 @@ impl QueueKeys {
         (0..1000).map(|digits| format!("{}:u:{digits:03}", self.0))
     }
 
-    fn limit(&self, operation: &str, subject: &str) -> String {
-        format!("{}:rl:{operation}:{subject}", self.0)
+    /// The hash that counts `operation`'s requests of subjects in `bucket` during the
+    /// fixed window `window` (the clock divided by the window's length).
+    fn limit(&self, operation: &str, kind: &str, window: u64, bucket: u32) -> String {
+        format!("{}:rl:{operation}:{kind}:{window}:{bucket:03}", self.0)
     }
+}
+
+/// Which of 1,000 counter hashes a client address is counted in: FNV-1a, stable across
+/// builds and processes, so every app node counts an address in the same place.
+fn address_bucket(address: &str) -> u32 {
+    let hash = address.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % 1000
 }
 
 /// The keys and arguments of one script call.
@@ -78,6 +89,7 @@ impl QueueKeys {
 pub struct ScriptCall {
     pub keys: Vec<String>,
     pub args: Vec<String>,
+    now: Timestamp,
 }
 
 impl ScriptCall {
@@ -87,6 +99,7 @@ impl ScriptCall {
         Self {
             keys: QueueKeys::new(queue).data().into(),
             args: vec![operation.to_owned(), now.unix_millis().to_string()],
+            now,
         }
     }
 
@@ -95,8 +108,10 @@ impl ScriptCall {
         self
     }
 
-    /// Adds the rate-limit counters of `operation` for `caller` (keys 5 and 6) and their
-    /// limits as arguments.
+    /// Adds the rate-limit counters of `operation` for `caller` (keys 5 and 6) and, for the
+    /// user then the address, the field counted, the limit and its window in milliseconds.
+    /// A window is fixed and aligned to the clock, and its counters share hashes (1,000 per
+    /// subject kind), so a fan's counter is a hash field of some 15 bytes, not a key of 90.
     pub fn limited(
         mut self,
         queue: &QueueId,
@@ -105,16 +120,22 @@ impl ScriptCall {
         limits: &AbuseLimits,
     ) -> Self {
         let keys = QueueKeys::new(queue);
-        self.keys
-            .push(keys.limit(operation, &format!("u:{}", caller.user_id)));
-        self.keys.push(keys.limit(
-            operation,
-            &format!("a:{}", caller.address.unwrap_or("unknown")),
-        ));
-        for limit in [limits.per_user, limits.per_address] {
-            self = self
-                .arg(limit.max_requests())
-                .arg(limit.window().as_millis());
+        let user = caller.user_id.get();
+        let address = caller.address.unwrap_or("unknown");
+        let subjects = [
+            ("u", user.to_string(), (user % 1000) as u32, limits.per_user),
+            (
+                "a",
+                address.to_owned(),
+                address_bucket(address),
+                limits.per_address,
+            ),
+        ];
+        for (kind, field, bucket, limit) in subjects {
+            let window_ms = limit.window().as_millis().max(1) as u64;
+            let window = self.now.unix_millis() / window_ms;
+            self.keys.push(keys.limit(operation, kind, window, bucket));
+            self = self.arg(field).arg(limit.max_requests()).arg(window_ms);
         }
         self
     }
@@ -161,7 +182,7 @@ mod tests {
     fn a_join_names_the_queues_keys_under_one_hash_tag_and_its_limits() {
         let queue = QueueId::parse("sale").unwrap();
         let caller = Caller {
-            user_id: UserId::new(7).unwrap(),
+            user_id: UserId::new(1_007).unwrap(),
             address: Some("10.0.0.1"),
         };
         let limit = RateLimit::new(10, Duration::from_secs(10)).unwrap();
@@ -174,16 +195,30 @@ mod tests {
             &caller,
             &limits,
             &AdmissionPolicy::default(),
-            Timestamp::from_unix_millis(1_000),
+            Timestamp::from_unix_millis(25_000),
         );
         assert!(call.keys.iter().all(|key| key.starts_with("{q:sale}:")));
-        assert_eq!(call.keys[4], "{q:sale}:rl:join:u:7");
-        assert_eq!(call.keys[5], "{q:sale}:rl:join:a:10.0.0.1");
-        assert_eq!(&call.args[..3], ["join", "1000", "7"]);
-        assert_eq!(&call.args[3..7], ["10", "10000", "10", "10000"]);
+        // The third ten-second window; users counted by their id's last three digits.
+        assert_eq!(call.keys[4], "{q:sale}:rl:join:u:2:007");
+        let address_hash = format!("{{q:sale}}:rl:join:a:2:{:03}", address_bucket("10.0.0.1"));
+        assert_eq!(call.keys[5], address_hash);
+        assert_eq!(&call.args[..3], ["join", "25000", "1007"]);
         assert_eq!(
-            call.args[7], "0",
+            &call.args[3..9],
+            ["1007", "10", "10000", "10.0.0.1", "10", "10000"]
+        );
+        assert_eq!(
+            call.args[9], "0",
             "only the default queue is created by a join"
         );
+    }
+
+    #[test]
+    fn addresses_spread_over_the_thousand_counter_hashes() {
+        let buckets: std::collections::HashSet<u32> = (0..=255)
+            .map(|octet| address_bucket(&format!("203.0.113.{octet}")))
+            .collect();
+        assert!(buckets.len() > 200, "{} buckets", buckets.len());
+        assert!(buckets.iter().all(|bucket| *bucket < 1000));
     }
 }

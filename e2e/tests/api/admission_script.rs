@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use redis::Value;
-use ticketing_core::ids::QueueId;
+use ticketing_core::ids::{QueueId, UserId};
+use ticketing_core::limits::RateLimit;
 use ticketing_core::queue::{
     ADMISSION_TICK, AdmissionBucket, AdmissionPolicy, AdmissionShare, Position, Waiting,
     admission_round,
 };
 use ticketing_core::time::Timestamp;
-use waiting_room_script::QueueKeys;
+use waiting_room_script::{AbuseLimits, Caller, QueueKeys, ScriptCall};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -218,7 +219,8 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         joined: 0,
         next_round_at: 0,
     };
-    let no_limits = [0, 1000, 0, 1000];
+    // The user's and the address's counters, limits turned off.
+    let no_limits = ["u", "0", "1000", "a", "0", "1000"];
     for op in ops {
         match op {
             Op::Advance(ms) => now += ms,
@@ -230,7 +232,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     model.joined += 1;
                     let user = model.joined;
                     let mut a = args(&[&"join", &now, &user]);
-                    a.extend(no_limits.iter().map(u64::to_string));
+                    a.extend(no_limits.map(String::from));
                     a.extend(args(&[&0, &1, &1, &30_000, &10_000]));
                     let reply = queue.call(&a);
                     prop_assert_eq!(text(&reply[0]), "JOINED");
@@ -245,7 +247,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Poll(pick) if model.joined > 0 => {
                 let position = pick as u64 % model.joined + 1;
                 let mut a = args(&[&"status", &now, &position, &position]);
-                a.extend(no_limits.iter().map(u64::to_string));
+                a.extend(no_limits.map(String::from));
                 let reply = queue.call(&a);
                 // The poll is the holder's sign of life, unless it came too late.
                 if let Some(index) = model.line.iter().position(|w| w.position.get() == position) {
@@ -379,44 +381,76 @@ proptest! {
     }
 }
 
-/// Redis bytes per waiting fan: everything a queue of `fans` waiting fans keeps (meta, the
-/// place and user hashes, with their keys' own overhead), as `MEMORY USAGE` counts it.
+/// Redis bytes per waiting fan: everything a queue of `fans` fans who joined and polled
+/// once keeps (meta, the place and user hashes, the join and status counters of every fan
+/// and of a distinct address each, with the keys' own overhead), as `MEMORY USAGE` counts.
 fn bytes_per_waiting_fan(fans: u64) -> u64 {
     let id = format!("t-memory-{}", std::process::id());
-    let tag = format!("{{q:{id}}}");
+    let queue = QueueId::parse(&id).expect("queue id");
     let mut connection = redis::Client::open(e2e::redis_url())
         .expect("redis url")
         .get_connection()
         .expect("connecting to redis");
-    let keys: Vec<String> = ["meta", "u:", "p:", "passes", "rl:u", "rl:a"]
-        .iter()
-        .map(|k| format!("{tag}:{k}"))
-        .collect();
     let script = redis::Script::new(waiting_room_script::SCRIPT);
-    let invoke = |args: Vec<String>| {
+    let mut run = |call: ScriptCall| -> Vec<Value> {
         let mut invocation = script.prepare_invoke();
-        for key in &keys {
+        for key in &call.keys {
             invocation.key(key);
         }
-        for arg in args {
+        for arg in &call.args {
             invocation.arg(arg);
         }
-        invocation
+        match invocation.invoke(&mut connection).expect("script") {
+            Value::Array(reply) => reply,
+            other => panic!("unexpected reply {other:?}"),
+        }
     };
-    let configure = args(&[&"configure", &T0, &1, &10, &10, &30_000, &600_000]);
-    let _: Value = invoke(configure)
-        .invoke(&mut connection)
-        .expect("configure");
-    // Ids as a real sale sees them: scattered eight-digit numbers.
+    let policy = AdmissionPolicy::new(1, 10, Duration::from_secs(30), Duration::from_secs(600))
+        .expect("policy");
+    let limit = |max| RateLimit::new(max, Duration::from_secs(10)).expect("limit");
+    let (join_limits, status_limits) = (
+        AbuseLimits {
+            per_user: limit(10),
+            per_address: limit(1_000),
+        },
+        AbuseLimits {
+            per_user: limit(30),
+            per_address: limit(5_000),
+        },
+    );
+    run(
+        ScriptCall::new(&queue, "configure", Timestamp::from_unix_millis(T0))
+            .arg(1)
+            .arg(1)
+            .arg(10)
+            .arg(30_000)
+            .arg(600_000),
+    );
     for fan in 0..fans {
-        let user = 10_000_000 + fan * 7_919 % 89_999_999;
-        let mut a = args(&[&"join", &(T0 + fan), &user]);
-        a.extend(["0", "1000", "0", "1000", "0", "1", "1", "30000", "600000"].map(String::from));
-        let reply: Value = invoke(a).invoke(&mut connection).expect("join");
-        assert!(matches!(&reply, Value::Array(r) if text(&r[0]) == "JOINED"));
+        // Ids and addresses as a real sale sees them: scattered, one address a fan.
+        let user = UserId::new(10_000_000 + fan * 7_919 % 89_999_999).expect("user");
+        let address = format!("10.{}.{}.{}", fan >> 16, (fan >> 8) & 255, fan & 255);
+        let caller = Caller {
+            user_id: user,
+            address: Some(&address),
+        };
+        let now = Timestamp::from_unix_millis(T0 + fan);
+        let joined = run(ScriptCall::join(
+            &queue,
+            &caller,
+            &join_limits,
+            &policy,
+            now,
+        ));
+        assert_eq!(text(&joined[0]), "JOINED");
+        let status = ScriptCall::new(&queue, "status", now)
+            .arg(int(&joined[1]))
+            .arg(user)
+            .limited(&queue, "status", &caller, &status_limits);
+        assert_eq!(text(&run(status)[0]), "WAITING");
     }
     let data: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{tag}:*"))
+        .arg(format!("{{q:{id}}}:*"))
         .query(&mut connection)
         .expect("keys");
     let mut bytes = 0;
