@@ -80,7 +80,7 @@ where
 {
     let keys: Vec<String> = keys.collect();
     let mut entries = BTreeMap::new();
-    for batch in keys.chunks(200) {
+    for batch in keys.chunks(16) {
         let mut pipe = redis::pipe();
         for key in batch {
             pipe.hgetall(key);
