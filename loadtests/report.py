@@ -2,7 +2,8 @@
 """Writes the markdown report of one `loadtests/run` results folder to stdout.
 
 Reads, per scenario folder: run.json (what ran, exit codes), summary.json (k6's
---summary-export), verifier.json, resources.csv and, for fault drills, fault.json.
+--summary-export), verifier.json, resources.csv, the edge host's metrics at start and end
+(edge-metrics-*.prom) and, for fault drills, fault.json.
 `report.py --recovery FOLDER` prints a drill's recovery time in seconds instead. Rates are counts divided by the active
 load time (the `active_seconds` gauge), not by k6's whole run, which includes setup.
 """
@@ -17,6 +18,8 @@ import sys
 from pathlib import Path
 
 REQUEST = re.compile(r"^http_req_duration\{name:(?P<name>[^}]+)\}$")
+BUCKET = re.compile(r'^edge_request_duration_seconds_bucket\{le="(?P<le>[^"]+)",component="(?P<component>[^"]+)",'
+                    r'route="(?P<route>[^"]+)"\} (?P<count>\S+)$')
 # k6's own metrics and ours that only the report reads (wall-clock failure times).
 NOT_BUSINESS = ("http_req", "data_", "iteration", "vus", "checks", "group_duration", "active_seconds", "failed_at")
 
@@ -150,6 +153,46 @@ def resources(path, requests, crowd=0):
     return rows
 
 
+def edge_buckets(path):
+    """The edge host's request-duration histogram: {(component, route): {le: count}}."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    buckets = {}
+    for line in text.splitlines():
+        match = BUCKET.match(line)
+        if match:
+            le = float("inf") if match["le"] == "+Inf" else float(match["le"])
+            buckets.setdefault((match["component"], match["route"]), {})[le] = float(match["count"])
+    return buckets
+
+
+def server_latency(folder):
+    """Per route, the requests the edge host served during the run and the P50/P95/P99 of
+    the time it took from request head to response head, as bucket upper bounds (the
+    histogram's buckets double from 0.1 ms): the server's side of what k6 measured, without
+    k6's own delays on the shared cores."""
+    start, end = edge_buckets(folder / "edge-metrics-start.prom"), edge_buckets(folder / "edge-metrics-end.prom")
+    rows = []
+    for key, after in sorted(end.items()):
+        before = start.get(key, {})
+        grown = sorted((le, count - before.get(le, 0)) for le, count in after.items())
+        total = grown[-1][1] if grown else 0
+        if total <= 0:
+            continue
+
+        def quantile(q):
+            le = next(le for le, count in grown if count >= q * total)
+            return "> 6.6 s" if le == float("inf") else f"≤ {le * 1000:g}"
+
+        rows.append(f"| {key[0]} `{key[1]}` | {total:.0f} | {quantile(0.5)} | {quantile(0.95)} | {quantile(0.99)} |")
+    if not rows:
+        return []
+    return ["", "| served by the edge host | requests | P50 ms | P95 ms | P99 ms |",
+            "|---|---:|---:|---:|---:|"] + rows
+
+
 def recovery_seconds(folder):
     """How long after the dependency was serving again the system was whole again: the
     later of its last failed request and the outbox catching up (inf if it never did)."""
@@ -217,6 +260,7 @@ def scenario_section(folder):
                     metrics.get("waiting_crowd", {}).get("max", 0))
     if res:
         lines += ["", "| resource | start | end | max |", "|---|---:|---:|---:|"] + res
+    lines += server_latency(folder)
     return lines, run, metrics, verifier
 
 

@@ -268,6 +268,8 @@ impl App {
             ("QUEUE_STATUS_LIMIT_PER_ADDRESS".into(), "0".into()),
             // Never the simulator of a running `make up`: payment tests start their own.
             ("GATEWAY_URL".into(), "http://127.0.0.1:1".into()),
+            // Nor the bridge of `make up`: the console's tests serve its metrics themselves.
+            ("BRIDGE_URL".into(), "http://127.0.0.1:1".into()),
         ];
         for (name, value) in overrides {
             variables.retain(|(existing, _)| existing != name);

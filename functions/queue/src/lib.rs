@@ -12,7 +12,8 @@
 //! - `GET /api/queue/head?queueId=…` → the line's front, the same for every fan, cacheable
 //!   for a second (`Cache-Control: public, max-age=1`) so a CDN can serve it.
 //! - `GET`/`PUT /api/admin/queue?queueId=…` with `Authorization: Bearer <admin key>`:
-//!   read or change a queue's settings while it runs.
+//!   read or change a queue's settings while it runs; `GET /api/admin/queues` lists every
+//!   queue with its counts, for the operator's console.
 //!
 //! Each request is one Redis round trip (see the `waiting-room` crate).
 
@@ -48,6 +49,10 @@ async fn route(request: Request) -> Result<Reply, ApiError> {
         "/api/queue/head" => {
             http_kit::only(&request, Method::GET)?;
             head(&request).await
+        }
+        "/api/admin/queues" => {
+            http_kit::only(&request, Method::GET)?;
+            admin_list(&request).await
         }
         "/api/admin/queue" => match *request.method() {
             Method::GET => admin_read(request).await,
@@ -181,6 +186,9 @@ struct QueueReply {
     waiting: u64,
     active: u64,
     admission_share_permille: u64,
+    /// Counts since the queue was created; a console derives rates from two readings.
+    admitted_total: u64,
+    abandoned_total: u64,
 }
 
 impl QueueReply {
@@ -197,6 +205,8 @@ impl QueueReply {
             waiting: overview.waiting,
             active: overview.active,
             admission_share_permille: overview.share_permille,
+            admitted_total: overview.admitted_total,
+            abandoned_total: overview.abandoned_total,
         }
     }
 }
@@ -209,6 +219,8 @@ struct HeadReply {
     first_waiting_position: u64,
     last_position: u64,
     waiting: u64,
+    /// The operator's admission rate, fans a second.
+    rate_per_sec: u64,
     as_of: Timestamp,
 }
 
@@ -240,6 +252,7 @@ async fn head(request: &Request) -> Result<Reply, ApiError> {
             first_waiting_position: head.first_waiting,
             last_position: head.last_joined,
             waiting: head.waiting,
+            rate_per_sec: head.rate_per_sec,
             as_of: now,
         },
     );
@@ -263,6 +276,28 @@ async fn admin_read(request: Request) -> Result<Reply, ApiError> {
     let room = WaitingRoom::connect(&config.redis_url).await?;
     let overview = room.overview(&queue, now()).await?;
     Ok(json(StatusCode::OK, &QueueReply::new(queue, overview)))
+}
+
+/// Every configured queue (and the default one) that exists, by id.
+async fn admin_list(request: &Request) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    config.admin_key.check(bearer_token(request)?)?;
+    let room = WaitingRoom::connect(&config.redis_url).await?;
+    let now = now();
+    let mut queues = Vec::new();
+    for queue in room.configured_queues().await? {
+        match room.overview(&queue, now).await {
+            Ok(overview) => queues.push(QueueReply::new(queue, overview)),
+            Err(error) if error.code == ticketing_core::ErrorCode::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(json(StatusCode::OK, &QueueList { queues }))
+}
+
+#[derive(Serialize)]
+struct QueueList {
+    queues: Vec<QueueReply>,
 }
 
 /// Changes the named settings; a queue that does not exist yet is created from the

@@ -10,6 +10,9 @@
 //! - `GET /api/schedules/{id}/seats`
 //! - `POST /api/reservations` `{ scheduleId, seatIds }` → `201`, or `409` naming taken seats
 //! - `GET`, `DELETE /api/reservations/{id}` (the owner only)
+//! - `GET /api/admin/schedules?concertId=` with the admin key: a concert's schedules (or
+//!   the upcoming ones) with their seats free, held and sold, and their sales, for the
+//!   operator's console
 
 mod config;
 mod store;
@@ -69,6 +72,10 @@ async fn route(request: Request) -> Result<Reply, ApiError> {
         ["api", "reservations"] => {
             http_kit::only(&request, Method::POST)?;
             reserve(request).await
+        }
+        ["api", "admin", "schedules"] => {
+            http_kit::only(&request, Method::GET)?;
+            schedule_sales(&request).await
         }
         ["api", "reservations", reservation] => {
             let reservation = ReservationId::parse(reservation)?;
@@ -256,8 +263,10 @@ struct SeatMapReply<'a> {
     concert_id: ConcertId,
     total_seats: u64,
     available_seats: usize,
-    /// The seats open to a hold, by seat number; held and sold seats are not listed.
+    /// The seats open to a hold, by seat number.
     seats: Vec<&'a store::Seat>,
+    /// The others, held or sold, by seat number: a page draws the whole hall.
+    taken_seats: Vec<&'a store::Seat>,
 }
 
 async fn seat_map(schedule: ScheduleId) -> Result<Reply, ApiError> {
@@ -271,17 +280,17 @@ async fn seat_map(schedule: ScheduleId) -> Result<Reply, ApiError> {
             let db = database(config).await?;
             let layout = seat_layout(&cache, &db, schedule).await?;
             let free = store::holdable_seat_numbers(&db, schedule, now()).await?;
-            let seats: Vec<&store::Seat> = layout
+            let (seats, taken_seats): (Vec<&store::Seat>, _) = layout
                 .seats
                 .iter()
-                .filter(|seat| free.contains(seat.seat_no))
-                .collect();
+                .partition(|seat| free.contains(seat.seat_no));
             let body = to_json(&SeatMapReply {
                 schedule_id: schedule,
                 concert_id: layout.concert_id,
                 total_seats: layout.total_seats,
                 available_seats: seats.len(),
                 seats,
+                taken_seats,
             })?;
             cache
                 .put_seat_map(schedule, &version, &body, SEAT_MAP_TTL_MS)
@@ -438,6 +447,23 @@ async fn reserve(request: Request) -> Result<Reply, ApiError> {
     let view = store::hold(&db, &selection, pass.user_id, &config.hold_policy, now).await?;
     invalidate(&cache, schedule).await;
     Ok(json(StatusCode::CREATED, &ReservationReply::new(view, now)))
+}
+
+/// The schedules of `?concertId=`, or the upcoming ones, with their seats by state and
+/// their sales, read from MySQL each time (the console polls it every few seconds: a few
+/// indexed counts per schedule).
+async fn schedule_sales(request: &Request) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    config.admin_key.check(bearer_token(request)?)?;
+    let concert = query_param(request, "concertId")
+        .map(ConcertId::parse)
+        .transpose()?;
+    let db = database(config).await?;
+    let schedules = store::schedule_sales(&db, concert, now()).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "schedules": schedules }),
+    ))
 }
 
 /// The seat ids a cached seat map or layout lists.

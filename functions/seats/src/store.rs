@@ -126,6 +126,70 @@ pub(crate) async fn schedules(
         .collect()
 }
 
+/// A schedule as the operator's console shows it: its seats by state at `now` (a seat
+/// whose hold lapsed counts as free, as a hold would find it) and what it sold.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ScheduleSales {
+    schedule_id: ScheduleId,
+    concert_id: ConcertId,
+    title: String,
+    starts_at: Timestamp,
+    total_seats: u64,
+    free: u64,
+    held: u64,
+    sold: u64,
+    /// Confirmed reservations' amounts (refunded ones no longer count).
+    sales_won: u64,
+}
+
+/// The console lists at most this many schedules, the earliest first.
+const CONSOLE_SCHEDULES: u32 = 100;
+
+/// The schedules of `concert`, or the upcoming ones of every concert, earliest first.
+pub(crate) async fn schedule_sales(
+    db: &Db,
+    concert: Option<ConcertId>,
+    now: Timestamp,
+) -> DbResult<Vec<ScheduleSales>> {
+    let (filter, value) = match concert {
+        Some(concert) => ("sc.concert_id = ?", id(concert.get())),
+        None => ("sc.starts_at >= ?", datetime(now)),
+    };
+    let rows = db
+        .query(
+            &format!(
+                "SELECT sc.id, sc.concert_id, c.title, CAST(sc.starts_at AS CHAR), sc.total_seats, \
+                   (SELECT COUNT(*) FROM seats WHERE schedule_id = sc.id AND {HOLDABLE}), \
+                   (SELECT COUNT(*) FROM seats WHERE schedule_id = sc.id AND status = 'SOLD'), \
+                   (SELECT CAST(COALESCE(SUM(amount), 0) AS SIGNED) FROM reservations \
+                      WHERE schedule_id = sc.id AND status = 'CONFIRMED') \
+                 FROM schedules sc JOIN concerts c ON c.id = sc.concert_id WHERE {filter} \
+                 ORDER BY sc.starts_at, sc.id LIMIT {CONSOLE_SCHEDULES}"
+            ),
+            vec![datetime(now), value],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let total_seats = column_u64(row, 4).ok_or_else(|| corrupt("schedules.total_seats"))?;
+            let free = column_u64(row, 5).unwrap_or(0);
+            let sold = column_u64(row, 6).unwrap_or(0);
+            Ok(ScheduleSales {
+                schedule_id: column_as(row, 0, "schedules.id", ScheduleId::new)?,
+                concert_id: column_as(row, 1, "schedules.concert_id", ConcertId::new)?,
+                title: column_text(row, 2).ok_or_else(|| corrupt("concerts.title"))?,
+                starts_at: column_time(row, 3).ok_or_else(|| corrupt("schedules.starts_at"))?,
+                total_seats,
+                free,
+                held: total_seats.saturating_sub(free + sold),
+                sold,
+                sales_won: column_u64(row, 7).unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
 pub(crate) async fn schedule(db: &Db, schedule: ScheduleId) -> DbResult<Option<ScheduleRef>> {
     let rows = db
         .query(

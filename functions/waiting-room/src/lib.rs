@@ -56,6 +56,9 @@ pub struct QueueOverview {
     pub active: u64,
     /// The share of the rate admitted now, per mille (`core::queue::AdmissionShare`).
     pub share_permille: u64,
+    /// Places admitted and places abandoned since the queue was created.
+    pub admitted_total: u64,
+    pub abandoned_total: u64,
 }
 
 /// The line's front as every fan of a queue sees it; a ticket's holder at `position` has at
@@ -69,6 +72,8 @@ pub struct QueueHead {
     pub last_joined: u64,
     pub waiting: u64,
     pub open: bool,
+    /// The operator's admission rate, fans a second.
+    pub rate_per_sec: u64,
 }
 
 /// The outcome of consuming a pass.
@@ -145,6 +150,9 @@ impl Reply {
         ))
     }
 }
+
+/// The set of queue ids operators configured: the console lists queues from it.
+const REGISTRY: &str = "waiting-rooms";
 
 /// A connection to the Redis that holds the queues.
 pub struct WaitingRoom {
@@ -268,6 +276,7 @@ impl WaitingRoom {
             last_joined: reply.int(2)?,
             waiting: reply.int(3)?,
             open: reply.int(4)? == 1,
+            rate_per_sec: reply.int(5)?,
         })
     }
 
@@ -290,13 +299,22 @@ impl WaitingRoom {
         Self::read_overview(queue, &reply)
     }
 
-    /// Creates `queue` with `settings`, or changes a running one.
+    /// Creates `queue` with `settings`, or changes a running one. The queue is listed in
+    /// the registry first, so a queue that exists is always listed (a listed queue whose
+    /// creation failed, or whose data expired, is skipped by `configured_queues`).
     pub async fn configure(
         &self,
         queue: &QueueId,
         settings: &QueueSettings,
         now: Timestamp,
     ) -> Result<QueueOverview, ApiError> {
+        let registry = [REGISTRY, queue.as_str()]
+            .map(|value| RedisParameter::Binary(value.as_bytes().to_vec()))
+            .to_vec();
+        self.connection
+            .execute("SADD", registry)
+            .await
+            .map_err(|error| redis_failure(&error))?;
         let policy = settings.policy;
         let call = ScriptCall::new(queue, "configure", now)
             .arg(u8::from(settings.open))
@@ -306,6 +324,29 @@ impl WaitingRoom {
             .arg(policy.idle_timeout().as_millis());
         let reply = self.run(call).await?;
         Self::read_overview(queue, &reply)
+    }
+
+    /// Every queue an operator configured, and the default queue (created by a join), by id.
+    pub async fn configured_queues(&self) -> Result<Vec<QueueId>, ApiError> {
+        let members = self
+            .connection
+            .execute(
+                "SMEMBERS",
+                vec![RedisParameter::Binary(REGISTRY.as_bytes().to_vec())],
+            )
+            .await
+            .map_err(|error| redis_failure(&error))?;
+        let mut queues: Vec<QueueId> = members
+            .iter()
+            .filter_map(|member| match member {
+                RedisResult::Binary(bytes) => QueueId::parse(std::str::from_utf8(bytes).ok()?).ok(),
+                _ => None,
+            })
+            .collect();
+        queues.push(QueueId::default());
+        queues.sort();
+        queues.dedup();
+        Ok(queues)
     }
 
     fn read_overview(queue: &QueueId, reply: &Reply) -> Result<QueueOverview, ApiError> {
@@ -321,6 +362,8 @@ impl WaitingRoom {
             waiting: reply.int(7)?,
             active: reply.int(8)?,
             share_permille: reply.int(9)?,
+            admitted_total: reply.int(10)?,
+            abandoned_total: reply.int(11)?,
         })
     }
 
