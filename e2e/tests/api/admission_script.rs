@@ -327,6 +327,21 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(int(&overview[8]), active, "active");
         let share = model.share.at(Timestamp::from_unix_millis(now));
         prop_assert_eq!(int(&overview[9]), u64::from(share), "admission share");
+        // For operators: every admission, and every place whose fan stopped polling.
+        let ever =
+            |wanted: fn(&State) -> bool| model.places.values().filter(|s| wanted(s)).count() as u64;
+        let admitted = ever(|s| {
+            matches!(
+                s,
+                State::Active { .. } | State::Ended("PASS_EXPIRED" | "CONSUMED")
+            )
+        });
+        prop_assert_eq!(int(&overview[10]), admitted, "admitted since creation");
+        prop_assert_eq!(
+            int(&overview[11]),
+            ever(|s| *s == State::Ended("ABANDONED")),
+            "abandoned"
+        );
         // Only live places keep their user's entry: an ended one frees it.
         let mut users = 0;
         for hash in queue.layout.all_users().take(41) {
