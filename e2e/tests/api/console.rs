@@ -80,6 +80,19 @@ async fn the_console_lists_queues_with_what_they_admitted_and_lost() {
             .await;
         assert_eq!(status.status, 200, "{}", status.body);
     }
+    // A registered queue whose data expired is not listed, and leaves the registry.
+    let mut redis = redis::Client::open(e2e::redis_url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let gone = fresh_queue("console-gone");
+    let _: () = redis::cmd("SADD")
+        .arg("waiting-rooms")
+        .arg(&gone)
+        .query_async(&mut redis)
+        .await
+        .expect("sadd");
     let listed = app.admin("GET", "/api/admin/queues", None).await;
     assert_eq!(listed.status, 200, "{}", listed.body);
     let queues = listed.json()["queues"].as_array().unwrap().clone();
@@ -90,7 +103,14 @@ async fn the_console_lists_queues_with_what_they_admitted_and_lost() {
     assert_eq!(mine["admittedTotal"], 2, "{mine}");
     assert_eq!(mine["abandonedTotal"], 0, "{mine}");
     assert_eq!(mine["waiting"], 1, "{mine}");
-    assert!(queues.iter().any(|q| q["queueId"] == "default"));
+    assert!(!queues.iter().any(|q| q["queueId"] == gone.as_str()));
+    let registered: bool = redis::cmd("SISMEMBER")
+        .arg("waiting-rooms")
+        .arg(&gone)
+        .query_async(&mut redis)
+        .await
+        .expect("sismember");
+    assert!(!registered, "{gone} still registered");
 
     let wrong = app
         .call(

@@ -278,7 +278,8 @@ async fn admin_read(request: Request) -> Result<Reply, ApiError> {
     Ok(json(StatusCode::OK, &QueueReply::new(queue, overview)))
 }
 
-/// Every configured queue (and the default one) that exists, by id.
+/// Every configured queue (and the default one) that exists, by id; a listed queue whose
+/// data expired leaves the registry.
 async fn admin_list(request: &Request) -> Result<Reply, ApiError> {
     let config = config::get().await?;
     config.admin_key.check(bearer_token(request)?)?;
@@ -288,7 +289,9 @@ async fn admin_list(request: &Request) -> Result<Reply, ApiError> {
     for queue in room.configured_queues().await? {
         match room.overview(&queue, now).await {
             Ok(overview) => queues.push(QueueReply::new(queue, overview)),
-            Err(error) if error.code == ticketing_core::ErrorCode::NotFound => {}
+            Err(error) if error.code == ticketing_core::ErrorCode::NotFound => {
+                room.forget_queue(&queue).await?;
+            }
             Err(error) => return Err(error),
         }
     }

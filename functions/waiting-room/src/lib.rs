@@ -154,6 +154,13 @@ impl Reply {
 /// The set of queue ids operators configured: the console lists queues from it.
 const REGISTRY: &str = "waiting-rooms";
 
+/// The registry and `queue`, as the arguments of `SADD` and `SREM`.
+fn registry_member(queue: &QueueId) -> Vec<RedisParameter> {
+    [REGISTRY, queue.as_str()]
+        .map(|value| RedisParameter::Binary(value.as_bytes().to_vec()))
+        .to_vec()
+}
+
 /// A connection to the Redis that holds the queues.
 pub struct WaitingRoom {
     connection: redis::Connection,
@@ -308,11 +315,8 @@ impl WaitingRoom {
         settings: &QueueSettings,
         now: Timestamp,
     ) -> Result<QueueOverview, ApiError> {
-        let registry = [REGISTRY, queue.as_str()]
-            .map(|value| RedisParameter::Binary(value.as_bytes().to_vec()))
-            .to_vec();
         self.connection
-            .execute("SADD", registry)
+            .execute("SADD", registry_member(queue))
             .await
             .map_err(|error| redis_failure(&error))?;
         let policy = settings.policy;
@@ -324,6 +328,15 @@ impl WaitingRoom {
             .arg(policy.idle_timeout().as_millis());
         let reply = self.run(call).await?;
         Self::read_overview(queue, &reply)
+    }
+
+    /// Takes a queue whose data expired (or never came to be) off the registry.
+    pub async fn forget_queue(&self, queue: &QueueId) -> Result<(), ApiError> {
+        self.connection
+            .execute("SREM", registry_member(queue))
+            .await
+            .map(drop)
+            .map_err(|error| redis_failure(&error))
     }
 
     /// Every queue an operator configured, and the default queue (created by a join), by id.

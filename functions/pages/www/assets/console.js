@@ -261,8 +261,9 @@ function renderPipeline({ outboxBacklog, outboxOldestAgeSeconds, consumerLag, as
   $('pipeline-as-of').textContent = asOf ? `as of ${new Date(asOf).toLocaleTimeString()}` : '';
   const lag = [...consumerLag].sort((a, b) =>
     a.group.localeCompare(b.group) || a.topic.localeCompare(b.topic) || a.partition - b.partition);
-  $('lag').tBodies[0].replaceChildren(...lag.map((p) =>
-    el('tr', {}, cell(p.group), cell(p.topic), cell(p.partition), cell(num(p.lag)))));
+  const rows = lag.map((p) => el('tr', {}, cell(p.group), cell(p.topic), cell(p.partition), cell(num(p.lag))));
+  if (!rows.length) rows.push(el('tr', {}, el('td', { colSpan: 4, textContent: 'No consumer groups reported.' })));
+  $('lag').tBodies[0].replaceChildren(...rows);
 }
 
 // ---- wiring -----------------------------------------------------------------------------

@@ -18,7 +18,8 @@ const $ = (id) => document.getElementById(id);
 const won = new Intl.NumberFormat(undefined, { style: 'currency', currency: 'KRW' });
 const count = new Intl.NumberFormat();
 const showTime = new Intl.DateTimeFormat(undefined, {
-  dateStyle: 'medium', timeStyle: 'short', timeZone: VENUE_TIME_ZONE, timeZoneName: 'short',
+  weekday: 'short', year: 'numeric', month: 'short', day: 'numeric', hour: 'numeric',
+  minute: '2-digit', timeZone: VENUE_TIME_ZONE, timeZoneName: 'short',
 });
 
 const queueId = new URLSearchParams(location.search).get('queue') || 'default';
@@ -316,6 +317,7 @@ async function loadSeatMap() {
         fan.conflict.add(id);
       }
       if (fan.seats.size !== known) drawSeats();
+      if (!known) $('seat-step').scrollIntoView({ block: 'start' });
       paintSeats();
       renderSelection();
       if (lost.length) showError(`Someone else just took ${labels(lost)}. Choose another seat.`);
@@ -392,17 +394,22 @@ async function hold() {
     showCheckout();
   } catch (error) {
     if (error.status === 401) return end('Your turn has ended', error.message);
-    if (error.code === 'seats_unavailable') {
-      // All or none: nothing was held. Mark the seats named, keep the rest chosen.
-      for (const id of error.details.seatIds ?? []) {
-        fan.conflict.add(id);
-        fan.selected.delete(id);
-      }
-      paintSeats();
-      loadSeatMap();
+    if (error.code !== 'seats_unavailable') {
+      renderSelection();
+      return showError(error);
     }
+    // All or none: nothing was held. Mark the seats named, keep the rest chosen, and say
+    // it in the API's words with the seats' labels.
+    const taken = error.details.seatIds ?? [];
+    for (const id of taken) {
+      fan.conflict.add(id);
+      fan.selected.delete(id);
+    }
+    paintSeats();
     renderSelection();
-    showError(error);
+    loadSeatMap();
+    const named = labels(taken);
+    showError(named ? `${error.message} (${named})` : error);
   }
 }
 
@@ -418,12 +425,15 @@ function showCheckout() {
   tick();
 }
 
+/** Back to the seat map of the hold's date (after a reload, the only one known). */
 function backToSeats(message) {
+  const scheduleId = fan.hold?.scheduleId;
   fan.hold = null;
   save();
   show('shop');
   if (message) showError(message);
   if (fan.scheduleId) loadSeatMap();
+  else if (scheduleId) chooseSchedule(scheduleId);
 }
 
 async function pay() {
