@@ -6,7 +6,7 @@ SHELL := bash
 
 SEED ?= demo
 
-.PHONY: help up down status services seed app build lint test test-rust test-wasm test-infra test-load test-spin
+.PHONY: help up down status services seed app build lint test test-rust test-wasm test-infra test-browser test-load test-spin
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,7 +41,7 @@ lint: ## Formatting and clippy of both workspaces (native, and the wasm componen
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip2 --manifest-path functions/Cargo.toml --all-targets -- -D warnings
 
-test: services lint test-rust test-wasm test-infra test-load test-spin ## Set up everything and run every test (SPIN=/path/to/spin adds the conformance run under real Spin).
+test: services lint test-rust test-wasm test-infra test-browser test-load test-spin ## Set up everything and run every test (SPIN=/path/to/spin adds the conformance run under real Spin).
 
 # Under edge, whatever SPIN says: test-spin runs the same tests under Spin.
 test-rust:
@@ -53,6 +53,9 @@ test-wasm: ## The core and the components build for the edge target.
 
 test-infra: ## Schema, migrations, seed data and compose against the real local services.
 	infra/tests/run
+
+test-browser: ## The fan's page and the console in headless Chromium (Selenium), screenshots in target/browser.
+	e2e/browser/run
 
 test-load: ## Every k6 scenario, the API fuzzer and the fault drills (smoke profile), each followed by the verifier (resets the app's data).
 	env -u SPIN loadtests/run all waiting-crowd api-fuzz drills --profile smoke

@@ -53,14 +53,14 @@ pub enum SeatError {
     DuplicateSeat(SeatId),
     #[error("at most {max} seats per reservation")]
     TooManySeats { max: usize },
-    #[error("seats {0:?} do not exist")]
+    #[error("seats {} do not exist", listed(.0))]
     UnknownSeats(Vec<SeatId>),
-    #[error("seats {seats:?} do not belong to schedule {schedule}")]
+    #[error("seats {} do not belong to schedule {schedule}", listed(seats))]
     OtherSchedule {
         schedule: ScheduleId,
         seats: Vec<SeatId>,
     },
-    #[error("seats {0:?} are no longer available")]
+    #[error("{} no longer available", taken_seats(.0))]
     Unavailable(Vec<SeatId>),
     #[error("the seat is not held by this reservation")]
     NotHeldByReservation,
@@ -70,6 +70,20 @@ pub enum SeatError {
     NotSoldToReservation,
     #[error(transparent)]
     Price(#[from] MoneyError),
+}
+
+/// "7, 8": seat ids as a person reads them (`details.seatIds` lists them for programs).
+fn listed(seats: &[SeatId]) -> String {
+    let ids: Vec<String> = seats.iter().map(ToString::to_string).collect();
+    ids.join(", ")
+}
+
+/// "seat 7 is" or "seats 7, 8 are".
+fn taken_seats(seats: &[SeatId]) -> String {
+    match seats {
+        [one] => format!("seat {one} is"),
+        many => format!("seats {} are", listed(many)),
+    }
 }
 
 impl DomainError for SeatError {
@@ -546,6 +560,22 @@ mod tests {
     }
     fn later(ms: u64) -> Timestamp {
         T0.saturating_add(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn seats_a_hold_cannot_take_are_named_as_people_read_them() {
+        assert_eq!(
+            SeatError::Unavailable(vec![seat(7)]).to_string(),
+            "seat 7 is no longer available"
+        );
+        assert_eq!(
+            SeatError::Unavailable(vec![seat(7), seat(8)]).to_string(),
+            "seats 7, 8 are no longer available"
+        );
+        assert_eq!(
+            SeatError::UnknownSeats(vec![seat(9)]).to_string(),
+            "seats 9 do not exist"
+        );
     }
 
     #[test]

@@ -172,7 +172,8 @@ function fillQueue(row, queue, applied = {}) {
   q('.active').textContent = num(queue.active);
   q('.abandoned').textContent = num(queue.abandonedTotal);
   q('.share').textContent = num(queue.admissionSharePermille);
-  q('.share').title = queue.admissionSharePermille < 1000 ? 'Admission slowed: MySQL is strained' : '';
+  const strained = queue.admissionSharePermille < 1000;
+  q('.share').title = strained ? 'Admission slowed: MySQL is strained' : '';
 }
 
 /** Shows the server's value unless the operator is editing the field. */
@@ -217,7 +218,8 @@ function edits(row) {
   const patch = {};
   for (const [className, field] of [['rate', 'ratePerSec'], ['cap', 'maxActive']]) {
     const input = row.querySelector(`.${className}`);
-    if (input.value !== input.dataset.server && input.value !== '') patch[field] = Number(input.value);
+    const edited = input.value !== input.dataset.server && input.value !== '';
+    if (edited) patch[field] = Number(input.value);
   }
   return patch;
 }
@@ -247,12 +249,14 @@ function renderSchedules({ schedules }) {
   const total = { free: 0, held: 0, sold: 0, salesWon: 0 };
   const rows = [...schedules].sort((a, b) => a.scheduleId - b.scheduleId).map((s) => {
     for (const key of Object.keys(total)) total[key] += s[key];
-    return el('tr', {}, cell(s.scheduleId), cell(s.title), cell(showTime.format(new Date(s.startsAt))),
-      cell(num(s.free)), cell(num(s.held)), cell(num(s.sold)), cell(won.format(s.salesWon)));
+    return el('tr', {}, cell(s.scheduleId), cell(s.title),
+      cell(showTime.format(new Date(s.startsAt))), cell(num(s.free)), cell(num(s.held)),
+      cell(num(s.sold)), cell(won.format(s.salesWon)));
   });
   $('schedules').tBodies[0].replaceChildren(...rows);
   $('schedules').tFoot.replaceChildren(el('tr', {}, cell('All'), cell(''), cell(''),
-    cell(num(total.free)), cell(num(total.held)), cell(num(total.sold)), cell(won.format(total.salesWon))));
+    cell(num(total.free)), cell(num(total.held)), cell(num(total.sold)),
+    cell(won.format(total.salesWon))));
 }
 
 function renderPipeline({ outboxBacklog, outboxOldestAgeSeconds, consumerLag, asOf }) {
@@ -261,8 +265,11 @@ function renderPipeline({ outboxBacklog, outboxOldestAgeSeconds, consumerLag, as
   $('pipeline-as-of').textContent = asOf ? `as of ${new Date(asOf).toLocaleTimeString()}` : '';
   const lag = [...consumerLag].sort((a, b) =>
     a.group.localeCompare(b.group) || a.topic.localeCompare(b.topic) || a.partition - b.partition);
-  const rows = lag.map((p) => el('tr', {}, cell(p.group), cell(p.topic), cell(p.partition), cell(num(p.lag))));
-  if (!rows.length) rows.push(el('tr', {}, el('td', { colSpan: 4, textContent: 'No consumer groups reported.' })));
+  const rows = lag.map((p) =>
+    el('tr', {}, cell(p.group), cell(p.topic), cell(p.partition), cell(num(p.lag))));
+  if (!rows.length) {
+    rows.push(el('tr', {}, el('td', { colSpan: 4, textContent: 'No consumer groups reported.' })));
+  }
   $('lag').tBodies[0].replaceChildren(...rows);
 }
 

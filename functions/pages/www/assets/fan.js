@@ -48,7 +48,8 @@ const fan = {
 const timers = { poll: 0, head: 0, map: 0 };
 
 const ENDINGS = {
-  ABANDONED: ['You lost your place', 'The page stopped checking in for too long, so the place was given up.'],
+  ABANDONED: ['You lost your place',
+    'The page stopped checking in for too long, so the place was given up.'],
   PASS_EXPIRED: ['Your turn has ended', 'The time to choose and pay ran out.'],
   CONSUMED: ['Your turn is complete', 'This turn was used for a completed payment.'],
 };
@@ -93,7 +94,8 @@ function restore() {
 function duration(seconds) {
   if (seconds < 60) return 'under a minute';
   const minutes = Math.round(seconds / 60);
-  return minutes < 60 ? `about ${minutes} min` : `about ${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+  if (minutes < 60) return `about ${minutes} min`;
+  return `about ${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
 function labels(seatIds) {
@@ -132,7 +134,8 @@ async function join(event) {
     const ticket = await api('/api/queue/tokens', {
       method: 'POST', body: { userId, queueId }, repeatable: true,
     });
-    Object.assign(fan, { userId, ticket: { token: ticket.token, position: ticket.position }, hold: null });
+    const { token, position } = ticket;
+    Object.assign(fan, { userId, ticket: { token, position }, hold: null });
     save();
     enterLine();
   } catch (error) {
@@ -179,7 +182,8 @@ async function poll() {
 async function pollHead() {
   clearTimeout(timers.head);
   try {
-    const head = await api(`/api/queue/head?queueId=${encodeURIComponent(queueId)}`, { retry: false });
+    const path = `/api/queue/head?queueId=${encodeURIComponent(queueId)}`;
+    const head = await api(path, { retry: false });
     fan.front = head.firstWaitingPosition;
     fan.rate = head.ratePerSec ?? 0;
     renderLine();
@@ -222,7 +226,8 @@ function admitted(status) {
 /** After a reload: a hold that still lives goes straight to paying. */
 async function resumeHold() {
   try {
-    const hold = await api(`/api/reservations/${fan.hold.reservationId}`, { token: fan.pass.token });
+    const path = `/api/reservations/${fan.hold.reservationId}`;
+    const hold = await api(path, { token: fan.pass.token });
     if (hold.status === 'HELD') {
       fan.hold = hold;
       return showCheckout();
@@ -255,7 +260,9 @@ function choice(data, title, detail) {
 }
 
 function pick(list, chosen) {
-  for (const button of list.children) button.setAttribute('aria-pressed', String(button === chosen));
+  for (const button of list.children) {
+    button.setAttribute('aria-pressed', String(button === chosen));
+  }
 }
 
 async function loadConcerts() {
@@ -280,7 +287,9 @@ async function chooseConcert(concertId) {
     $('schedules').replaceChildren(...schedules.map((s) => choice(
       { scheduleId: s.scheduleId, free: s.availableSeats },
       showTime.format(new Date(s.startsAt)),
-      s.availableSeats ? `${count.format(s.availableSeats)} of ${count.format(s.totalSeats)} seats open` : 'Sold out',
+      s.availableSeats
+        ? `${count.format(s.availableSeats)} of ${count.format(s.totalSeats)} seats open`
+        : 'Sold out',
     )));
     $('schedules').dataset.concertId = concertId;
     $('schedule-step').hidden = false;
@@ -309,7 +318,9 @@ async function loadSeatMap() {
       const map = await api(`/api/schedules/${scheduleId}/seats`);
       if (fan.scheduleId !== scheduleId) return;
       const known = fan.seats.size;
-      for (const seat of [...map.seats, ...(map.takenSeats ?? [])]) fan.seats.set(seat.seatId, seat);
+      for (const seat of [...map.seats, ...(map.takenSeats ?? [])]) {
+        fan.seats.set(seat.seatId, seat);
+      }
       fan.free = new Set(map.seats.map((seat) => seat.seatId));
       const lost = [...fan.selected].filter((id) => !fan.free.has(id));
       for (const id of lost) {
@@ -326,7 +337,9 @@ async function loadSeatMap() {
     }
   }
   clearTimeout(timers.map);
-  if (fan.view === 'shop' && fan.scheduleId === scheduleId) timers.map = setTimeout(loadSeatMap, MAP_EVERY_MS);
+  if (fan.view === 'shop' && fan.scheduleId === scheduleId) {
+    timers.map = setTimeout(loadSeatMap, MAP_EVERY_MS);
+  }
 }
 
 /** One button per seat, in rows as the labels name them ("A-07": row A, seat 07). */
@@ -344,7 +357,8 @@ function drawSeats() {
     if (!rows.has(name)) rows.set(name, [el('span', { className: 'row-name', textContent: name })]);
     rows.get(name).push(button);
   }
-  $('seat-map').replaceChildren(...[...rows.values()].map((row) => el('div', { className: 'row' }, ...row)));
+  const lines = [...rows.values()].map((row) => el('div', { className: 'row' }, ...row));
+  $('seat-map').replaceChildren(...lines);
   $('seat-map').dataset.scheduleId = fan.scheduleId;
 }
 
@@ -418,7 +432,8 @@ async function hold() {
 function showCheckout() {
   clearTimeout(timers.map);
   const { seats, amount } = fan.hold;
-  $('hold-summary').textContent = `${seats.map((seat) => seat.label).join(', ')} · ${won.format(amount)}`;
+  const names = seats.map((seat) => seat.label).join(', ');
+  $('hold-summary').textContent = `${names} · ${won.format(amount)}`;
   $('pay').hidden = false;
   $('pay').disabled = $('release').disabled = false;
   show('checkout');
@@ -449,14 +464,18 @@ async function pay() {
   fan.paying = true;
   try {
     const payment = await api('/api/payments', {
-      method: 'POST', token: fan.pass.token, idempotencyKey: key, body: { reservationId: hold.reservationId },
+      method: 'POST',
+      token: fan.pass.token,
+      idempotencyKey: key,
+      body: { reservationId: hold.reservationId },
     });
     sessionStorage.removeItem(keyName);
     paid(hold, payment);
   } catch (error) {
     // A definite answer (declined, short balance, a payment failed at the gateway) is
     // this key's outcome for good; the next attempt needs a new key.
-    const unknown = error.status === 0 || (error.status >= 500 && error.details.paymentId === undefined);
+    const unknown = error.status === 0
+      || (error.status >= 500 && error.details.paymentId === undefined);
     if (!unknown) sessionStorage.removeItem(keyName);
     payFailed(error);
   } finally {
@@ -514,7 +533,8 @@ async function release() {
 /** Once a second: the busy note and the deadlines, in the server's time. */
 function tick() {
   const busy = Math.ceil((fan.busyUntil - Date.now()) / 1000);
-  $('notice').textContent = `The service is busy; trying again ${busy > 0 ? `in ${busy} s` : 'now'}.`;
+  const when = busy > 0 ? `in ${busy} s` : 'now';
+  $('notice').textContent = `The service is busy; trying again ${when}.`;
   $('notice').hidden = !fan.busyUntil;
   if (!fan.pass || !['shop', 'checkout'].includes(fan.view)) return;
   const now = serverNow();
@@ -524,7 +544,9 @@ function tick() {
   if (fan.view === 'checkout') {
     // Paying needs both the hold and the pass alive.
     const left = (Math.min(Date.parse(fan.hold.expiresAt), fan.pass.expiresAt) - now) / 1000;
-    if (left <= 0 && !fan.paying) return backToSeats('Your hold lapsed and the seats went back on sale.');
+    if (left <= 0 && !fan.paying) {
+      return backToSeats('Your hold lapsed and the seats went back on sale.');
+    }
     $('hold-countdown').textContent = clock(left);
   }
 }
