@@ -422,7 +422,9 @@ fn bytes_per_waiting_fan(fans: u64) -> u64 {
     };
     let policy = AdmissionPolicy::new(1, 10, Duration::from_secs(30), Duration::from_secs(600))
         .expect("policy");
-    let limit = |max| RateLimit::new(max, Duration::from_secs(10)).expect("limit");
+    // Counters live until their window ends, in Redis's own time: a minute's window (T0
+    // starts one, and the joins span 2 s of it) outlives the measurement on any machine.
+    let limit = |max| RateLimit::new(max, Duration::from_secs(60)).expect("limit");
     let (join_limits, status_limits) = (
         AbuseLimits {
             per_user: limit(10),
@@ -449,7 +451,7 @@ fn bytes_per_waiting_fan(fans: u64) -> u64 {
             user_id: user,
             address: Some(&address),
         };
-        let now = Timestamp::from_unix_millis(T0 + fan);
+        let now = Timestamp::from_unix_millis(T0 + fan / 10);
         let joined = run(ScriptCall::join(
             &queue,
             &caller,
