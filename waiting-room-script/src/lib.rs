@@ -47,6 +47,13 @@ impl QueueKeys {
         Self(format!("{{q:{queue}}}"))
     }
 
+    /// The keys of the queue whose meta hash is `meta_key` (as a scan for `{q:*}:meta`
+    /// finds it); `None` for a key no queue has.
+    pub fn of_meta_key(meta_key: &str) -> Option<Self> {
+        let id = meta_key.strip_prefix("{q:")?.strip_suffix("}:meta")?;
+        QueueId::parse(id).ok().map(|queue| Self::new(&queue))
+    }
+
     /// The keys the script is given: meta, the prefixes of the user and place hashes (the
     /// script names each hash from them), passes.
     fn data(&self) -> [String; 4] {
@@ -176,6 +183,9 @@ mod tests {
         assert_eq!(keys.places_of(PLACES_PER_KEY + 1), "{q:sale}:p:1");
         assert!(SCRIPT.contains("string.sub('00' .. user, -3)"));
         assert_eq!(keys.all_users().nth(7).unwrap(), "{q:sale}:u:007");
+        let found = QueueKeys::of_meta_key(&keys.data()[0]).unwrap();
+        assert_eq!(found.places_of(1), "{q:sale}:p:0");
+        assert!(QueueKeys::of_meta_key("{q:}:meta").is_none());
     }
 
     #[test]

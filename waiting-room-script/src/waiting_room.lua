@@ -227,7 +227,10 @@ local function admission_round(s)
     end
   end
   left_line(admitted, abandoned)
-  redis.call('HSET', meta, 'tokens', int(tokens - admitted * 1000), 'refilled_at', int(refilled_at),
+  -- The caller goes on with `s` as the round left it, without reading the meta hash again.
+  s.tokens, s.refilled_at, s.front = tokens - admitted * 1000, refilled_at, position
+  s.waiting = s.waiting - admitted - abandoned
+  redis.call('HSET', meta, 'tokens', int(s.tokens), 'refilled_at', int(refilled_at),
     'front', int(position))
   -- The first admission creates the passes key, which then needs its expiry too.
   if admitted > 0 and redis.call('PTTL', passes) == -1 then
@@ -327,7 +330,6 @@ if op == 'status' then
     redis.call('HSET', meta, 'next_round_at', int(now + ADMISSION_TICK_MS))
     -- The round may have admitted the caller or ended their pass: read the place again.
     place = read_place(position)
-    s = settings()
   elseif place.state == 'A' and now >= place.expires_at then
     -- No round this tick; the caller's own pass still ends when it lapses.
     end_place(position, user, 'PASS_EXPIRED')
@@ -414,7 +416,6 @@ if op == 'configure' then
     create(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
   else
     admission_round(s)
-    s = settings()
     local rate = tonumber(ARGV[4])
     redis.call('HSET', meta, 'open', ARGV[3], 'rate', rate, 'max_active', ARGV[5],
       'pass_ttl_ms', ARGV[6], 'idle_ms', ARGV[7], 'tokens', int(math.min(s.tokens, rate * 1000)))

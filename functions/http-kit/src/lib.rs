@@ -262,6 +262,19 @@ pub fn now() -> Timestamp {
     Timestamp::from_system_time(std::time::SystemTime::now())
 }
 
+/// `exchange`'s answer, or `None` when it takes longer than `timeout`: an outbound call
+/// that must not hold a request up (the payment gateway, the bridge's metrics).
+pub async fn within<T>(
+    timeout: std::time::Duration,
+    exchange: impl std::future::Future<Output = Option<T>>,
+) -> Option<T> {
+    let timer = spin_sdk::time::sleep(timeout);
+    match futures::future::select(Box::pin(exchange), Box::pin(timer)).await {
+        futures::future::Either::Left((answer, _)) => answer,
+        futures::future::Either::Right(((), _)) => None,
+    }
+}
+
 /// Configuration from Spin variables, loaded on an instance's first request and kept for
 /// its life. A broken configuration is the operator's error: requests answer 503 and the log
 /// names the variable, never its value.
@@ -291,6 +304,12 @@ pub mod config {
     pub async fn pass_key() -> Result<ticketing_core::pass::PassKey, String> {
         ticketing_core::pass::PassKey::new(text("pass_signing_key").await?.as_bytes())
             .map_err(|e| format!("variable pass_signing_key: {e}"))
+    }
+
+    /// The key that guards the operators' endpoints, from `admin_key`.
+    pub async fn admin_key() -> Result<ticketing_core::admin::AdminKey, String> {
+        ticketing_core::admin::AdminKey::new(&text("admin_key").await?)
+            .map_err(|e| format!("variable admin_key: {e}"))
     }
 
     pub async fn text(name: &str) -> Result<String, String> {

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use futures::future::{Either, select};
 use serde::Serialize;
 use spin_sdk::http::{self, body::IncomingBodyExt};
 
@@ -40,11 +39,7 @@ pub(crate) async fn metrics(base: &str, timeout: Duration) -> Option<BridgeMetri
         let bytes = response.into_body().bytes().await.ok()?;
         parse(std::str::from_utf8(&bytes).ok()?)
     };
-    let timer = spin_sdk::time::sleep(timeout);
-    match select(Box::pin(exchange), Box::pin(timer)).await {
-        Either::Left((answer, _)) => answer,
-        Either::Right(((), _)) => None,
-    }
+    http_kit::within(timeout, exchange).await
 }
 
 /// The figures in a metrics text; `None` unless it has the outbox backlog, so a wrong

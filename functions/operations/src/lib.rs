@@ -9,7 +9,7 @@ mod bridge;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use http_kit::config::{once, text};
+use http_kit::config::{admin_key, once, text};
 use http_kit::{Reply, bearer_token, json, now};
 use serde::Serialize;
 use spin_sdk::http::{Method, Request, StatusCode};
@@ -33,8 +33,7 @@ async fn config() -> Result<&'static Config, ApiError> {
     static CONFIG: OnceLock<Config> = OnceLock::new();
     once(&CONFIG, "operations", async {
         Ok(Config {
-            admin_key: AdminKey::new(&text("admin_key").await?)
-                .map_err(|e| format!("variable admin_key: {e}"))?,
+            admin_key: admin_key().await?,
             bridge_url: text("bridge_url").await?.trim_end_matches('/').to_owned(),
         })
     })

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use futures::future::{Either, select};
 use spin_sdk::http::{self, body::IncomingBodyExt};
 use ticketing_core::money::Amount;
 use ticketing_core::payment::GatewayReference;
@@ -35,11 +34,7 @@ async fn post(url: String, body: String, timeout: Duration) -> Option<(u16, serd
         let bytes = response.into_body().bytes().await.ok()?;
         Some((status, serde_json::from_slice(&bytes).ok()?))
     };
-    let timer = spin_sdk::time::sleep(timeout);
-    match select(Box::pin(exchange), Box::pin(timer)).await {
-        Either::Left((answer, _)) => answer,
-        Either::Right(((), _)) => None,
-    }
+    http_kit::within(timeout, exchange).await
 }
 
 pub(crate) async fn authorize(

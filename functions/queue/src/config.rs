@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use http_kit::config::{number, once, pass_key, text};
+use http_kit::config::{admin_key, number, once, pass_key, text};
 use ticketing_core::ApiError;
 use ticketing_core::admin::AdminKey;
 use ticketing_core::limits::RateLimit;
@@ -36,8 +36,6 @@ fn invalid(name: &str, error: impl std::fmt::Display) -> String {
 }
 
 async fn load() -> Result<Config, String> {
-    let admin_key =
-        AdminKey::new(&text("admin_key").await?).map_err(|e| invalid("admin_key", e))?;
     let default_policy = AdmissionPolicy::new(
         number("queue_rate_per_sec", 1..=100_000).await?,
         number("queue_max_active", 1..=10_000_000).await?,
@@ -52,7 +50,7 @@ async fn load() -> Result<Config, String> {
     Ok(Config {
         redis_url: text("redis_url").await?,
         pass_key: pass_key().await?,
-        admin_key,
+        admin_key: admin_key().await?,
         default_policy,
         poll_budget_per_sec: number("queue_poll_budget_per_sec", 1..=1_000_000).await?,
         longest_poll: Duration::from_secs(number("queue_longest_poll_seconds", 1..=600).await?),

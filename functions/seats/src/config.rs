@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use http_kit::config::{number, once, pass_key, text};
+use http_kit::config::{admin_key, number, once, pass_key, text};
 use ticketing_core::ApiError;
 use ticketing_core::admin::AdminKey;
 use ticketing_core::pass::PassKey;
@@ -29,8 +29,7 @@ async fn load() -> Result<Config, String> {
         redis_url: text("redis_url").await?,
         mysql_url: text("mysql_url").await?,
         pass_key: pass_key().await?,
-        admin_key: AdminKey::new(&text("admin_key").await?)
-            .map_err(|e| format!("variable admin_key: {e}"))?,
+        admin_key: admin_key().await?,
         hold_policy: HoldPolicy {
             hold_ttl: Duration::from_secs(number("hold_ttl_seconds", 30..=3600).await?),
             max_seats_per_reservation: number("max_seats_per_reservation", 1..=10).await?,

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use ticketing_core::events::EventId;
-use ticketing_core::ids::QueueId;
 use ticketing_core::ranking::counted_key;
 use waiting_room_script::{PLACES_PER_KEY, QueueKeys};
 
@@ -106,15 +105,10 @@ pub(crate) async fn queue_order(redis: &mut MultiplexedConnection) -> anyhow::Re
     let mut violations = Vec::new();
     for meta in metas {
         let queue = meta.trim_end_matches(":meta");
-        let Some(id) = queue
-            .strip_prefix("{q:")
-            .and_then(|rest| rest.strip_suffix('}'))
-            .and_then(|id| QueueId::parse(id).ok())
-        else {
+        let Some(keys) = QueueKeys::of_meta_key(&meta) else {
             violations.push(format!("{meta}: not a waiting room's key"));
             continue;
         };
-        let keys = QueueKeys::new(&id);
         let seq: Option<u64> = redis.hget(&meta, "seq").await?;
         let seq = seq.unwrap_or(0);
         let place_hashes = (0..seq.div_ceil(PLACES_PER_KEY))
