@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use redis::aio::ConnectionManager;
-use ticketing_core::cache::{schedules_key, seat_map_keys};
+use ticketing_core::cache::{MARK_STALE_MS, schedules_key, seat_map_keys};
 use ticketing_core::events::{Envelope, EventId, ReservationExpired};
 use ticketing_core::time::Timestamp;
 
@@ -69,8 +69,8 @@ fn announce(hold: &ExpiredHold, now: Timestamp) -> anyhow::Result<Envelope> {
     Ok(Envelope::wrap(&event, EventId::new(now, random), now)?)
 }
 
-/// The freed seats' schedules: bump each seat map's version and drop the cached map and
-/// the concert's schedule list, as the components do after a release.
+/// The freed seats' schedules: bump each seat map's version, drop the cached map and mark
+/// the concert's schedule list stale, as the components do after a release.
 async fn invalidate(redis: &ConnectionManager, expired: &[ExpiredHold]) -> redis::RedisResult<()> {
     let schedules: BTreeSet<_> = expired.iter().map(|h| (h.schedule, h.concert)).collect();
     if schedules.is_empty() {
@@ -80,7 +80,12 @@ async fn invalidate(redis: &ConnectionManager, expired: &[ExpiredHold]) -> redis
     for (schedule, concert) in schedules {
         let (map, version) = seat_map_keys(schedule);
         pipe.incr(version, 1).ignore();
-        pipe.del(&[map, schedules_key(concert)]).ignore();
+        pipe.del(map).ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(schedules_key(concert))
+            .arg(MARK_STALE_MS)
+            .arg("LT")
+            .ignore();
     }
     pipe.query_async(&mut redis.clone()).await
 }

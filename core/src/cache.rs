@@ -15,7 +15,10 @@ pub fn concert_key(concert: ConcertId) -> String {
     format!("catalog:concert:{concert}")
 }
 
-/// A concert's schedule list, with availability counts.
+/// A concert's schedule list, with availability counts. A writer does not delete it but
+/// marks it stale ([`MARK_STALE_MS`]): during a sale every hold changes a count, and a
+/// deleted list sends each of its readers to wait for MySQL, where a stale one is served
+/// at once while one reader rebuilds it. The seat map, not this count, decides a hold.
 pub fn schedules_key(concert: ConcertId) -> String {
     format!("catalog:concert:{concert}:schedules")
 }
@@ -47,6 +50,11 @@ pub fn rebuild_lease_key(key: &str) -> String {
 /// so a popular key's expiry never queues its readers; staleness past the time to live is
 /// bounded by one rebuild. A writer's invalidation deletes the body: it is never served.
 pub const STALE_GRACE_MS: u64 = 10_000;
+
+/// The expiry a writer sets on a body it makes stale (`PEXPIRE key MARK_STALE_MS LT`): the
+/// body is left with only the grace, so the next reader rebuilds it and the rest are
+/// served the stale body meanwhile.
+pub const MARK_STALE_MS: u64 = STALE_GRACE_MS;
 
 /// The expiry to store a body under when it is fresh for `ttl_ms`.
 pub fn stored_ttl_ms(ttl_ms: u64) -> u64 {
@@ -115,6 +123,14 @@ mod tests {
             Freshness::Stale
         );
         assert_eq!(Freshness::of_remaining_ms(0), Freshness::Stale);
+    }
+
+    #[test]
+    fn a_body_a_writer_marked_stale_is_rebuilt_by_its_next_reader() {
+        assert_eq!(
+            Freshness::of_remaining_ms(MARK_STALE_MS as i64),
+            Freshness::Stale
+        );
     }
 
     #[test]

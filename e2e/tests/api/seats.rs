@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use e2e::{App, Venue, mysql, venue};
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
-use ticketing_core::cache::{STALE_GRACE_MS, rebuild_lease_key, seat_map_keys};
-use ticketing_core::ids::ScheduleId;
+use ticketing_core::cache::{STALE_GRACE_MS, rebuild_lease_key, schedules_key, seat_map_keys};
+use ticketing_core::ids::{ConcertId, ScheduleId};
 use ticketing_core::ranking::RankingWindow;
 
 const PRICE: u64 = 50_000;
@@ -56,6 +56,11 @@ async fn seat_map_from_cache(app: &App, schedule: u64) -> (Vec<u64>, String) {
 }
 
 async fn schedules_of(app: &App, concert: u64) -> Value {
+    schedules_from_cache(app, concert).await.0
+}
+
+/// The concert's schedule list and where the component got it (its `x-cache` header).
+async fn schedules_from_cache(app: &App, concert: u64) -> (Value, String) {
     let response = app
         .call(
             "GET",
@@ -65,7 +70,11 @@ async fn schedules_of(app: &App, concert: u64) -> Value {
         )
         .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    response.json()
+    let source = response.headers["x-cache"]
+        .to_str()
+        .expect("x-cache")
+        .to_owned();
+    (response.json(), source)
 }
 
 /// Database facts about a schedule after a run.
@@ -659,6 +668,61 @@ async fn a_reader_of_a_cold_seat_map_takes_the_rebuild_in_flight_instead_of_quer
         (vec![venue.seats[0]], "shared".to_owned())
     );
     Arc::into_inner(app).expect("one app").stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_leaves_the_schedule_list_served_stale_while_another_reader_rebuilds_it() {
+    let app = App::start(&[]).await;
+    let venue = venue(10, PRICE).await;
+    let (listed, _) = schedules_from_cache(&app, venue.concert).await;
+    assert_eq!(listed["schedules"][0]["availableSeats"], 10, "{listed}");
+    let pass = app.pass("stale", venue.schedule * 10_000 + 1).await;
+    let (status, held) = reserve(&app, &pass, venue.schedule, &venue.seats[..2]).await;
+    assert_eq!(status, 201, "{held}");
+
+    // Mid-sale, a reader finds another one rebuilding the list: it is answered at once with
+    // the list from before the hold, not made to wait for MySQL.
+    let mut redis = tests_redis().await;
+    let lease = rebuild_lease_key(&schedules_key(
+        ConcertId::new(venue.concert).expect("concert"),
+    ));
+    let _: () = redis::cmd("SET")
+        .arg(&lease)
+        .arg("1")
+        .arg("PX")
+        .arg(5_000)
+        .query_async(&mut redis)
+        .await
+        .expect("set lease");
+    let started = Instant::now();
+    let (stale, source) = schedules_from_cache(&app, venue.concert).await;
+    let waited = started.elapsed();
+    assert_eq!(
+        (
+            stale["schedules"][0]["availableSeats"].clone(),
+            source.as_str()
+        ),
+        (json!(10), "stale"),
+        "{stale}"
+    );
+    assert!(waited < Duration::from_millis(500), "waited {waited:?}");
+
+    // The rebuilder done, the next reader rebuilds from MySQL and the list counts the hold.
+    let _: () = redis::cmd("DEL")
+        .arg(&lease)
+        .query_async(&mut redis)
+        .await
+        .expect("end lease");
+    let (fresh, source) = schedules_from_cache(&app, venue.concert).await;
+    assert_eq!(
+        (
+            fresh["schedules"][0]["availableSeats"].clone(),
+            source.as_str()
+        ),
+        (json!(8), "miss"),
+        "{fresh}"
+    );
+    app.stop().await;
 }
 
 /// An app and a venue whose cached seat map expires in `ms` and lists only the first seat,

@@ -1,12 +1,12 @@
 //! How a component that changes seats (a hold, a release, a refund) makes the read cache
 //! stale. The key layout is `ticketing_core::cache`, shared with the bridge's sweeper.
 
-use spin_sdk::redis;
-use ticketing_core::cache::{schedules_key, seat_map_keys};
+use spin_sdk::redis::{self, RedisParameter};
+use ticketing_core::cache::{MARK_STALE_MS, schedules_key, seat_map_keys};
 use ticketing_core::ids::{ConcertId, ScheduleId};
 
-/// After a committed change to seats of `schedule` (of `concert`): its seat map and the
-/// concert's schedule list (with availability counts) are stale.
+/// After a committed change to seats of `schedule` (of `concert`): its seat map is gone
+/// and the concert's schedule list (with availability counts) is marked stale.
 pub async fn invalidate_schedule(
     connection: &redis::Connection,
     schedule: ScheduleId,
@@ -14,6 +14,16 @@ pub async fn invalidate_schedule(
 ) -> Result<(), redis::Error> {
     let (map, version) = seat_map_keys(schedule);
     connection.incr(&version).await?;
-    connection.del([map, schedules_key(concert)]).await?;
+    connection.del([map]).await?;
+    connection
+        .execute(
+            "PEXPIRE",
+            [
+                RedisParameter::Binary(schedules_key(concert).into_bytes()),
+                RedisParameter::Binary(MARK_STALE_MS.to_string().into_bytes()),
+                RedisParameter::Binary(b"LT".to_vec()),
+            ],
+        )
+        .await?;
     Ok(())
 }
