@@ -6,6 +6,8 @@
 //! Shared by the queue component (join, status, admin), the seats component (is a pass still
 //! active) and the payment component (consume a pass once its payment completed).
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
@@ -163,7 +165,16 @@ fn registry_member(queue: &QueueId) -> Vec<RedisParameter> {
 
 /// A connection to the Redis that holds the queues.
 pub struct WaitingRoom {
-    connection: redis::Connection,
+    connection: Rc<redis::Connection>,
+}
+
+thread_local! {
+    /// The instance's connection and its address, kept across the requests the instance
+    /// serves (Spin reuses an instance for up to 128 of them): every Spin call is a
+    /// component-model async call, and opening and dropping a connection per request made
+    /// two of a join's three Redis calls. A command that fails forgets it, so the next
+    /// request opens a new one (a dead connection is not kept for the instance's life).
+    static OPEN: RefCell<Option<(String, Rc<redis::Connection>)>> = const { RefCell::new(None) };
 }
 
 impl std::fmt::Debug for WaitingRoom {
@@ -174,10 +185,45 @@ impl std::fmt::Debug for WaitingRoom {
 
 impl WaitingRoom {
     pub async fn connect(address: &str) -> Result<Self, ApiError> {
-        let connection = redis::Connection::open(address)
-            .await
-            .map_err(|error| redis_failure(&error))?;
+        let open = OPEN.with_borrow(|open| match open {
+            Some((opened_for, connection)) if opened_for == address => Some(connection.clone()),
+            _ => None,
+        });
+        if let Some(connection) = open {
+            return Ok(Self { connection });
+        }
+        let connection = Rc::new(
+            redis::Connection::open(address)
+                .await
+                .map_err(|error| redis_failure(&error))?,
+        );
+        OPEN.set(Some((address.to_owned(), connection.clone())));
         Ok(Self { connection })
+    }
+
+    /// The answer to a failed command: the connection is no longer kept for the next
+    /// request (unless another request already replaced it).
+    fn failed(&self, error: &redis::Error) -> ApiError {
+        OPEN.with_borrow_mut(|open| {
+            if open
+                .as_ref()
+                .is_some_and(|(_, kept)| Rc::ptr_eq(kept, &self.connection))
+            {
+                *open = None;
+            }
+        });
+        redis_failure(error)
+    }
+
+    async fn execute(
+        &self,
+        command: &str,
+        arguments: Vec<RedisParameter>,
+    ) -> Result<Vec<RedisResult>, ApiError> {
+        self.connection
+            .execute(command, arguments)
+            .await
+            .map_err(|error| self.failed(&error))
     }
 
     /// Gives `caller` a place in `queue`, or their live place back. The default queue is
@@ -315,10 +361,7 @@ impl WaitingRoom {
         settings: &QueueSettings,
         now: Timestamp,
     ) -> Result<QueueOverview, ApiError> {
-        self.connection
-            .execute("SADD", registry_member(queue))
-            .await
-            .map_err(|error| redis_failure(&error))?;
+        self.execute("SADD", registry_member(queue)).await?;
         let policy = settings.policy;
         let call = ScriptCall::new(queue, "configure", now)
             .arg(u8::from(settings.open))
@@ -332,23 +375,17 @@ impl WaitingRoom {
 
     /// Takes a queue whose data expired (or never came to be) off the registry.
     pub async fn forget_queue(&self, queue: &QueueId) -> Result<(), ApiError> {
-        self.connection
-            .execute("SREM", registry_member(queue))
-            .await
-            .map(drop)
-            .map_err(|error| redis_failure(&error))
+        self.execute("SREM", registry_member(queue)).await.map(drop)
     }
 
     /// Every queue an operator configured, and the default queue (created by a join), by id.
     pub async fn configured_queues(&self) -> Result<Vec<QueueId>, ApiError> {
         let members = self
-            .connection
             .execute(
                 "SMEMBERS",
                 vec![RedisParameter::Binary(REGISTRY.as_bytes().to_vec())],
             )
-            .await
-            .map_err(|error| redis_failure(&error))?;
+            .await?;
         let mut queues: Vec<QueueId> = members
             .iter()
             .filter_map(|member| match member {
@@ -408,7 +445,7 @@ impl WaitingRoom {
             }
             other => other,
         };
-        result.map(Reply).map_err(|error| redis_failure(&error))
+        result.map(Reply).map_err(|error| self.failed(&error))
     }
 }
 
