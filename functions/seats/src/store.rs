@@ -8,6 +8,7 @@
 //! live reservation seats backs the whole thing up in the schema.
 
 use cache_invalidation::invalidate_schedule;
+use redis_kit::KeptConnection;
 use serde::{Deserialize, Serialize};
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use sql_kit::{
@@ -666,7 +667,7 @@ async fn release_transaction(db: &Db, reservation: &Reservation, now: Timestamp)
 /// after its commit, and a reader only stores what it read if the version it saw before
 /// reading is still current, so a slow reader can never put back a map older than a hold.
 pub(crate) struct Cache {
-    connection: redis::Connection,
+    connection: KeptConnection,
 }
 
 impl std::fmt::Debug for Cache {
@@ -733,10 +734,22 @@ const REBUILD_LEASE_MS: u64 = 2_000;
 
 impl Cache {
     pub(crate) async fn connect(address: &str) -> Result<Self, ApiError> {
-        let connection = redis::Connection::open(address)
+        let connection = KeptConnection::open(address)
             .await
             .map_err(|e| redis_failed(&e))?;
         Ok(Self { connection })
+    }
+
+    /// The answer to a failed command; the connection is not kept for the next request.
+    fn failed(&self, error: &redis::Error) -> ApiError {
+        self.connection.forget();
+        redis_failed(error)
+    }
+
+    /// A failed command whose request goes on without it (a cache write, a lease).
+    fn log_failure(&self, what: std::fmt::Arguments<'_>, error: &redis::Error) {
+        self.connection.forget();
+        eprintln!("seats: {what}: {error:?}");
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Lookup<()>, ApiError> {
@@ -758,7 +771,7 @@ impl Cache {
         self.connection
             .execute("EVAL", params)
             .await
-            .map_err(|e| redis_failed(&e))
+            .map_err(|e| self.failed(&e))
     }
 
     /// Takes the lease to rebuild `key`: false while another reader holds it. A Redis
@@ -780,7 +793,7 @@ impl Cache {
         match result {
             Ok(values) => !matches!(values.first(), None | Some(RedisResult::Nil)),
             Err(error) => {
-                eprintln!("seats: leasing the rebuild of {key}: {error:?}");
+                self.log_failure(format_args!("leasing the rebuild of {key}"), &error);
                 true
             }
         }
@@ -790,7 +803,7 @@ impl Cache {
     /// its lifetime if the rebuilt body could not be stored.
     pub(crate) async fn end_rebuild(&self, key: &str) {
         if let Err(error) = self.connection.del([rebuild_lease_key(key)]).await {
-            eprintln!("seats: ending the rebuild of {key}: {error:?}");
+            self.log_failure(format_args!("ending the rebuild of {key}"), &error);
         }
     }
 
@@ -809,7 +822,7 @@ impl Cache {
             )
             .await;
         if let Err(error) = result {
-            eprintln!("seats: caching {key}: {error:?}");
+            self.log_failure(format_args!("caching {key}"), &error);
         }
     }
 
@@ -852,7 +865,7 @@ impl Cache {
             )
             .await;
         if let Err(error) = result {
-            eprintln!("seats: caching the seat map of {schedule}: {error:?}");
+            self.log_failure(format_args!("caching the seat map of {schedule}"), &error);
         }
     }
 
@@ -860,7 +873,7 @@ impl Cache {
     pub(crate) async fn invalidate(&self, schedule: ScheduleRef) -> Result<(), ApiError> {
         invalidate_schedule(&self.connection, schedule.schedule_id, schedule.concert_id)
             .await
-            .map_err(|e| redis_failed(&e))
+            .map_err(|e| self.failed(&e))
     }
 
     /// The top concerts by seats sold over `window`, best first: (concert, seats sold).
@@ -877,7 +890,7 @@ impl Cache {
             .connection
             .execute("ZUNION", params)
             .await
-            .map_err(|e| redis_failed(&e))?;
+            .map_err(|e| self.failed(&e))?;
         let mut entries: Vec<(ConcertId, u64)> = flat
             .chunks_exact(2)
             .filter_map(|pair| {

@@ -6,10 +6,9 @@
 //! Shared by the queue component (join, status, admin), the seats component (is a pass still
 //! active) and the payment component (consume a pass once its payment completed).
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Duration;
 
+use redis_kit::KeptConnection;
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use ticketing_core::ApiError;
 use ticketing_core::ids::QueueId;
@@ -163,18 +162,9 @@ fn registry_member(queue: &QueueId) -> Vec<RedisParameter> {
         .to_vec()
 }
 
-/// A connection to the Redis that holds the queues.
+/// A connection to the Redis that holds the queues, kept across the instance's requests.
 pub struct WaitingRoom {
-    connection: Rc<redis::Connection>,
-}
-
-thread_local! {
-    /// The instance's connection and its address, kept across the requests the instance
-    /// serves (Spin reuses an instance for up to 128 of them): every Spin call is a
-    /// component-model async call, and opening and dropping a connection per request made
-    /// two of a join's three Redis calls. A command that fails forgets it, so the next
-    /// request opens a new one (a dead connection is not kept for the instance's life).
-    static OPEN: RefCell<Option<(String, Rc<redis::Connection>)>> = const { RefCell::new(None) };
+    connection: KeptConnection,
 }
 
 impl std::fmt::Debug for WaitingRoom {
@@ -185,33 +175,15 @@ impl std::fmt::Debug for WaitingRoom {
 
 impl WaitingRoom {
     pub async fn connect(address: &str) -> Result<Self, ApiError> {
-        let open = OPEN.with_borrow(|open| match open {
-            Some((opened_for, connection)) if opened_for == address => Some(connection.clone()),
-            _ => None,
-        });
-        if let Some(connection) = open {
-            return Ok(Self { connection });
-        }
-        let connection = Rc::new(
-            redis::Connection::open(address)
-                .await
-                .map_err(|error| redis_failure(&error))?,
-        );
-        OPEN.set(Some((address.to_owned(), connection.clone())));
+        let connection = KeptConnection::open(address)
+            .await
+            .map_err(|error| redis_failure(&error))?;
         Ok(Self { connection })
     }
 
-    /// The answer to a failed command: the connection is no longer kept for the next
-    /// request (unless another request already replaced it).
+    /// The answer to a failed command; the connection is not kept for the next request.
     fn failed(&self, error: &redis::Error) -> ApiError {
-        OPEN.with_borrow_mut(|open| {
-            if open
-                .as_ref()
-                .is_some_and(|(_, kept)| Rc::ptr_eq(kept, &self.connection))
-            {
-                *open = None;
-            }
-        });
+        self.connection.forget();
         redis_failure(error)
     }
 
