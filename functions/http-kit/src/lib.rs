@@ -10,12 +10,6 @@ use spin_sdk::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use ticketing_core::time::Timestamp;
 use ticketing_core::{ApiError, ErrorCode};
 
-/// Every component's heap (they all link this crate). Rust's default for wasm, dlmalloc,
-/// spent 7.5 % of the host's CPU on a queue join; talc serves the same requests faster.
-#[cfg(target_family = "wasm")]
-#[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
-
 /// What a handler returns: status, headers, JSON text.
 pub type Reply = (StatusCode, HeaderMap, String);
 
