@@ -450,7 +450,7 @@ async fn refund(request: &Request, payment: PaymentId) -> Result<Reply, ApiError
 /// logged, not returned.
 async fn invalidate_seat_maps(config: &Config, booking: &Booking) {
     let schedule = booking.reservation.schedule_id;
-    let invalidated = match spin_sdk::redis::Connection::open(&config.redis_url).await {
+    let invalidated = match redis_kit::KeptConnection::open(&config.redis_url).await {
         Ok(cache) => {
             cache_invalidation::invalidate_schedule(&cache, schedule, booking.concert_id).await
         }

@@ -6,10 +6,9 @@
 //! the rest of its life.
 
 use std::cell::RefCell;
-use std::ops::Deref;
 use std::rc::Rc;
 
-use spin_sdk::redis::{Connection, Error};
+use spin_sdk::redis::{Connection, Error, RedisParameter, RedisResult};
 
 thread_local! {
     /// The kept connection and the address it was opened for. A component instance runs
@@ -17,7 +16,8 @@ thread_local! {
     static KEPT: RefCell<Option<(String, Rc<Connection>)>> = const { RefCell::new(None) };
 }
 
-/// The instance's connection to `address`, opened on first use.
+/// The instance's connection to `address`, opened on first use. Its commands are the
+/// only way to it, so none can fail without the connection being forgotten.
 pub struct KeptConnection(Rc<Connection>);
 
 impl std::fmt::Debug for KeptConnection {
@@ -40,24 +40,35 @@ impl KeptConnection {
         Ok(Self(connection))
     }
 
-    /// After a failed command: the next request opens a new connection (unless another
-    /// request already replaced this one).
-    pub fn forget(&self) {
-        KEPT.with_borrow_mut(|kept| {
-            if kept
-                .as_ref()
-                .is_some_and(|(_, connection)| Rc::ptr_eq(connection, &self.0))
-            {
-                *kept = None;
-            }
-        });
+    pub async fn execute(
+        &self,
+        command: &str,
+        arguments: impl IntoIterator<Item = RedisParameter>,
+    ) -> Result<Vec<RedisResult>, Error> {
+        self.kept(self.0.execute(command, arguments).await)
     }
-}
 
-impl Deref for KeptConnection {
-    type Target = Connection;
+    pub async fn del(&self, keys: impl IntoIterator<Item = String>) -> Result<u32, Error> {
+        self.kept(self.0.del(keys).await)
+    }
 
-    fn deref(&self) -> &Connection {
-        &self.0
+    pub async fn incr(&self, key: &str) -> Result<i64, Error> {
+        self.kept(self.0.incr(key).await)
+    }
+
+    /// A command's result; after a failure the next request opens a new connection
+    /// (unless another request already replaced this one).
+    fn kept<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        if result.is_err() {
+            KEPT.with_borrow_mut(|kept| {
+                if kept
+                    .as_ref()
+                    .is_some_and(|(_, connection)| Rc::ptr_eq(connection, &self.0))
+                {
+                    *kept = None;
+                }
+            });
+        }
+        result
     }
 }

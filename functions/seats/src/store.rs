@@ -740,18 +740,6 @@ impl Cache {
         Ok(Self { connection })
     }
 
-    /// The answer to a failed command; the connection is not kept for the next request.
-    fn failed(&self, error: &redis::Error) -> ApiError {
-        self.connection.forget();
-        redis_failed(error)
-    }
-
-    /// A failed command whose request goes on without it (a cache write, a lease).
-    fn log_failure(&self, what: std::fmt::Arguments<'_>, error: &redis::Error) {
-        self.connection.forget();
-        eprintln!("seats: {what}: {error:?}");
-    }
-
     pub(crate) async fn get(&self, key: &str) -> Result<Lookup<()>, ApiError> {
         let values = self.get_with_expiry(&[key]).await?;
         Ok(Lookup::of(
@@ -771,7 +759,7 @@ impl Cache {
         self.connection
             .execute("EVAL", params)
             .await
-            .map_err(|e| self.failed(&e))
+            .map_err(|e| redis_failed(&e))
     }
 
     /// Takes the lease to rebuild `key`: false while another reader holds it. A Redis
@@ -793,7 +781,7 @@ impl Cache {
         match result {
             Ok(values) => !matches!(values.first(), None | Some(RedisResult::Nil)),
             Err(error) => {
-                self.log_failure(format_args!("leasing the rebuild of {key}"), &error);
+                eprintln!("seats: leasing the rebuild of {key}: {error:?}");
                 true
             }
         }
@@ -803,7 +791,7 @@ impl Cache {
     /// its lifetime if the rebuilt body could not be stored.
     pub(crate) async fn end_rebuild(&self, key: &str) {
         if let Err(error) = self.connection.del([rebuild_lease_key(key)]).await {
-            self.log_failure(format_args!("ending the rebuild of {key}"), &error);
+            eprintln!("seats: ending the rebuild of {key}: {error:?}");
         }
     }
 
@@ -822,7 +810,7 @@ impl Cache {
             )
             .await;
         if let Err(error) = result {
-            self.log_failure(format_args!("caching {key}"), &error);
+            eprintln!("seats: caching {key}: {error:?}");
         }
     }
 
@@ -865,7 +853,7 @@ impl Cache {
             )
             .await;
         if let Err(error) = result {
-            self.log_failure(format_args!("caching the seat map of {schedule}"), &error);
+            eprintln!("seats: caching the seat map of {schedule}: {error:?}");
         }
     }
 
@@ -873,7 +861,7 @@ impl Cache {
     pub(crate) async fn invalidate(&self, schedule: ScheduleRef) -> Result<(), ApiError> {
         invalidate_schedule(&self.connection, schedule.schedule_id, schedule.concert_id)
             .await
-            .map_err(|e| self.failed(&e))
+            .map_err(|e| redis_failed(&e))
     }
 
     /// The top concerts by seats sold over `window`, best first: (concert, seats sold).
@@ -890,7 +878,7 @@ impl Cache {
             .connection
             .execute("ZUNION", params)
             .await
-            .map_err(|e| self.failed(&e))?;
+            .map_err(|e| redis_failed(&e))?;
         let mut entries: Vec<(ConcertId, u64)> = flat
             .chunks_exact(2)
             .filter_map(|pair| {

@@ -181,12 +181,6 @@ impl WaitingRoom {
         Ok(Self { connection })
     }
 
-    /// The answer to a failed command; the connection is not kept for the next request.
-    fn failed(&self, error: &redis::Error) -> ApiError {
-        self.connection.forget();
-        redis_failure(error)
-    }
-
     async fn execute(
         &self,
         command: &str,
@@ -195,7 +189,7 @@ impl WaitingRoom {
         self.connection
             .execute(command, arguments)
             .await
-            .map_err(|error| self.failed(&error))
+            .map_err(|error| redis_failure(&error))
     }
 
     /// Gives `caller` a place in `queue`, or their live place back. The default queue is
@@ -417,7 +411,7 @@ impl WaitingRoom {
             }
             other => other,
         };
-        result.map(Reply).map_err(|error| self.failed(&error))
+        result.map(Reply).map_err(|error| redis_failure(&error))
     }
 }
 
