@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod draw;
 pub mod error;
 pub mod events;
 pub mod ids;
