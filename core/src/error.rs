@@ -45,7 +45,7 @@ pub enum ErrorCode {
     HoldExpired,
     /// The balance does not cover the payment.
     InsufficientBalance,
-    /// A money or seat-count limit was exceeded.
+    /// A money, seat-count or time-window limit was exceeded.
     LimitExceeded,
     /// The idempotency key was already used for a different request.
     IdempotencyKeyReused,

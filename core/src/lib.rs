@@ -17,6 +17,7 @@ pub mod pass;
 pub mod payment;
 pub mod queue;
 pub mod ranking;
+pub mod sale;
 pub mod seats;
 pub mod time;
 

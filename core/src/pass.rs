@@ -34,6 +34,10 @@ pub enum TokenKind {
     QueueTicket,
     /// Admission: reserve seats and pay.
     Pass,
+    /// An entry in a scheduled queue's draw, taken before it opened; its position is the
+    /// entry's number. Polls status like a ticket: after the draw the queue finds the
+    /// entrant's drawn place by user.
+    DrawEntry,
 }
 
 impl TokenKind {
@@ -41,6 +45,7 @@ impl TokenKind {
         match self {
             TokenKind::QueueTicket => 1,
             TokenKind::Pass => 2,
+            TokenKind::DrawEntry => 3,
         }
     }
 
@@ -48,6 +53,7 @@ impl TokenKind {
         match tag {
             1 => Some(TokenKind::QueueTicket),
             2 => Some(TokenKind::Pass),
+            3 => Some(TokenKind::DrawEntry),
             _ => None,
         }
     }
@@ -84,6 +90,26 @@ impl Claims {
             position,
             issued_at: joined_at,
             expires_at: joined_at.saturating_add(Self::TICKET_TTL),
+        }
+    }
+
+    /// The entry of a fan who joined a scheduled queue's draw at `joined_at`, as its
+    /// `entry`-th entrant. Deterministic like a ticket, and valid for a ticket's lifetime
+    /// from the opening, however early the fan came.
+    pub fn draw_entry(
+        queue_id: QueueId,
+        user_id: UserId,
+        entry: Position,
+        joined_at: Timestamp,
+        opens_at: Timestamp,
+    ) -> Self {
+        Self {
+            kind: TokenKind::DrawEntry,
+            queue_id,
+            user_id,
+            position: entry,
+            issued_at: joined_at,
+            expires_at: opens_at.saturating_add(Self::TICKET_TTL),
         }
     }
 
@@ -207,6 +233,17 @@ impl PassKey {
         Ok(claims)
     }
 
+    /// Verifies a token that polls a queue's status: a queue ticket, or a draw entry of a
+    /// scheduled queue (whose place the queue finds by user once the draw ran).
+    pub fn verify_waiting(&self, token: &str, now: Timestamp) -> Result<Claims, PassError> {
+        let claims = self.verify_signature(token)?;
+        if claims.kind != TokenKind::DrawEntry {
+            check_kind(&claims, TokenKind::QueueTicket)?;
+        }
+        check_expiry(&claims, now)?;
+        Ok(claims)
+    }
+
     /// Checks encoding and signature only, for callers that learn the queue from the token.
     pub fn verify_signature(&self, token: &str) -> Result<Claims, PassError> {
         // Longer than any token we issue: refuse before allocating for a huge header.
@@ -314,6 +351,30 @@ mod tests {
     }
 
     #[test]
+    fn a_draw_entry_polls_status_like_a_ticket_until_a_day_after_the_opening() {
+        let opens_at = NOW.saturating_add(Duration::from_secs(3_600));
+        let entry = Claims::draw_entry(
+            QueueId::default(),
+            UserId::new(9).unwrap(),
+            Position::new(3).unwrap(),
+            NOW,
+            opens_at,
+        );
+        let token = key().sign(&entry);
+        assert_eq!(key().verify_waiting(&token, NOW), Ok(entry.clone()));
+        assert_eq!(
+            key().verify_waiting(&token, opens_at.saturating_add(Claims::TICKET_TTL)),
+            Err(PassError::Expired)
+        );
+        assert!(matches!(
+            key().verify_any_queue(&token, TokenKind::Pass, NOW),
+            Err(PassError::WrongKind { .. })
+        ));
+        let ticket = key().sign(&claims(TokenKind::QueueTicket));
+        assert!(key().verify_waiting(&ticket, NOW).is_ok());
+    }
+
+    #[test]
     fn joining_again_yields_the_very_same_ticket() {
         let ticket = || {
             Claims::queue_ticket(
@@ -349,6 +410,13 @@ mod tests {
     #[test]
     fn a_signed_pass_verifies_and_gives_back_its_claims() {
         let token = key().sign(&claims(TokenKind::Pass));
+        assert!(matches!(
+            key().verify_waiting(&token, NOW),
+            Err(PassError::WrongKind {
+                expected: TokenKind::QueueTicket,
+                presented: TokenKind::Pass
+            })
+        ));
         assert_eq!(verify(&token), Ok(claims(TokenKind::Pass)));
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::draw::Commitment;
 use crate::error::{DomainError, ErrorCode};
 use crate::ids::{QueueId, UserId};
 use crate::time::Timestamp;
@@ -239,6 +240,9 @@ pub struct QueueSettingsPatch {
     pub max_active: Option<u32>,
     pub pass_ttl_seconds: Option<u64>,
     pub idle_timeout_seconds: Option<u64>,
+    /// Only when creating a queue: it gathers entrants for a draw until then
+    /// (`crate::sale::Opening`).
+    pub opens_at: Option<Timestamp>,
 }
 
 impl QueueSettingsPatch {
@@ -471,6 +475,22 @@ pub struct JoinReply {
     pub token_expires_at: Timestamp,
 }
 
+/// The answer to a join before a scheduled queue opens: an entry in its draw (no position
+/// yet), the commitment the draw is bound to, and the signed entry that polls status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrawEntryReply {
+    pub queue_id: QueueId,
+    pub user_id: UserId,
+    /// The fan's entry number: the order of entries, which the draw does not follow.
+    pub entry: u64,
+    pub opens_at: Timestamp,
+    pub commitment: Commitment,
+    pub token: String,
+    pub joined_at: Timestamp,
+    pub token_expires_at: Timestamp,
+}
+
 /// Why a queue ticket or pass no longer counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -487,6 +507,16 @@ pub enum ExpiryReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum QueueStatus {
+    /// An entrant of a scheduled queue before its draw has placed them.
+    #[serde(rename_all = "camelCase")]
+    Gathering {
+        opens_at: Timestamp,
+        entry: u64,
+        /// Entrants so far.
+        entrants: u64,
+        commitment: Commitment,
+        poll_after_ms: u64,
+    },
     #[serde(rename_all = "camelCase")]
     Waiting {
         position: Position,

@@ -8,9 +8,13 @@
 -- Cluster slot):
 --   1 meta    hash: open, rate, max_active, pass_ttl_ms, idle_ms, tokens, refilled_at, seq,
 --                   front, waiting, next_round_at, share, strained_at, and for operators
---                   admitted and abandoned (counts since the queue was created)
+--                   admitted and abandoned (counts since the queue was created); for a
+--                   scheduled queue (core::sale::Opening) also opens_at, commitment, seed,
+--                   entrants and drawn
 --   2 users   prefix of the user hashes: "<prefix><the user id's last 3 digits>" maps a
---             user id to the position of the user's live place (none once it ended)
+--             user id to the position of the user's live place (none once it ended), or
+--             to "E:entry:joined_at" for an entrant the draw has not placed yet;
+--             "<prefix>entrants" lists a scheduled queue's entrants in entry order
 --   3 places  prefix of the place hashes: "<prefix><(position - 1) div 128>" maps a position
 --             to "W:user:last_seen:joined_at" | "A:user:admitted_at:expires_at:joined_at"
 --             | "X:user:REASON" (ABANDONED, PASS_EXPIRED, CONSUMED)
@@ -50,7 +54,8 @@ end
 
 local function settings()
   local v = redis.call('HMGET', meta, 'open', 'rate', 'max_active', 'pass_ttl_ms', 'idle_ms',
-    'tokens', 'refilled_at', 'seq', 'front', 'waiting', 'next_round_at', 'share', 'strained_at')
+    'tokens', 'refilled_at', 'seq', 'front', 'waiting', 'next_round_at', 'share', 'strained_at',
+    'opens_at', 'entrants', 'drawn', 'commitment')
   if not v[2] then
     return nil
   end
@@ -60,7 +65,33 @@ local function settings()
     refilled_at = tonumber(v[7]), seq = tonumber(v[8]), front = tonumber(v[9] or '1'),
     waiting = tonumber(v[10] or '0'), next_round_at = tonumber(v[11] or '0'),
     share = tonumber(v[12] or FULL_SHARE), strained_at = tonumber(v[13] or '0'),
+    opens_at = tonumber(v[14]), entrants = tonumber(v[15] or '0'), drawn = tonumber(v[16] or '0'),
+    commitment = v[17],
   }
+end
+
+-- A scheduled queue before its opening gathers entrants; from the opening on, the draw
+-- places them (core::sale::Opening::phase).
+local function gathering(s)
+  return s.opens_at ~= nil and now < s.opens_at
+end
+
+-- Admission waits until the draw has placed every entrant: their places come first.
+local function drawn_all(s)
+  return s.opens_at == nil or (now >= s.opens_at and s.drawn >= s.entrants)
+end
+
+-- Once a scheduled queue opens, positions 1..entrants belong to the draw: the first late
+-- joiner (or the first draw call) moves the counter past them.
+local function seal(s)
+  if s.opens_at ~= nil and now >= s.opens_at and s.seq < s.entrants then
+    s.seq = s.entrants
+    redis.call('HSET', meta, 'seq', s.seq)
+  end
+end
+
+local function entrants_key()
+  return users .. 'entrants'
 end
 
 -- The share of the rate admitted at now (core::queue::AdmissionShare::at): what the last
@@ -242,13 +273,26 @@ local function describe(s)
   local totals = redis.call('HMGET', meta, 'admitted', 'abandoned')
   return { 'QUEUE', s.open and 1 or 0, s.rate, s.max_active, s.pass_ttl, s.idle, s.seq,
     s.waiting, redis.call('ZCOUNT', passes, '(' .. int(now), '+inf'), share_at(s),
-    tonumber(totals[1] or '0'), tonumber(totals[2] or '0') }
+    tonumber(totals[1] or '0'), tonumber(totals[2] or '0'), s.opens_at or 0, s.entrants,
+    s.drawn, s.commitment or '' }
 end
 
 local function create(open, rate, max_active, pass_ttl, idle)
   redis.call('HSET', meta, 'open', open, 'rate', rate, 'max_active', max_active,
     'pass_ttl_ms', pass_ttl, 'idle_ms', idle, 'tokens', 0, 'refilled_at', int(now), 'seq', 0,
     'front', 1, 'waiting', 0)
+end
+
+-- The user's entry as an entrant ("E:entry:joined_at"), or nil.
+local function parse_entry(value)
+  if not value then
+    return nil
+  end
+  local entry, joined_at = string.match(value, '^E:(%d+):(%d+)$')
+  if not entry then
+    return nil
+  end
+  return { entry = tonumber(entry), joined_at = tonumber(joined_at) }
 end
 
 -- join: ARGV 3 user, 4..9 limits, 10 create-if-missing (0/1), 11..14 the policy to create
@@ -270,6 +314,23 @@ if op == 'join' then
     return { 'CLOSED' }
   end
   local current = redis.call('HGET', user_key(user), user)
+  local entered = parse_entry(current)
+  if entered then
+    return { 'ENTRANT', entered.entry, entered.joined_at, s.opens_at, s.commitment }
+  end
+  if gathering(s) then
+    local entry = redis.call('HINCRBY', meta, 'entrants', 1)
+    local user_hash = user_key(user)
+    redis.call('HSET', user_hash, user, 'E:' .. int(entry) .. ':' .. int(now))
+    redis.call('PEXPIRE', user_hash, RETAIN_MS)
+    redis.call('RPUSH', entrants_key(), user)
+    if entry % 1000 == 1 then
+      redis.call('PEXPIRE', entrants_key(), RETAIN_MS)
+      retain()
+    end
+    return { 'ENTERED', entry, now, s.opens_at, s.commitment }
+  end
+  seal(s)
   if current then
     local place = read_place(current)
     if place and place.state == 'W' and now < place.last_seen + s.idle then
@@ -300,17 +361,9 @@ if op == 'join' then
   return { 'JOINED', position, now }
 end
 
--- status: ARGV 3 position, 4 user, 5..10 limits. The fan's sign of life; runs the queue's
--- admission round when this tick has not had one yet.
-if op == 'status' then
-  local position, user = ARGV[3], ARGV[4]
-  local refused, s = gate(5)
-  if refused then
-    return refused
-  end
-  if not s then
-    return { 'UNKNOWN_QUEUE' }
-  end
+-- A waiting fan's poll of their place at `position`: their sign of life; runs the queue's
+-- admission round when this tick has not had one yet (and the draw placed everyone).
+local function poll(s, position, user)
   local place = read_place(position)
   if not place or place.user ~= user then
     return { 'PLACE_GONE' }
@@ -325,7 +378,7 @@ if op == 'status' then
       write_place(position, 'W', user, int(now), place.joined_at)
     end
   end
-  if now >= s.next_round_at then
+  if now >= s.next_round_at and drawn_all(s) then
     admission_round(s)
     redis.call('HSET', meta, 'next_round_at', int(now + ADMISSION_TICK_MS))
     -- The round may have admitted the caller or ended their pass: read the place again.
@@ -342,6 +395,133 @@ if op == 'status' then
     return { 'ACTIVE', place.admitted_at, place.expires_at }
   end
   return { 'ENDED', place.reason }
+end
+
+-- `gate` for a queue that must exist: a refusal, or the queue's settings.
+local function gate_queue(first)
+  local refused, s = gate(first)
+  if not refused and not s then
+    refused = { 'UNKNOWN_QUEUE' }
+  end
+  return refused, s
+end
+
+-- status: ARGV 3 position, 4 user, 5..10 limits.
+if op == 'status' then
+  local refused, s = gate_queue(5)
+  if refused then
+    return refused
+  end
+  return poll(s, ARGV[3], ARGV[4])
+end
+
+-- entry: ARGV 3 user, 4..9 limits. An entrant's poll: GATHERING before the opening,
+-- DRAWING from it until the draw placed them (both with the opening, the entrant count and
+-- the commitment), then PLACED with their drawn position and the answer of a status poll.
+if op == 'entry' then
+  local user = ARGV[3]
+  local refused, s = gate_queue(4)
+  if refused then
+    return refused
+  end
+  local current = redis.call('HGET', user_key(user), user)
+  if not current then
+    return { 'PLACE_GONE' }
+  end
+  if parse_entry(current) then
+    local phase = gathering(s) and 'GATHERING' or 'DRAWING'
+    return { phase, s.opens_at, s.entrants, s.commitment }
+  end
+  local reply = poll(s, current, user)
+  table.insert(reply, 1, tonumber(current))
+  table.insert(reply, 1, 'PLACED')
+  return reply
+end
+
+-- draw_plan: ARGV 3 the lease in ms. What the draw needs once the queue opened, for one
+-- caller at a time (the lease's holder): the entrant count, how many the draw placed so far,
+-- and the seed. NOT_YET before the opening (the seed stays secret), DONE once everyone is
+-- placed, BUSY while another caller holds the lease.
+if op == 'draw_plan' then
+  local s = settings()
+  if not s or s.opens_at == nil then
+    return { 'UNSCHEDULED' }
+  end
+  if now < s.opens_at then
+    return { 'NOT_YET', s.opens_at }
+  end
+  if s.drawn >= s.entrants then
+    return { 'DONE' }
+  end
+  if not redis.call('SET', meta .. ':draw-lease', '1', 'NX', 'PX', tonumber(ARGV[3])) then
+    return { 'BUSY' }
+  end
+  return { 'PLAN', s.entrants, s.drawn, redis.call('HGET', meta, 'seed') }
+end
+
+-- entrants: ARGV 3 first (0-based), 4 count. The entrants in entry order.
+if op == 'entrants' then
+  return redis.call('LRANGE', entrants_key(), tonumber(ARGV[3]), tonumber(ARGV[3]) + tonumber(ARGV[4]) - 1)
+end
+
+-- draw: ARGV 3 how many the draw placed before this call, 4.. the next entrants in drawn
+-- order. Places them at the next positions, waiting from now; applies only if nobody placed
+-- them meanwhile (another caller running the same draw), so a draw interrupted halfway is
+-- finished by the next caller without a place given twice. Answers DRAWN, placed so far and
+-- the entrant count.
+if op == 'draw' then
+  local s = settings()
+  if not s or s.opens_at == nil or now < s.opens_at then
+    return { 'NOT_YET' }
+  end
+  seal(s)
+  local start = tonumber(ARGV[3])
+  if start ~= s.drawn then
+    return { 'DRAWN', s.drawn, s.entrants }
+  end
+  local placed = 0
+  for i = 4, #ARGV do
+    local user = ARGV[i]
+    local entered = parse_entry(redis.call('HGET', user_key(user), user))
+    if not entered or start + placed >= s.entrants then
+      return redis.error_reply('draw: user ' .. user .. ' is not an unplaced entrant')
+    end
+    local position = start + placed + 1
+    write_place(position, 'W', user, int(now), int(entered.joined_at))
+    redis.call('PEXPIRE', place_key(position), RETAIN_MS)
+    redis.call('HSET', user_key(user), user, int(position))
+    placed = placed + 1
+  end
+  s.drawn = start + placed
+  redis.call('HSET', meta, 'drawn', s.drawn)
+  redis.call('HINCRBY', meta, 'waiting', placed)
+  return { 'DRAWN', s.drawn, s.entrants }
+end
+
+-- draw_info: the public draw of a scheduled queue: opening, commitment, entrant count,
+-- placed so far, and the seed once the draw placed everyone (empty before).
+if op == 'draw_info' then
+  local s = settings()
+  if not s or s.opens_at == nil then
+    return { 'UNSCHEDULED' }
+  end
+  local seed = ''
+  if drawn_all(s) then
+    seed = redis.call('HGET', meta, 'seed')
+  end
+  return { 'DRAW', s.opens_at, s.commitment, s.entrants, s.drawn, seed }
+end
+
+-- drawn_order: ARGV 3 first position, 4 count. The users at those places (every state
+-- keeps its user), for the published order.
+if op == 'drawn_order' then
+  local first, count = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local users_at = {}
+  for position = first, first + count - 1 do
+    local place = read_place(position)
+    users_at[#users_at + 1] = place and place.user or ''
+  end
+  return users_at
 end
 
 -- consume: ARGV 3 position, 4 user. Ends a live pass after its payment; idempotent.
@@ -408,14 +588,25 @@ if op == 'settings' then
   return describe(s)
 end
 
--- configure: ARGV 3 open (0/1), 4 rate, 5 max active, 6 pass ttl ms, 7 idle ms. Creates the
--- queue, or settles the bucket at the old rate before switching to the new one.
+-- configure: ARGV 3 open (0/1), 4 rate, 5 max active, 6 pass ttl ms, 7 idle ms, and to
+-- create a scheduled queue 8 opens at, 9 commitment, 10 seed. Creates the queue, or settles
+-- the bucket at the old rate before switching to the new one. EXISTS if ARGV 8 asks to
+-- schedule a queue that exists: its opening and draw are fixed.
 if op == 'configure' then
   local s = settings()
+  if s and ARGV[8] then
+    return { 'EXISTS' }
+  end
   if not s then
     create(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+    if ARGV[8] then
+      redis.call('HSET', meta, 'opens_at', ARGV[8], 'commitment', ARGV[9], 'seed', ARGV[10],
+        'entrants', 0, 'drawn', 0)
+    end
   else
-    admission_round(s)
+    if drawn_all(s) then
+      admission_round(s)
+    end
     local rate = tonumber(ARGV[4])
     redis.call('HSET', meta, 'open', ARGV[3], 'rate', rate, 'max_active', ARGV[5],
       'pass_ttl_ms', ARGV[6], 'idle_ms', ARGV[7], 'tokens', int(math.min(s.tokens, rate * 1000)))

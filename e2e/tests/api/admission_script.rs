@@ -494,3 +494,113 @@ fn a_waiting_fan_costs_redis_at_most_150_bytes() {
     eprintln!("Redis bytes per waiting fan: {bytes}");
     assert!(bytes <= 150, "{bytes} bytes per waiting fan");
 }
+
+/// The draw of a scheduled queue, step by step with a simulated clock: the seed stays
+/// secret before the opening, one caller at a time holds the draw, and a chunk repeated by
+/// a second caller (after the first was interrupted) changes nothing, so no place is given
+/// twice and the placed order is the core's draw.
+#[test]
+fn a_draw_interrupted_halfway_is_finished_by_the_next_caller_without_a_place_given_twice() {
+    use ticketing_core::draw::DrawSeed;
+    let id = crate::queue::fresh_queue("draw");
+    let tag = format!("{{q:{id}}}");
+    let mut queue = Queue {
+        keys: ["meta", "u:", "p:", "passes", "rl:u", "rl:a"]
+            .iter()
+            .map(|k| format!("{tag}:{k}"))
+            .collect(),
+        layout: QueueKeys::new(&QueueId::parse(&id).expect("queue id")),
+        connection: redis::Client::open(e2e::redis_url())
+            .expect("redis url")
+            .get_connection()
+            .expect("connecting to redis"),
+    };
+    let seed = DrawSeed::from_bytes([42; 32]);
+    let opens_at = T0 + 10_000;
+    let created = queue.call(&args(&[
+        &"configure",
+        &T0,
+        &1,
+        &100,
+        &100,
+        &30_000,
+        &10_000,
+        &opens_at,
+        &seed.commitment(),
+        &seed,
+    ]));
+    assert_eq!(text(&created[0]), "QUEUE");
+    let join = |queue: &mut Queue, user: u64, now: u64| {
+        queue.call(&args(&[
+            &"join", &now, &user, &user, &0, &1_000, &"a", &0, &1_000, &0, &100, &100, &30_000,
+            &10_000,
+        ]))
+    };
+    for user in 1..=10u64 {
+        let entered = join(&mut queue, user * 7, T0 + user);
+        assert_eq!(text(&entered[0]), "ENTERED");
+        assert_eq!(
+            int(&entered[1]),
+            user,
+            "entries are numbered in arrival order"
+        );
+    }
+    let plan = |queue: &mut Queue, now: u64| queue.call(&args(&[&"draw_plan", &now, &5_000]));
+    assert_eq!(text(&plan(&mut queue, opens_at - 1)[0]), "NOT_YET");
+    let info = queue.call(&args(&[&"draw_info", &(opens_at - 1)]));
+    assert_eq!(text(&info[5]), "", "no seed before the opening");
+
+    let first = plan(&mut queue, opens_at);
+    assert_eq!(text(&first[0]), "PLAN");
+    assert_eq!((int(&first[1]), int(&first[2])), (10, 0));
+    assert_eq!(text(&first[3]), seed.to_string());
+    assert_eq!(text(&plan(&mut queue, opens_at + 1)[0]), "BUSY");
+
+    let listed: Vec<UserId> = queue
+        .call(&args(&[&"entrants", &opens_at, &0, &100]))
+        .iter()
+        .map(|v| UserId::parse(&text(v)).expect("a user id"))
+        .collect();
+    assert_eq!(listed.len(), 10);
+    let order = seed.order(&listed);
+    let draw = |queue: &mut Queue, start: usize, users: &[UserId]| {
+        let mut call = args(&[&"draw", &(opens_at + 2), &start]);
+        call.extend(users.iter().map(ToString::to_string));
+        let reply = queue.call(&call);
+        (text(&reply[0]), int(&reply[1]))
+    };
+    assert_eq!(draw(&mut queue, 0, &order[..4]), ("DRAWN".into(), 4));
+    // The first caller's chunk again (say, from a caller whose lease had lapsed): no-op.
+    assert_eq!(draw(&mut queue, 0, &order[..4]), ("DRAWN".into(), 4));
+    // A latecomer who arrives mid-draw still lines up behind every entrant.
+    let late = join(&mut queue, 999, opens_at + 3);
+    assert_eq!((text(&late[0]), int(&late[1])), ("JOINED".into(), 11));
+    assert_eq!(draw(&mut queue, 4, &order[4..]), ("DRAWN".into(), 10));
+    assert_eq!(text(&plan(&mut queue, opens_at + 4)[0]), "DONE");
+
+    let placed: Vec<UserId> = queue
+        .call(&args(&[&"drawn_order", &(opens_at + 4), &1, &10]))
+        .iter()
+        .map(|v| UserId::parse(&text(v)).expect("a user id"))
+        .collect();
+    assert_eq!(placed, order);
+    let info = queue.call(&args(&[&"draw_info", &(opens_at + 4)]));
+    assert_eq!(
+        text(&info[5]),
+        seed.to_string(),
+        "the seed is revealed after the draw"
+    );
+    let third = order[2];
+    let polled = queue.call(&args(&[
+        &"entry",
+        &(opens_at + 5),
+        &third,
+        &third,
+        &0,
+        &1_000,
+        &"a",
+        &0,
+        &1_000,
+    ]));
+    assert_eq!((text(&polled[0]), int(&polled[1])), ("PLACED".into(), 3));
+}

@@ -5,6 +5,7 @@ mod admission_script;
 mod console;
 mod differential;
 mod events;
+mod onsale;
 mod payment;
 mod queue;
 mod seats;

@@ -24,7 +24,7 @@ pub(crate) fn fresh_queue(label: &str) -> String {
     format!("t-{label}-{}-{n}", nanos % 1_000_000_000_000)
 }
 
-fn pass_key() -> PassKey {
+pub(crate) fn pass_key() -> PassKey {
     PassKey::new(PASS_SIGNING_KEY.as_bytes()).expect("a strong test key")
 }
 
@@ -65,7 +65,7 @@ async fn status(app: &App, token: &str) -> (u16, Value) {
     (response.status, response.json())
 }
 
-async fn status_response(app: &App, token: &str) -> edge_testkit::Response {
+pub(crate) async fn status_response(app: &App, token: &str) -> edge_testkit::Response {
     let auth = format!("Bearer {token}");
     app.call(
         "GET",
@@ -76,7 +76,7 @@ async fn status_response(app: &App, token: &str) -> edge_testkit::Response {
     .await
 }
 
-const NO_LIMITS: [(&str, &str); 4] = [
+pub(crate) const NO_LIMITS: [(&str, &str); 4] = [
     ("QUEUE_JOIN_LIMIT_PER_USER", "0"),
     ("QUEUE_JOIN_LIMIT_PER_ADDRESS", "0"),
     ("QUEUE_STATUS_LIMIT_PER_USER", "0"),
@@ -220,7 +220,7 @@ async fn admission_keeps_the_order_and_the_cap_holds_under_concurrent_polling() 
     Arc::into_inner(app).unwrap().stop().await;
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("a clock after 1970")

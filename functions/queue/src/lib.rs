@@ -9,6 +9,12 @@
 //!   again (`pollAfterMs` and `Retry-After`, from the core's `PollPacing`): about every
 //!   second near the head, up to the longest pause far back, the whole line within
 //!   `queue_poll_budget_per_sec`.
+//! - A queue created with `opensAt` gathers fans until then: a join answers `201` with a
+//!   draw entry (no position) and the draw's commitment, and the entry's status polls say
+//!   `GATHERING`. The first poll after the opening runs the draw (`ticketing_core::draw`),
+//!   which places the entrants ahead of everyone who joins later; from then on the entry
+//!   polls like a ticket. `GET /api/queue/draw?queueId=…[&userId=…]` publishes the draw:
+//!   the commitment, and after the draw the seed, the order and the user's rank.
 //! - `GET /api/queue/head?queueId=…` → the line's front, the same for every fan, cacheable
 //!   for a second (`Cache-Control: public, max-age=1`) so a CDN can serve it.
 //! - `GET`/`PUT /api/admin/queue?queueId=…` with `Authorization: Bearer <admin key>`:
@@ -25,13 +31,16 @@ use http_kit::{Reply, bearer_token, client_ip, json, now, query_param, read_json
 use serde::Serialize;
 use spin_sdk::http::{HeaderValue, Method, Request, StatusCode};
 use ticketing_core::ApiError;
-use ticketing_core::ids::QueueId;
+use ticketing_core::draw::{Commitment, DrawSeed, PublishedDraw, SEED_BYTES};
+use ticketing_core::ids::{QueueId, UserId};
 use ticketing_core::pass::{Claims, TokenKind};
 use ticketing_core::queue::{
-    JoinReply, JoinRequest, PollPacing, QueueSettings, QueueSettingsPatch, QueueStatus,
+    DrawEntryReply, JoinReply, JoinRequest, PollPacing, Position, QueueSettings,
+    QueueSettingsPatch, QueueStatus,
 };
+use ticketing_core::sale::Opening;
 use ticketing_core::time::Timestamp;
-use waiting_room::{Caller, Place, QueueOverview, WaitingRoom};
+use waiting_room::{Caller, EntryStatus, Gathered, Joining, Place, QueueOverview, WaitingRoom};
 
 http_kit::serve!(route);
 
@@ -49,6 +58,10 @@ async fn route(request: Request) -> Result<Reply, ApiError> {
         "/api/queue/head" => {
             http_kit::only(&request, Method::GET)?;
             head(&request).await
+        }
+        "/api/queue/draw" => {
+            http_kit::only(&request, Method::GET)?;
+            draw(&request).await
         }
         "/api/admin/queues" => {
             http_kit::only(&request, Method::GET)?;
@@ -84,19 +97,39 @@ async fn join(request: Request) -> Result<Reply, ApiError> {
             now(),
         )
         .await?;
+    let joined = match joined {
+        Joining::Placed(joined) => joined,
+        Joining::Entered(entered) => {
+            let entry = Claims::draw_entry(
+                body.queue_id.clone(),
+                body.user_id,
+                entered.entry,
+                entered.joined_at,
+                entered.opening.opens_at(),
+            );
+            return Ok(json(
+                created_or_ok(entered.is_new),
+                &DrawEntryReply {
+                    token: config.pass_key.sign(&entry),
+                    queue_id: body.queue_id,
+                    user_id: body.user_id,
+                    entry: entered.entry.get(),
+                    opens_at: entered.opening.opens_at(),
+                    commitment: entered.commitment,
+                    joined_at: entered.joined_at,
+                    token_expires_at: entry.expires_at,
+                },
+            ));
+        }
+    };
     let ticket = Claims::queue_ticket(
         body.queue_id.clone(),
         body.user_id,
         joined.position,
         joined.joined_at,
     );
-    let status = if joined.is_new {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
     Ok(json(
-        status,
+        created_or_ok(joined.is_new),
         &JoinReply {
             token: config.pass_key.sign(&ticket),
             queue_id: body.queue_id,
@@ -108,18 +141,89 @@ async fn join(request: Request) -> Result<Reply, ApiError> {
     ))
 }
 
+fn created_or_ok(is_new: bool) -> StatusCode {
+    if is_new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
 async fn status(request: Request) -> Result<Reply, ApiError> {
     let config = config::get().await?;
     let now = now();
-    let ticket =
-        config
-            .pass_key
-            .verify_any_queue(bearer_token(&request)?, TokenKind::QueueTicket, now)?;
+    let ticket = config
+        .pass_key
+        .verify_waiting(bearer_token(&request)?, now)?;
     let room = WaitingRoom::connect(&config.redis_url).await?;
-    let place = room
-        .status(&ticket, client_ip(&request), &config.status_limits, now)
-        .await?;
-    let status = match place {
+    let address = client_ip(&request);
+    let status = if ticket.kind == TokenKind::DrawEntry {
+        let mut entry = room
+            .entry_status(&ticket, address, &config.status_limits, now)
+            .await?;
+        if let EntryStatus::Drawing(_) = entry {
+            room.run_draw(&ticket.queue_id, now).await?;
+            entry = room
+                .entry_status(&ticket, address, &config.status_limits, now)
+                .await?;
+        }
+        match entry {
+            EntryStatus::Gathering(gathered) | EntryStatus::Drawing(gathered) => {
+                gathering(config, &ticket, &gathered, now)
+            }
+            EntryStatus::Placed { position, place } => answer(config, &ticket, position, place),
+        }
+    } else {
+        let place = room
+            .status(&ticket, address, &config.status_limits, now)
+            .await?;
+        answer(config, &ticket, ticket.position, place)
+    };
+    let mut reply = json(StatusCode::OK, &status);
+    if let QueueStatus::Waiting { poll_after_ms, .. }
+    | QueueStatus::Gathering { poll_after_ms, .. } = status
+    {
+        // Whole seconds, rounded up: a client that honours it never polls early.
+        reply.1.insert(
+            "retry-after",
+            HeaderValue::from(poll_after_ms.div_ceil(1000)),
+        );
+    }
+    Ok(reply)
+}
+
+/// The status of an entrant the draw has not placed yet.
+fn gathering(
+    config: &config::Config,
+    entry: &Claims,
+    gathered: &Gathered,
+    now: Timestamp,
+) -> QueueStatus {
+    let pause = gathered.opening.pause(
+        now,
+        config.longest_poll,
+        gathered.entrants,
+        config.poll_budget_per_sec,
+        jitter(),
+    );
+    QueueStatus::Gathering {
+        opens_at: gathered.opening.opens_at(),
+        entry: entry.position.get(),
+        entrants: gathered.entrants,
+        commitment: gathered.commitment,
+        poll_after_ms: pause.as_millis() as u64,
+    }
+}
+
+/// The status of the place at `position`, held by the holder of `ticket` (a queue ticket,
+/// or a draw entry the draw placed there).
+fn answer(
+    config: &config::Config,
+    ticket: &Claims,
+    position: Position,
+    place: Place,
+) -> QueueStatus {
+    match place {
         Place::Waiting {
             ahead,
             policy,
@@ -133,7 +237,7 @@ async fn status(request: Request) -> Result<Reply, ApiError> {
             let eta_seconds = policy.eta_secs(ahead);
             let pause = pacing.pause(ahead, waiting, Duration::from_secs(eta_seconds), jitter());
             QueueStatus::Waiting {
-                position: ticket.position,
+                position,
                 ahead,
                 eta_seconds,
                 poll_after_ms: pause.as_millis() as u64,
@@ -144,24 +248,50 @@ async fn status(request: Request) -> Result<Reply, ApiError> {
             expires_at,
         } => QueueStatus::Active {
             pass: config.pass_key.sign(&Claims::pass(
-                ticket.queue_id,
+                ticket.queue_id.clone(),
                 ticket.user_id,
-                ticket.position,
+                position,
                 admitted_at,
                 expires_at,
             )),
             expires_at,
         },
         Place::Ended(reason) => QueueStatus::Expired { reason },
-    };
-    let mut reply = json(StatusCode::OK, &status);
-    if let QueueStatus::Waiting { poll_after_ms, .. } = status {
-        // Whole seconds, rounded up: a client that honours it never polls early.
-        reply.1.insert(
-            "retry-after",
-            HeaderValue::from(poll_after_ms.div_ceil(1000)),
-        );
     }
+}
+
+/// The published draw of a scheduled queue, with the rank of `userId` when one is named.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DrawReply {
+    #[serde(flatten)]
+    draw: PublishedDraw,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rank: Option<usize>,
+}
+
+/// Until the draw the answer changes with every entrant; once revealed, never again.
+const DRAW_PENDING_CACHE_CONTROL: &str = "public, max-age=1";
+const DRAW_REVEALED_CACHE_CONTROL: &str = "public, max-age=3600, immutable";
+
+async fn draw(request: &Request) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    let queue = named_queue(request)?;
+    let user = query_param(request, "userId")
+        .map(UserId::parse)
+        .transpose()?;
+    let room = WaitingRoom::connect(&config.redis_url).await?;
+    let draw = room.published_draw(&queue, now()).await?;
+    let cache_control = if draw.seed.is_some() {
+        DRAW_REVEALED_CACHE_CONTROL
+    } else {
+        DRAW_PENDING_CACHE_CONTROL
+    };
+    let rank = user.and_then(|user| draw.rank_of(user));
+    let mut reply = json(StatusCode::OK, &DrawReply { draw, rank });
+    reply
+        .1
+        .insert("cache-control", HeaderValue::from_static(cache_control));
     Ok(reply)
 }
 
@@ -189,6 +319,15 @@ struct QueueReply {
     /// Counts since the queue was created; a console derives rates from two readings.
     admitted_total: u64,
     abandoned_total: u64,
+    /// A scheduled queue's opening, its draw's commitment, entrants and places drawn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    opens_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commitment: Option<Commitment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entrants: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drawn: Option<u64>,
 }
 
 impl QueueReply {
@@ -207,6 +346,10 @@ impl QueueReply {
             admission_share_permille: overview.share_permille,
             admitted_total: overview.admitted_total,
             abandoned_total: overview.abandoned_total,
+            opens_at: overview.draw.map(|draw| draw.opening.opens_at()),
+            commitment: overview.draw.map(|draw| draw.commitment),
+            entrants: overview.draw.map(|draw| draw.entrants),
+            drawn: overview.draw.map(|draw| draw.drawn),
         }
     }
 }
@@ -310,15 +453,29 @@ async fn admin_update(request: Request) -> Result<Reply, ApiError> {
     let patch: QueueSettingsPatch = read_json(request).await?;
     let room = WaitingRoom::connect(&config.redis_url).await?;
     let now = now();
-    let current = match room.overview(&queue, now).await {
-        Ok(overview) => overview.settings,
-        Err(error) if error.code == ticketing_core::ErrorCode::NotFound => QueueSettings {
-            open: true,
-            policy: config.default_policy,
-        },
+    let existing = match room.overview(&queue, now).await {
+        Ok(overview) => Some(overview.settings),
+        Err(error) if error.code == ticketing_core::ErrorCode::NotFound => None,
         Err(error) => return Err(error),
     };
-    let settings = patch.apply(current)?;
-    let overview = room.configure(&queue, &settings, now).await?;
+    let opening = patch
+        .opens_at
+        .map(|opens_at| Opening::schedule(opens_at, existing.is_some(), now))
+        .transpose()?;
+    let settings = patch.apply(existing.unwrap_or(QueueSettings {
+        open: true,
+        policy: config.default_policy,
+    }))?;
+    let seed = opening.map(|_| draw_seed()).transpose()?;
+    let scheduled = opening.zip(seed.as_ref());
+    let overview = room.configure(&queue, &settings, scheduled, now).await?;
     Ok(json(StatusCode::OK, &QueueReply::new(queue, overview)))
+}
+
+/// A new draw's secret, from the host's cryptographic randomness (wasi:random).
+fn draw_seed() -> Result<DrawSeed, ApiError> {
+    let mut bytes = [0u8; SEED_BYTES];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| ApiError::internal(format!("no randomness for the draw: {error}")))?;
+    Ok(DrawSeed::from_bytes(bytes))
 }

@@ -11,12 +11,14 @@ use std::time::Duration;
 use redis_kit::KeptConnection;
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use ticketing_core::ApiError;
-use ticketing_core::ids::QueueId;
+use ticketing_core::draw::{Commitment, DrawSeed, PublishedDraw};
+use ticketing_core::ids::{QueueId, UserId};
 use ticketing_core::limits::RateLimited;
 use ticketing_core::pass::{Claims, PassError};
 use ticketing_core::queue::{
     AdmissionPolicy, AdmissionShare, ExpiryReason, Position, QueueError, QueueSettings,
 };
+use ticketing_core::sale::{Opening, OpeningError};
 use ticketing_core::time::Timestamp;
 pub use waiting_room_script::{AbuseLimits, Caller};
 use waiting_room_script::{SCRIPT, ScriptCall, script_sha};
@@ -28,6 +30,46 @@ pub struct Joined {
     pub joined_at: Timestamp,
     /// False when the user already held this live place.
     pub is_new: bool,
+}
+
+/// A draw entry, taken before a scheduled queue opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entered {
+    /// The entry's number, in entry order.
+    pub entry: Position,
+    pub joined_at: Timestamp,
+    pub opening: Opening,
+    pub commitment: Commitment,
+    /// False when the user had entered already.
+    pub is_new: bool,
+}
+
+/// What a join gave the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Joining {
+    /// A place in line.
+    Placed(Joined),
+    /// An entry in the draw of a queue that has not opened.
+    Entered(Entered),
+}
+
+/// A scheduled queue's draw as an entrant's poll finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gathered {
+    pub opening: Opening,
+    pub entrants: u64,
+    pub commitment: Commitment,
+}
+
+/// Where a draw entry stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryStatus {
+    /// Before the opening.
+    Gathering(Gathered),
+    /// From the opening until the draw placed the entrant.
+    Drawing(Gathered),
+    /// The draw placed the entrant at `position`, which the poll found as `place`.
+    Placed { position: Position, place: Place },
 }
 
 /// Where a place stands after a status poll (which may also have run an admission round).
@@ -60,6 +102,16 @@ pub struct QueueOverview {
     /// Places admitted and places abandoned since the queue was created.
     pub admitted_total: u64,
     pub abandoned_total: u64,
+    /// A scheduled queue's opening, commitment, entrants and how many the draw placed.
+    pub draw: Option<DrawOverview>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrawOverview {
+    pub opening: Opening,
+    pub commitment: Commitment,
+    pub entrants: u64,
+    pub drawn: u64,
 }
 
 /// The line's front as every fan of a queue sees it; a ticket's holder at `position` has at
@@ -113,6 +165,21 @@ impl Reply {
         self.int(index).map(Timestamp::from_unix_millis)
     }
 
+    fn commitment(&self, index: usize) -> Result<Commitment, ApiError> {
+        self.text(index)
+            .and_then(|text| Commitment::parse_hex(text).ok())
+            .ok_or_else(|| self.unexpected())
+    }
+
+    /// Opening, entrant count and commitment from `first` on.
+    fn gathered(&self, first: usize) -> Result<Gathered, ApiError> {
+        Ok(Gathered {
+            opening: Opening::at(self.millis(first)?),
+            entrants: self.int(first + 1)?,
+            commitment: self.commitment(first + 2)?,
+        })
+    }
+
     fn position(&self, index: usize) -> Result<Position, ApiError> {
         Position::new(self.int(index)?).ok_or_else(|| self.unexpected())
     }
@@ -150,6 +217,21 @@ impl Reply {
             self.0
         ))
     }
+}
+
+/// A status poll by the holder of `token` (a ticket or a draw entry), counted against the
+/// status limits of its user and address.
+fn limited_poll(
+    call: ScriptCall,
+    token: &Claims,
+    address: Option<&str>,
+    limits: &AbuseLimits,
+) -> ScriptCall {
+    let caller = Caller {
+        user_id: token.user_id,
+        address,
+    };
+    call.limited(&token.queue_id, "status", &caller, limits)
 }
 
 /// The set of queue ids operators configured: the console lists queues from it.
@@ -192,8 +274,9 @@ impl WaitingRoom {
             .map_err(|error| redis_failure(&error))
     }
 
-    /// Gives `caller` a place in `queue`, or their live place back. The default queue is
-    /// created with `default_policy` on its first join; other queues must be configured first.
+    /// Gives `caller` a place in `queue`, or their live place back; before a scheduled
+    /// queue opens, an entry in its draw. The default queue is created with
+    /// `default_policy` on its first join; other queues must be configured first.
     pub async fn join(
         &self,
         queue: &QueueId,
@@ -201,19 +284,28 @@ impl WaitingRoom {
         limits: &AbuseLimits,
         default_policy: &AdmissionPolicy,
         now: Timestamp,
-    ) -> Result<Joined, ApiError> {
+    ) -> Result<Joining, ApiError> {
         let call = ScriptCall::join(queue, caller, limits, default_policy, now);
         let reply = self.run(call).await?;
         let is_new = match reply.outcome() {
-            "JOINED" => true,
-            "EXISTING" => false,
+            "JOINED" | "ENTERED" => true,
+            "EXISTING" | "ENTRANT" => false,
             _ => return Err(reply.common_error(queue)),
         };
-        Ok(Joined {
+        if matches!(reply.outcome(), "ENTERED" | "ENTRANT") {
+            return Ok(Joining::Entered(Entered {
+                entry: reply.position(1)?,
+                joined_at: reply.millis(2)?,
+                opening: Opening::at(reply.millis(3)?),
+                commitment: reply.commitment(4)?,
+                is_new,
+            }));
+        }
+        Ok(Joining::Placed(Joined {
             position: reply.position(1)?,
             joined_at: reply.millis(2)?,
             is_new,
-        })
+        }))
     }
 
     /// The place a queue ticket stands for, after one admission round. Counts as the
@@ -225,19 +317,19 @@ impl WaitingRoom {
         limits: &AbuseLimits,
         now: Timestamp,
     ) -> Result<Place, ApiError> {
-        let queue = &ticket.queue_id;
-        let caller = Caller {
-            user_id: ticket.user_id,
-            address,
-        };
-        let call = ScriptCall::new(queue, "status", now)
+        let call = ScriptCall::new(&ticket.queue_id, "status", now)
             .arg(ticket.position.get())
-            .arg(ticket.user_id)
-            .limited(queue, "status", &caller, limits);
-        let reply = self.run(call).await?;
+            .arg(ticket.user_id);
+        let reply = self
+            .run(limited_poll(call, ticket, address, limits))
+            .await?;
+        Self::read_place(&ticket.queue_id, ticket.position, &reply)
+    }
+
+    fn read_place(queue: &QueueId, position: Position, reply: &Reply) -> Result<Place, ApiError> {
         match reply.outcome() {
             "WAITING" => Ok(Place::Waiting {
-                ahead: ticket.position.ahead_of_front(reply.position(1)?),
+                ahead: position.ahead_of_front(reply.position(1)?),
                 policy: reply.policy(2)?,
                 waiting: reply.int(6)?,
             }),
@@ -253,6 +345,138 @@ impl WaitingRoom {
             },
             _ => Err(reply.common_error(queue)),
         }
+    }
+
+    /// Where a draw entry stands; once the draw placed its holder, a status poll of the
+    /// place (sign of life and admission round included).
+    pub async fn entry_status(
+        &self,
+        entry: &Claims,
+        address: Option<&str>,
+        limits: &AbuseLimits,
+        now: Timestamp,
+    ) -> Result<EntryStatus, ApiError> {
+        let queue = &entry.queue_id;
+        let call = ScriptCall::new(queue, "entry", now).arg(entry.user_id);
+        let mut reply = self.run(limited_poll(call, entry, address, limits)).await?;
+        match reply.outcome() {
+            "GATHERING" => Ok(EntryStatus::Gathering(reply.gathered(1)?)),
+            "DRAWING" => Ok(EntryStatus::Drawing(reply.gathered(1)?)),
+            "PLACED" => {
+                let position = reply.position(1)?;
+                let status = Reply(reply.0.split_off(2));
+                let place = Self::read_place(queue, position, &status)?;
+                Ok(EntryStatus::Placed { position, place })
+            }
+            _ => Err(reply.common_error(queue)),
+        }
+    }
+
+    /// Runs the draw of a scheduled queue that opened: reads its entrants, orders them by
+    /// the seed (`ticketing_core::draw`) and places them in chunks. One caller at a time
+    /// holds the draw's lease; another returns at once (the entrants poll again shortly).
+    /// A draw interrupted halfway is finished by the next caller: the order is the same
+    /// every time, and the script places each chunk only where the last one ended.
+    pub async fn run_draw(&self, queue: &QueueId, now: Timestamp) -> Result<(), ApiError> {
+        const LEASE_MS: u64 = 10_000;
+        const CHUNK: usize = 1_000;
+        let plan = self
+            .run(ScriptCall::new(queue, "draw_plan", now).arg(LEASE_MS))
+            .await?;
+        match plan.outcome() {
+            "PLAN" => {}
+            "DONE" | "BUSY" | "NOT_YET" | "UNSCHEDULED" => return Ok(()),
+            _ => return Err(plan.common_error(queue)),
+        }
+        let entrants = plan.int(1)?;
+        let seed = plan
+            .text(3)
+            .and_then(|text| DrawSeed::parse_hex(text).ok())
+            .ok_or_else(|| plan.unexpected())?;
+        let mut listed = Vec::with_capacity(entrants as usize);
+        while (listed.len() as u64) < entrants {
+            let chunk = self
+                .run(
+                    ScriptCall::new(queue, "entrants", now)
+                        .arg(listed.len())
+                        .arg(CHUNK),
+                )
+                .await?;
+            if chunk.0.is_empty() {
+                return Err(chunk.unexpected());
+            }
+            for index in 0..chunk.0.len() {
+                let user = chunk
+                    .text(index)
+                    .and_then(|text| UserId::parse(text).ok())
+                    .ok_or_else(|| chunk.unexpected())?;
+                listed.push(user);
+            }
+        }
+        let order = seed.order(&listed);
+        let mut drawn = plan.int(2)? as usize;
+        while drawn < order.len() {
+            let mut call = ScriptCall::new(queue, "draw", now).arg(drawn);
+            for user in &order[drawn..(drawn + CHUNK).min(order.len())] {
+                call = call.arg(user);
+            }
+            let reply = self.run(call).await?;
+            if reply.outcome() != "DRAWN" {
+                return Err(reply.common_error(queue));
+            }
+            drawn = reply.int(1)? as usize;
+        }
+        Ok(())
+    }
+
+    /// A scheduled queue's draw as the public sees it: the commitment, and once the draw
+    /// placed everyone the seed and the entrants in their drawn places.
+    pub async fn published_draw(
+        &self,
+        queue: &QueueId,
+        now: Timestamp,
+    ) -> Result<PublishedDraw, ApiError> {
+        const CHUNK: u64 = 1_000;
+        let info = self.run(ScriptCall::new(queue, "draw_info", now)).await?;
+        match info.outcome() {
+            "DRAW" => {}
+            "UNSCHEDULED" => return Err(OpeningError::NotScheduled(queue.clone()).into()),
+            _ => return Err(info.common_error(queue)),
+        }
+        let commitment = info.commitment(2)?;
+        let seed = match info.text(5) {
+            Some("") | None => None,
+            Some(text) => Some(DrawSeed::parse_hex(text).map_err(|_| info.unexpected())?),
+        };
+        let mut order = Vec::new();
+        if seed.is_some() {
+            let drawn = info.int(4)?;
+            let mut first = 1;
+            while first <= drawn {
+                let count = CHUNK.min(drawn - first + 1);
+                let chunk = self
+                    .run(
+                        ScriptCall::new(queue, "drawn_order", now)
+                            .arg(first)
+                            .arg(count),
+                    )
+                    .await?;
+                for index in 0..chunk.0.len() {
+                    let user = chunk
+                        .text(index)
+                        .and_then(|text| UserId::parse(text).ok())
+                        .ok_or_else(|| chunk.unexpected())?;
+                    order.push(user);
+                }
+                first += count;
+            }
+        }
+        Ok(PublishedDraw {
+            queue_id: queue.clone(),
+            commitment,
+            seed,
+            order,
+        })
     }
 
     /// Ends a pass whose payment completed, freeing its slot for the next in line. Safe to
@@ -321,21 +545,33 @@ impl WaitingRoom {
     /// Creates `queue` with `settings`, or changes a running one. The queue is listed in
     /// the registry first, so a queue that exists is always listed (a listed queue whose
     /// creation failed, or whose data expired, is skipped by `configured_queues`).
+    /// `scheduled` creates a queue that gathers entrants until its opening, with the
+    /// draw's seed (kept secret until then).
     pub async fn configure(
         &self,
         queue: &QueueId,
         settings: &QueueSettings,
+        scheduled: Option<(Opening, &DrawSeed)>,
         now: Timestamp,
     ) -> Result<QueueOverview, ApiError> {
         self.execute("SADD", registry_member(queue)).await?;
         let policy = settings.policy;
-        let call = ScriptCall::new(queue, "configure", now)
+        let mut call = ScriptCall::new(queue, "configure", now)
             .arg(u8::from(settings.open))
             .arg(policy.rate_per_sec())
             .arg(policy.max_active())
             .arg(policy.pass_ttl().as_millis())
             .arg(policy.idle_timeout().as_millis());
+        if let Some((opening, seed)) = scheduled {
+            call = call
+                .arg(opening.opens_at().unix_millis())
+                .arg(seed.commitment())
+                .arg(seed);
+        }
         let reply = self.run(call).await?;
+        if reply.outcome() == "EXISTS" {
+            return Err(OpeningError::AlreadyCreated.into());
+        }
         Self::read_overview(queue, &reply)
     }
 
@@ -380,6 +616,15 @@ impl WaitingRoom {
             share_permille: reply.int(9)?,
             admitted_total: reply.int(10)?,
             abandoned_total: reply.int(11)?,
+            draw: match reply.int(12)? {
+                0 => None,
+                opens_at => Some(DrawOverview {
+                    opening: Opening::at(Timestamp::from_unix_millis(opens_at)),
+                    commitment: reply.commitment(15)?,
+                    entrants: reply.int(13)?,
+                    drawn: reply.int(14)?,
+                }),
+            },
         })
     }
 
