@@ -60,6 +60,11 @@ impl QueueKeys {
         ["meta", "u:", "p:", "passes"].map(|name| format!("{}:{name}", self.0))
     }
 
+    /// The list of a scheduled queue's entrants in entry order.
+    pub fn entrants(&self) -> String {
+        format!("{}:u:entrants", self.0)
+    }
+
     /// The hash that holds `position`'s place.
     pub fn places_of(&self, position: u64) -> String {
         format!(
@@ -183,6 +188,8 @@ mod tests {
         assert_eq!(keys.places_of(PLACES_PER_KEY + 1), "{q:sale}:p:1");
         assert!(SCRIPT.contains("string.sub('00' .. user, -3)"));
         assert_eq!(keys.all_users().nth(7).unwrap(), "{q:sale}:u:007");
+        assert!(SCRIPT.contains("return users .. 'entrants'"));
+        assert_eq!(keys.entrants(), "{q:sale}:u:entrants");
         let found = QueueKeys::of_meta_key(&keys.data()[0]).unwrap();
         assert_eq!(found.places_of(1), "{q:sale}:p:0");
         assert!(QueueKeys::of_meta_key("{q:}:meta").is_none());

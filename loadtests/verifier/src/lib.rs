@@ -83,6 +83,7 @@ pub async fn verify(sources: &Sources) -> anyhow::Result<Report> {
     let mut connection = redis.get_multiplexed_async_connection().await?;
     checks.push(redis_checks::ranking_applied(&mut connection, &payment_events).await?);
     checks.push(redis_checks::queue_order(&mut connection).await?);
+    checks.push(redis_checks::draws_fair(&mut connection).await?);
     Ok(Report {
         ok: checks.iter().all(Check::ok),
         checks,

@@ -1,11 +1,14 @@
 //! The invariants whose evidence is in Redis: the waiting rooms' order (5 of
-//! docs/INVARIANTS.md) and the ranking effect of every payment event (4).
+//! docs/INVARIANTS.md), the ranking effect of every payment event (4) and the fairness of
+//! every scheduled queue's draw (10).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
+use ticketing_core::draw::{Commitment, DrawSeed, check_draw};
 use ticketing_core::events::EventId;
+use ticketing_core::ids::UserId;
 use ticketing_core::ranking::counted_key;
 use waiting_room_script::{PLACES_PER_KEY, QueueKeys};
 
@@ -90,20 +93,52 @@ where
     Ok(entries)
 }
 
+/// The meta hash of every waiting room in Redis.
+async fn queue_metas(redis: &mut MultiplexedConnection) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut iter: redis::AsyncIter<'_, String> = redis.scan_match("{q:*}:meta").await?;
+    while let Some(key) = iter.next_item().await {
+        keys.push(key?);
+    }
+    Ok(keys)
+}
+
+/// A scheduled queue's draw as stored: `None` for a queue without an opening.
+struct StoredDraw {
+    commitment: String,
+    seed: String,
+    entrants: u64,
+    drawn: u64,
+}
+
+async fn stored_draw(
+    redis: &mut MultiplexedConnection,
+    meta: &str,
+) -> anyhow::Result<Option<StoredDraw>> {
+    let fields: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(meta)
+        .arg(&["opens_at", "commitment", "seed", "entrants", "drawn"])
+        .query_async(redis)
+        .await?;
+    let [opens_at, commitment, seed, entrants, drawn] = <[Option<String>; 5]>::try_from(fields)
+        .map_err(|_| anyhow::anyhow!("{meta}: HMGET of 5 fields answered otherwise"))?;
+    let count = |field: Option<String>| field.and_then(|n| n.parse().ok()).unwrap_or(0);
+    Ok(opens_at.map(|_| StoredDraw {
+        commitment: commitment.unwrap_or_default(),
+        seed: seed.unwrap_or_default(),
+        entrants: count(entrants),
+        drawn: count(drawn),
+    }))
+}
+
 /// Positions of every queue are 1..=seq with no gap, one per user, and no one was admitted
-/// after an earlier position that is still waiting.
+/// after an earlier position that is still waiting. A scheduled queue's positions
+/// 1..=entrants are the draw's: while the draw has not run they are not checked, and its
+/// entrants (users not placed yet) hold no position.
 pub(crate) async fn queue_order(redis: &mut MultiplexedConnection) -> anyhow::Result<Check> {
-    let metas: Vec<String> = {
-        let mut keys = Vec::new();
-        let mut iter: redis::AsyncIter<'_, String> = redis.scan_match("{q:*}:meta").await?;
-        while let Some(key) = iter.next_item().await {
-            keys.push(key?);
-        }
-        keys
-    };
     let mut examined = 0;
     let mut violations = Vec::new();
-    for meta in metas {
+    for meta in queue_metas(redis).await? {
         let queue = meta.trim_end_matches(":meta");
         let Some(keys) = QueueKeys::of_meta_key(&meta) else {
             violations.push(format!("{meta}: not a waiting room's key"));
@@ -111,12 +146,20 @@ pub(crate) async fn queue_order(redis: &mut MultiplexedConnection) -> anyhow::Re
         };
         let seq: Option<u64> = redis.hget(&meta, "seq").await?;
         let seq = seq.unwrap_or(0);
+        let pending_draw = match stored_draw(redis, &meta).await? {
+            Some(draw) if draw.drawn < draw.entrants => draw.entrants,
+            _ => 0,
+        };
         let place_hashes = (0..seq.div_ceil(PLACES_PER_KEY))
             .map(|index| keys.places_of(index * PLACES_PER_KEY + 1));
         let places: BTreeMap<u64, String> = hashes(redis, place_hashes).await?;
-        let users: BTreeMap<String, u64> = hashes(redis, keys.all_users()).await?;
-        examined += seq;
-        violations.extend(check_queue(queue, seq, &places, &users));
+        let users: BTreeMap<String, String> = hashes(redis, keys.all_users()).await?;
+        let users: BTreeMap<String, u64> = users
+            .into_iter()
+            .filter_map(|(user, value)| Some((user, value.parse().ok()?)))
+            .collect();
+        examined += seq - pending_draw.min(seq);
+        violations.extend(check_queue(queue, pending_draw, seq, &places, &users));
     }
     Ok(Check::new(
         "queue_order",
@@ -126,8 +169,64 @@ pub(crate) async fn queue_order(redis: &mut MultiplexedConnection) -> anyhow::Re
     ))
 }
 
+/// Every scheduled queue whose draw ran placed its entrants exactly as the draw orders
+/// them: the seed in Redis hashes to the commitment published at creation, and the users at
+/// positions 1..=entrants are the entrants sorted by `DrawSeed::order`.
+pub(crate) async fn draws_fair(redis: &mut MultiplexedConnection) -> anyhow::Result<Check> {
+    let mut examined = 0;
+    let mut violations = Vec::new();
+    for meta in queue_metas(redis).await? {
+        let queue = meta.trim_end_matches(":meta");
+        let (Some(keys), Some(draw)) = (
+            QueueKeys::of_meta_key(&meta),
+            stored_draw(redis, &meta).await?,
+        ) else {
+            continue;
+        };
+        if draw.drawn < draw.entrants {
+            continue;
+        }
+        let parse_users = |values: Vec<String>| -> anyhow::Result<Vec<UserId>> {
+            values
+                .iter()
+                .map(|value| Ok(UserId::parse(value)?))
+                .collect()
+        };
+        let entrants = parse_users(redis.lrange(keys.entrants(), 0, -1).await?)?;
+        let place_hashes = (0..draw.entrants.div_ceil(PLACES_PER_KEY))
+            .map(|index| keys.places_of(index * PLACES_PER_KEY + 1));
+        let places: BTreeMap<u64, String> = hashes(redis, place_hashes).await?;
+        let placed: Vec<String> = (1..=draw.entrants)
+            .map(|position| {
+                places
+                    .get(&position)
+                    .and_then(|value| value.split(':').nth(1))
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        examined += draw.entrants;
+        let checked = (|| -> anyhow::Result<()> {
+            let commitment = Commitment::parse_hex(&draw.commitment)?;
+            let seed = DrawSeed::parse_hex(&draw.seed)?;
+            check_draw(&commitment, &seed, &entrants, &parse_users(placed)?)?;
+            Ok(())
+        })();
+        if let Err(error) = checked {
+            violations.push(format!("{queue}: {error:#}"));
+        }
+    }
+    Ok(Check::new(
+        "draws_fair",
+        "each scheduled queue placed its entrants in the order its committed seed draws",
+        examined,
+        violations,
+    ))
+}
+
 fn check_queue(
     queue: &str,
+    pending_draw: u64,
     seq: u64,
     places: &BTreeMap<u64, String>,
     users: &BTreeMap<String, u64>,
@@ -135,7 +234,7 @@ fn check_queue(
     let mut violations = Vec::new();
     let parsed: BTreeMap<u64, Option<Place>> =
         places.iter().map(|(p, v)| (*p, parse_place(v))).collect();
-    for position in 1..=seq {
+    for position in pending_draw + 1..=seq {
         match parsed.get(&position) {
             None => violations.push(format!("{queue}: position {position} missing")),
             Some(None) => violations.push(format!("{queue}: position {position} unreadable")),
@@ -202,7 +301,19 @@ mod tests {
             (4, "W:10:150:140"),
         ]);
         let users = users(&[("8", 2), ("10", 4)]);
-        assert!(check_queue("{q:a}", 4, &places, &users).is_empty());
+        assert!(check_queue("{q:a}", 0, 4, &places, &users).is_empty());
+    }
+
+    #[test]
+    fn the_positions_of_a_draw_that_has_not_run_are_not_missing() {
+        let places = places(&[(3, "W:10:150:140")]);
+        let users = users(&[("10", 3)]);
+        assert!(check_queue("{q:a}", 2, 3, &places, &users).is_empty());
+        let found = check_queue("{q:a}", 0, 3, &places, &users);
+        assert!(
+            found.iter().any(|v| v.contains("position 1 missing")),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -213,7 +324,7 @@ mod tests {
             (4, "W:10:150:140"),
         ]);
         let users = users(&[("7", 1), ("8", 2), ("10", 2)]);
-        let found = check_queue("{q:a}", 4, &places, &users);
+        let found = check_queue("{q:a}", 0, 4, &places, &users);
         assert!(
             found.iter().any(|v| v.contains("position 3 missing")),
             "{found:?}"

@@ -5,7 +5,9 @@
 use mysql_async::Pool;
 use mysql_async::prelude::Queryable;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use ticketing_core::draw::DrawSeed;
 use ticketing_core::events::{Envelope, EventId};
+use ticketing_core::ids::UserId;
 use ticketing_core::ranking::counted_key;
 use ticketing_core::time::Timestamp;
 use ticketing_verifier::kafka::KafkaSource;
@@ -137,11 +139,47 @@ async fn consistent_store() -> Sources {
         .query_async(&mut redis)
         .await
         .expect("Redis fixture");
+    scheduled_queue_drawn(&mut redis).await;
     Sources {
         mysql_url,
         redis_url,
         kafka,
     }
+}
+
+/// `{q:d}`: a scheduled queue whose draw placed entrants 5, 6 and 7 in the order its seed
+/// draws, and a latecomer, 9, behind them.
+async fn scheduled_queue_drawn(redis: &mut redis::aio::MultiplexedConnection) {
+    let seed = DrawSeed::from_bytes([3; 32]);
+    let entrants: Vec<UserId> = [5, 6, 7]
+        .map(|id| UserId::new(id).expect("a user id"))
+        .to_vec();
+    let mut placed: Vec<(u64, String)> = seed
+        .order(&entrants)
+        .iter()
+        .zip(1u64..)
+        .map(|(user, position)| (position, format!("W:{user}:150:12")))
+        .collect();
+    placed.push((4, "W:9:160:13".to_owned()));
+    let mut pipe = redis::pipe();
+    pipe.cmd("HSET").arg("{q:d}:meta").arg(&[
+        ("seq", "4".to_owned()),
+        ("opens_at", "100".to_owned()),
+        ("commitment", seed.commitment().to_string()),
+        ("seed", seed.to_string()),
+        ("entrants", "3".to_owned()),
+        ("drawn", "3".to_owned()),
+    ]);
+    pipe.cmd("HSET").arg("{q:d}:p:0").arg(&placed);
+    for (position, value) in &placed {
+        let user = value.split(':').nth(1).expect("a user");
+        pipe.cmd("HSET")
+            .arg(format!("{{q:d}}:u:{:0>3}", user))
+            .arg(user)
+            .arg(position);
+    }
+    pipe.cmd("RPUSH").arg("{q:d}:u:entrants").arg(&[5, 6, 7]);
+    let _: () = pipe.query_async(redis).await.expect("Redis fixture");
 }
 
 fn failing(report: &Report) -> Vec<&'static str> {
@@ -275,6 +313,21 @@ const CORRUPTIONS: &[Corruption] = &[
             "3",
             "A:3:100:700:12",
         ],
+    },
+    Corruption {
+        check: "draws_fair",
+        sql: "",
+        redis: &[
+            "HSET",
+            "{q:d}:meta",
+            "seed",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ],
+    },
+    Corruption {
+        check: "draws_fair",
+        sql: "",
+        redis: &["RPUSH", "{q:d}:u:entrants", "8"],
     },
 ];
 
