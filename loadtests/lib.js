@@ -97,13 +97,67 @@ export function openQueue(prefix) {
 const BATCH = 200;
 
 /// Seconds to wait before the next status poll, as a real client honours them: the
-/// server's `pollAfterMs` on a WAITING answer, its `Retry-After` on a 429 or 503, else 2 s.
+/// server's `pollAfterMs` on a WAITING (or, before a scheduled opening, GATHERING) answer,
+/// its `Retry-After` on a 429 or 503, else 2 s.
 export function pollPause(res) {
-  if (res.status === 200 && res.json('status') === 'WAITING') {
+  const status = res.status === 200 ? res.json('status') : null;
+  if (status === 'WAITING' || status === 'GATHERING') {
     return res.json('pollAfterMs') / 1000;
   }
   const retryAfter = Number(res.headers['Retry-After']);
   return Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 2;
+}
+
+/// One VU's share of an open-model crowd (k6 cannot run tens of thousands of VUs here):
+/// the fans it let in, each with its token, when it arrived, when its next poll is due and
+/// when it gives up (milliseconds). `poll(now)` sends the polls that are due, at most
+/// `maxPolls` at once (http.batch), and hands each answer to
+/// `answered(fan, res, answeredAt, sentAt)`,
+/// which says whether the fan stays (still waiting) or leaves; a fan whose patience ran out
+/// leaves through `gaveUp(fan)`.
+export class Crowd {
+  constructor(params, maxPolls, answered, gaveUp) {
+    this.fans = [];
+    this.params = params;
+    this.maxPolls = maxPolls;
+    this.answered = answered;
+    this.gaveUp = gaveUp;
+  }
+
+  /// A fan who joined at `now` with `token`, giving up after an exponentially distributed
+  /// patience around `patienceSeconds` (fans give up at random).
+  add(token, now, patienceSeconds, extra = {}) {
+    const patience = -Math.log(1 - Math.random()) * patienceSeconds * 1000;
+    this.fans.push(Object.assign({ token, arrivedAt: now, dueAt: now, givesUpAt: now + patience }, extra));
+  }
+
+  poll(now) {
+    const due = [];
+    const rest = [];
+    for (const fan of this.fans) {
+      if (fan.givesUpAt <= now) {
+        this.gaveUp(fan);
+      } else if (fan.dueAt <= now && due.length < this.maxPolls) {
+        due.push(fan);
+      } else {
+        rest.push(fan);
+      }
+    }
+    this.fans = rest;
+    if (due.length === 0) {
+      return;
+    }
+    const responses = http.batch(due.map((fan) => ['GET', `${BASE_URL}/api/queue/status`, null,
+      Object.assign({ headers: { authorization: `Bearer ${fan.token}` } }, this.params)]));
+    const answeredAt = Date.now();
+    responses.forEach((res, i) => {
+      const fan = due[i];
+      if (this.answered(fan, res, answeredAt, now)) {
+        fan.dueAt = answeredAt + pollPause(res) * 1000;
+        this.fans.push(fan);
+      }
+    });
+  }
 }
 
 /// Sends `requests` (http.batch form) 200 at a time, in order.

@@ -10,9 +10,8 @@
 //          on two shared cores)
 import { check } from 'k6';
 import exec from 'k6/execution';
-import http from 'k6/http';
 import { Counter, Gauge, Trend } from 'k6/metrics';
-import { BASE_URL, byProfile, configureQueue, getJson, measureActive, named, pollPause, postJson, ready, uniqueUser, withCommonOptions } from '../lib.js';
+import { Crowd, byProfile, configureQueue, getJson, measureActive, named, postJson, ready, uniqueUser, withCommonOptions } from '../lib.js';
 
 const PROFILES = {
   smoke: {
@@ -69,53 +68,25 @@ const JOIN = named('join', 201);
 const STATUS = named('status', 200);
 const HEAD = named('head', 200);
 
-/// This VU's fans still waiting: their ticket, when they arrived, when their next poll is
-/// due and when they give up (milliseconds).
-let fans = [];
+/// This VU's fans still waiting.
+const crowd = new Crowd(STATUS, MAX_POLLS_PER_ITERATION, (fan, res, answeredAt, sentAt) => {
+  pollLateSeconds.add((sentAt - fan.dueAt) / 1000);
+  const status = res.status === 200 ? res.json('status') : null;
+  check(res, { 'a waiting fan is answered WAITING or ACTIVE': () => status === 'WAITING' || status === 'ACTIVE' });
+  if (status === 'ACTIVE') {
+    admitted.add(1);
+    waitSeconds.add((answeredAt - fan.arrivedAt) / 1000);
+    return false;
+  }
+  return status === 'WAITING' || res.status === 429 || res.status === 503;
+}, () => gaveUp.add(1));
 let headReadAt = 0;
 
 function arrive(queue, now) {
   const joined = postJson('/api/queue/tokens', { userId: uniqueUser(), queueId: queue.queueId }, JOIN);
-  const ok = check(joined, { 'an arriving fan gets a place': (r) => r.status === 201 });
-  if (ok) {
-    // Patience: exponential around the profile's mean, as fans give up at random.
-    const patience = -Math.log(1 - Math.random()) * patienceSeconds * 1000;
-    fans.push({ token: joined.json('token'), arrivedAt: now, dueAt: now, givesUpAt: now + patience });
+  if (check(joined, { 'an arriving fan gets a place': (r) => r.status === 201 })) {
+    crowd.add(joined.json('token'), now, patienceSeconds);
   }
-}
-
-function pollDue(now) {
-  const due = [];
-  const rest = [];
-  for (const fan of fans) {
-    if (fan.givesUpAt <= now) {
-      gaveUp.add(1);
-    } else if (fan.dueAt <= now && due.length < MAX_POLLS_PER_ITERATION) {
-      due.push(fan);
-    } else {
-      rest.push(fan);
-    }
-  }
-  fans = rest;
-  if (due.length === 0) {
-    return;
-  }
-  const responses = http.batch(due.map((fan) => ['GET', `${BASE_URL}/api/queue/status`, null,
-    Object.assign({ headers: { authorization: `Bearer ${fan.token}` } }, STATUS)]));
-  const answeredAt = Date.now();
-  responses.forEach((res, i) => {
-    const fan = due[i];
-    pollLateSeconds.add((now - fan.dueAt) / 1000);
-    const status = res.status === 200 ? res.json('status') : null;
-    check(res, { 'a waiting fan is answered WAITING or ACTIVE': () => status === 'WAITING' || status === 'ACTIVE' });
-    if (status === 'ACTIVE') {
-      admitted.add(1);
-      waitSeconds.add((answeredAt - fan.arrivedAt) / 1000);
-    } else if (status === 'WAITING' || res.status === 429 || res.status === 503) {
-      fan.dueAt = answeredAt + pollPause(res) * 1000;
-      fans.push(fan);
-    }
-  });
 }
 
 /// The crowd's size, from the endpoint a CDN would serve (one VU reads it, once a second).
@@ -134,6 +105,6 @@ export default function (queue) {
   measureActive(queue);
   const now = Date.now();
   arrive(queue, now);
-  pollDue(now);
+  crowd.poll(now);
   readHead(queue, now);
 }
