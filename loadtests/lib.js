@@ -3,7 +3,7 @@
 import http from 'k6/http';
 import exec from 'k6/execution';
 import { sleep } from 'k6';
-import { Gauge } from 'k6/metrics';
+import { Gauge, Trend } from 'k6/metrics';
 
 export const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:3000';
 
@@ -31,7 +31,7 @@ export function withCommonOptions(options, requests = []) {
     defaults[`http_req_failed{name:${name}}`] = ['rate<0.02'];
   }
   return Object.assign({
-    summaryTrendStats: ['avg', 'min', 'p(50)', 'p(95)', 'p(99)', 'max'],
+    summaryTrendStats: ['avg', 'min', 'p(50)', 'p(90)', 'p(95)', 'p(99)', 'max'],
     systemTags: ['status', 'method', 'name', 'scenario', 'expected_response'],
     setupTimeout: '600s',
   }, options, { thresholds: Object.assign(defaults, options.thresholds || {}) });
@@ -108,13 +108,19 @@ export function pollPause(res) {
   return Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 2;
 }
 
+// How far off the wait estimate was, per admitted fan: the first WAITING answer's
+// `etaSeconds` against the time from that answer to the ACTIVE one (which the poll pacing
+// delays by up to one pause), in seconds.
+const etaError = new Trend('eta_error_seconds');
+
 /// One VU's share of an open-model crowd (k6 cannot run tens of thousands of VUs here):
 /// the fans it let in, each with its token, when it arrived, when its next poll is due and
 /// when it gives up (milliseconds). `poll(now)` sends the polls that are due, at most
 /// `maxPolls` at once (http.batch), and hands each answer to
 /// `answered(fan, res, answeredAt, sentAt)`,
 /// which says whether the fan stays (still waiting) or leaves; a fan whose patience ran out
-/// leaves through `gaveUp(fan)`.
+/// leaves through `gaveUp(fan)`. Every admitted fan's wait estimate is scored
+/// (`eta_error_seconds`).
 export class Crowd {
   constructor(params, maxPolls, answered, gaveUp) {
     this.fans = [];
@@ -152,6 +158,13 @@ export class Crowd {
     const answeredAt = Date.now();
     responses.forEach((res, i) => {
       const fan = due[i];
+      const status = res.status === 200 ? res.json('status') : null;
+      if (status === 'WAITING' && fan.eta === undefined) {
+        fan.eta = res.json('etaSeconds');
+        fan.etaFrom = answeredAt;
+      } else if (status === 'ACTIVE' && fan.eta !== undefined) {
+        etaError.add(Math.abs((answeredAt - fan.etaFrom) / 1000 - fan.eta));
+      }
       if (this.answered(fan, res, answeredAt, now)) {
         fan.dueAt = answeredAt + pollPause(res) * 1000;
         this.fans.push(fan);

@@ -97,7 +97,8 @@ def business_rows(metrics, seconds):
             rows.append(f"| {name} | {metric['value'] * 100:.2f} % ({metric['passes']} of "
                         f"{metric['passes'] + metric['fails']}) |")
         elif "p(95)" in metric:
-            rows.append(f"| {name} | P50 {metric['p(50)']:.2f}, P95 {metric['p(95)']:.2f}, max {metric['max']:.2f} |")
+            p90 = f", P90 {metric['p(90)']:.2f}" if "p(90)" in metric else ""
+            rows.append(f"| {name} | P50 {metric['p(50)']:.2f}{p90}, P95 {metric['p(95)']:.2f}, max {metric['max']:.2f} |")
         elif "value" in metric and "max" in metric:
             rows.append(f"| {name} | max {metric['max']:.0f}, last {metric['value']:.0f} |")
     return rows

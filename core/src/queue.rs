@@ -341,6 +341,9 @@ pub struct AdmissionRound {
     pub abandon: Vec<Position>,
     /// The bucket after refilling and paying for `admit`.
     pub bucket: AdmissionBucket,
+    /// Whether the round stopped at a live fan it could not admit: the queue, not the
+    /// line, set the pace, so the round measures it (`AdmissionPace`).
+    pub held_back: bool,
 }
 
 /// A queue runs at most one admission round per tick, whichever poll comes first: 50,000
@@ -433,6 +436,7 @@ pub fn admission_round(
     let mut budget = bucket.whole_tokens().min(free_slots);
     let mut admit = Vec::new();
     let mut abandon = Vec::new();
+    let mut held_back = false;
     for waiting in head {
         if policy.is_abandoned(waiting.last_seen, now) {
             abandon.push(waiting.position);
@@ -440,6 +444,7 @@ pub fn admission_round(
             admit.push(waiting.position);
             budget -= 1;
         } else {
+            held_back = true;
             break;
         }
     }
@@ -451,6 +456,86 @@ pub fn admission_round(
             tokens_milli: bucket.tokens_milli - spent,
             ..bucket
         },
+        held_back,
+    }
+}
+
+/// The admission pace a queue has actually kept, in milli-admissions per second, as an
+/// exponentially weighted average over the rounds that held someone back: the honest basis
+/// for a wait estimate, because the operator's rate is only a ceiling (the share backs off
+/// under strain, live passes fill the cap). A round that admitted everyone waiting says
+/// nothing about the pace (the line, not the queue, was the limit) and leaves it as it was.
+/// Integer arithmetic, mirrored by the waiting-room script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionPace {
+    milli_per_sec: u64,
+    measured_at: Timestamp,
+}
+
+impl AdmissionPace {
+    /// How much of the average one second of new measurement replaces, per mille: about
+    /// ten seconds of memory, quick to follow a backed-off share, steady over empty rounds.
+    pub const WEIGHT_PER_SEC_PERMILLE: u64 = 100;
+
+    /// A queue that measured nothing yet: the operator's rate.
+    pub fn unmeasured(policy: &AdmissionPolicy, now: Timestamp) -> Self {
+        Self {
+            milli_per_sec: u64::from(policy.rate_per_sec) * 1000,
+            measured_at: now,
+        }
+    }
+
+    pub const fn from_parts(milli_per_sec: u64, measured_at: Timestamp) -> Self {
+        Self {
+            milli_per_sec,
+            measured_at,
+        }
+    }
+
+    pub const fn milli_per_sec(self) -> u64 {
+        self.milli_per_sec
+    }
+
+    pub const fn measured_at(self) -> Timestamp {
+        self.measured_at
+    }
+
+    /// After a round at `now` that admitted `round_admitted`: a round that held someone
+    /// back weighs in by the time since the last measurement, of which at most a second
+    /// counts (a whole second weighs `WEIGHT_PER_SEC_PERMILLE`): the bucket holds at most a
+    /// second of tokens, so a longer gap between rounds (nobody polled, or the queue was
+    /// gathering for its draw) admitted no more than a second's worth. Any other round only
+    /// restarts the interval. A clock that went backwards changes nothing.
+    pub fn after(self, round_admitted: u64, held_back: bool, now: Timestamp) -> Self {
+        let elapsed_ms = now
+            .unix_millis()
+            .saturating_sub(self.measured_at.unix_millis());
+        if elapsed_ms == 0 {
+            return self;
+        }
+        if !held_back {
+            return Self {
+                measured_at: now,
+                ..self
+            };
+        }
+        let counted_ms = elapsed_ms.min(1000);
+        let interval = round_admitted.saturating_mul(1_000_000) / counted_ms;
+        let weight = counted_ms * Self::WEIGHT_PER_SEC_PERMILLE / 1000;
+        Self {
+            milli_per_sec: (self.milli_per_sec * (1000 - weight) + interval * weight) / 1000,
+            measured_at: now,
+        }
+    }
+
+    /// Seconds until a fan with `ahead` live fans in front is admitted at this pace, rounded
+    /// up; at the operator's rate (`AdmissionPolicy::eta_secs`) while the queue admits
+    /// nobody (every pass in use), when the measured pace promises nothing.
+    pub fn eta_secs(self, policy: &AdmissionPolicy, ahead: u64) -> u64 {
+        if self.milli_per_sec == 0 {
+            return policy.eta_secs(ahead);
+        }
+        ((ahead + 1) * 1000).div_ceil(self.milli_per_sec)
     }
 }
 
@@ -588,6 +673,57 @@ mod tests {
         assert_eq!(twice.at(at(30_000)), 1000);
         let floor = (0..20).fold(AdmissionShare::FULL, |s, i| s.strained(at(1_000 * i)));
         assert_eq!(floor.at(at(19_000)), AdmissionShare::MIN_PERMILLE);
+    }
+
+    #[test]
+    fn the_pace_follows_what_was_admitted_while_fans_were_held_back() {
+        let policy = policy(200, 1_000);
+        let start = AdmissionPace::unmeasured(&policy, T0);
+        assert_eq!(start.eta_secs(&policy, 399), 2);
+        // Rounds of 5 every 100 ms while fans are held back: 50 a second, which the
+        // average approaches by a tenth of the difference per second.
+        let measured = (1..=1_000).fold(start, |pace, i| pace.after(5, true, at(100 * i)));
+        assert!(
+            (50_000..50_100).contains(&measured.milli_per_sec()),
+            "{measured:?}"
+        );
+        assert_eq!(measured.eta_secs(&policy, 99), 2);
+        // A round after a long gap (nobody polled) counts one second, as the bucket does.
+        let gap = AdmissionPace::from_parts(50_000, at(0)).after(200, true, at(10_000));
+        assert_eq!(gap.milli_per_sec(), 65_000);
+        // A round that admitted everyone waiting measures nothing.
+        let idle = measured.after(3, false, at(140_000));
+        assert_eq!(idle.milli_per_sec(), measured.milli_per_sec());
+        assert_eq!(idle.measured_at(), at(140_000));
+        // Stalled (every pass in use): the pace falls and, at zero, the estimate is the rate's.
+        let stalled = (1..=500).fold(measured, |pace, i| {
+            pace.after(0, true, at(30_000 + 1_000 * i))
+        });
+        assert_eq!(stalled.milli_per_sec(), 0);
+        assert_eq!(stalled.eta_secs(&policy, 399), 2);
+        assert_eq!(measured.after(7, true, at(5_000)), measured);
+    }
+
+    #[test]
+    fn a_round_that_admits_everyone_waiting_holds_nobody_back() {
+        let round = admission_round(
+            &policy(10, 100),
+            AdmissionShare::FULL,
+            AdmissionBucket::empty(T0),
+            at(1_000),
+            0,
+            &line(1..=4, at(1_000)),
+        );
+        assert!(!round.held_back);
+        let round = admission_round(
+            &policy(10, 100),
+            AdmissionShare::FULL,
+            AdmissionBucket::empty(T0),
+            at(1_000),
+            0,
+            &line(1..=20, at(1_000)),
+        );
+        assert!(round.held_back);
     }
 
     #[test]
@@ -781,6 +917,24 @@ mod tests {
     }
 
     proptest! {
+        /// The measured pace stays between the slowest and the fastest interval measured.
+        #[test]
+        fn the_pace_stays_within_the_paces_it_measured(
+            rounds in proptest::collection::vec((1u64..5_000, 0u64..500), 1..50),
+        ) {
+            let mut pace = AdmissionPace::unmeasured(&policy(100, 1_000), T0);
+            let (mut low, mut high) = (100_000u64, 100_000u64);
+            let mut now = 0;
+            for (elapsed, admitted) in rounds {
+                now += elapsed;
+                let interval = admitted * 1_000_000 / elapsed.min(1_000);
+                low = low.min(interval);
+                high = high.max(interval);
+                pace = pace.after(admitted, true, at(now));
+                prop_assert!((low..=high).contains(&pace.milli_per_sec()), "{pace:?} outside {low}..={high}");
+            }
+        }
+
         /// Over any sequence of strain reports and quiet spells the share stays within its
         /// bounds, a report never raises it, and a quiet spell never lowers it.
         #[test]

@@ -8,7 +8,9 @@
 -- Cluster slot):
 --   1 meta    hash: open, rate, max_active, pass_ttl_ms, idle_ms, tokens, refilled_at, seq,
 --                   front, waiting, next_round_at, share, strained_at, and for operators
---                   admitted and abandoned (counts since the queue was created); for a
+--                   admitted and abandoned (counts since the queue was created), pace and
+--                   paced_at (core::queue::AdmissionPace: milli-admissions a second and
+--                   when last measured); for a
 --                   scheduled queue (core::sale::Opening) also opens_at, commitment, seed,
 --                   entrants and drawn
 --   2 users   prefix of the user hashes: "<prefix><the user id's last 3 digits>" maps a
@@ -42,6 +44,9 @@ local ADMISSION_TICK_MS = 100
 -- Admission follows strain on the seat and payment path (core::queue::AdmissionShare): per
 -- mille of the rate, halved per report at most once per spacing, never below the minimum.
 local FULL_SHARE, MIN_SHARE, STRAIN_SPACING_MS, RECOVERY_PER_SEC = 1000, 50, 1000, 100
+-- The measured pace's weight per second of measurement, per mille
+-- (core::queue::AdmissionPace::WEIGHT_PER_SEC_PERMILLE).
+local PACE_WEIGHT_PER_SEC = 100
 -- A queue's data outlives its last write by two days: longer than any ticket (one day) plus
 -- any pass (at most one day), so nothing valid is lost, and a finished sale cleans up.
 local RETAIN_MS = 2 * 86400000
@@ -55,7 +60,7 @@ end
 local function settings()
   local v = redis.call('HMGET', meta, 'open', 'rate', 'max_active', 'pass_ttl_ms', 'idle_ms',
     'tokens', 'refilled_at', 'seq', 'front', 'waiting', 'next_round_at', 'share', 'strained_at',
-    'opens_at', 'entrants', 'drawn', 'commitment')
+    'opens_at', 'entrants', 'drawn', 'commitment', 'pace', 'paced_at')
   if not v[2] then
     return nil
   end
@@ -67,6 +72,7 @@ local function settings()
     share = tonumber(v[12] or FULL_SHARE), strained_at = tonumber(v[13] or '0'),
     opens_at = tonumber(v[14]), entrants = tonumber(v[15] or '0'), drawn = tonumber(v[16] or '0'),
     commitment = v[17],
+    pace = tonumber(v[18] or (tonumber(v[2]) * 1000)), paced_at = tonumber(v[19] or now),
   }
 end
 
@@ -258,11 +264,23 @@ local function admission_round(s)
     end
   end
   left_line(admitted, abandoned)
+  -- The pace (core::queue::AdmissionPace::after): measured only by a round that held a
+  -- fan back, over at most the bucket's one second; any other round restarts the interval.
+  local elapsed = now - s.paced_at
+  if elapsed > 0 then
+    if stopped then
+      local counted = math.min(elapsed, 1000)
+      local interval = math.floor(admitted * 1000000 / counted)
+      local weight = math.floor(counted * PACE_WEIGHT_PER_SEC / 1000)
+      s.pace = math.floor((s.pace * (1000 - weight) + interval * weight) / 1000)
+    end
+    s.paced_at = now
+  end
   -- The caller goes on with `s` as the round left it, without reading the meta hash again.
   s.tokens, s.refilled_at, s.front = tokens - admitted * 1000, refilled_at, position
   s.waiting = s.waiting - admitted - abandoned
   redis.call('HSET', meta, 'tokens', int(s.tokens), 'refilled_at', int(refilled_at),
-    'front', int(position))
+    'front', int(position), 'pace', int(s.pace), 'paced_at', int(s.paced_at))
   -- The first admission creates the passes key, which then needs its expiry too.
   if admitted > 0 and redis.call('PTTL', passes) == -1 then
     retain()
@@ -280,7 +298,7 @@ end
 local function create(open, rate, max_active, pass_ttl, idle)
   redis.call('HSET', meta, 'open', open, 'rate', rate, 'max_active', max_active,
     'pass_ttl_ms', pass_ttl, 'idle_ms', idle, 'tokens', 0, 'refilled_at', int(now), 'seq', 0,
-    'front', 1, 'waiting', 0)
+    'front', 1, 'waiting', 0, 'pace', int(tonumber(rate) * 1000), 'paced_at', int(now))
 end
 
 -- The user's entry as an entrant ("E:entry:joined_at"), or nil.
@@ -390,7 +408,7 @@ local function poll(s, position, user)
     place = { state = 'X', user = user, reason = 'PASS_EXPIRED' }
   end
   if place.state == 'W' then
-    return { 'WAITING', s.front, s.rate, s.max_active, s.pass_ttl, s.idle, s.waiting }
+    return { 'WAITING', s.front, s.rate, s.max_active, s.pass_ttl, s.idle, s.waiting, s.pace }
   elseif place.state == 'A' then
     return { 'ACTIVE', place.admitted_at, place.expires_at }
   end

@@ -12,8 +12,8 @@ use redis::Value;
 use ticketing_core::ids::{QueueId, UserId};
 use ticketing_core::limits::RateLimit;
 use ticketing_core::queue::{
-    ADMISSION_TICK, AdmissionBucket, AdmissionPolicy, AdmissionShare, Position, Waiting,
-    admission_round,
+    ADMISSION_TICK, AdmissionBucket, AdmissionPace, AdmissionPolicy, AdmissionShare, Position,
+    Waiting, admission_round,
 };
 use ticketing_core::time::Timestamp;
 use waiting_room_script::{AbuseLimits, Caller, QueueKeys, ScriptCall};
@@ -56,6 +56,7 @@ enum State {
 struct Model {
     policy: AdmissionPolicy,
     share: AdmissionShare,
+    pace: AdmissionPace,
     /// No admission round before this instant (`ADMISSION_TICK` after the last).
     next_round_at: u64,
     bucket: AdmissionBucket,
@@ -123,6 +124,9 @@ impl Model {
             .first()
             .map_or(self.joined + 1, |waiting| waiting.position.get());
         self.bucket = round.bucket;
+        self.pace = self
+            .pace
+            .after(round.admit.len() as u64, round.held_back, now_ts);
     }
 }
 
@@ -212,6 +216,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut model = Model {
         policy,
         share: AdmissionShare::FULL,
+        pace: AdmissionPace::unmeasured(&policy, Timestamp::from_unix_millis(now)),
         bucket: AdmissionBucket::empty(Timestamp::from_unix_millis(now)),
         line: Vec::new(),
         front: 1,
@@ -266,6 +271,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert_eq!(expected, State::Waiting);
                         prop_assert_eq!(int(&reply[1]), model.front, "the line's front");
                         prop_assert_eq!(int(&reply[6]), model.line.len() as u64, "waiting");
+                        prop_assert_eq!(int(&reply[7]), model.pace.milli_per_sec(), "pace");
                     }
                     "ACTIVE" => prop_assert_eq!(
                         expected,

@@ -228,13 +228,14 @@ fn answer(
             ahead,
             policy,
             waiting,
+            pace,
         } => {
             let pacing = PollPacing::new(
                 config.poll_budget_per_sec,
                 config.longest_poll,
                 policy.idle_timeout(),
             );
-            let eta_seconds = policy.eta_secs(ahead);
+            let eta_seconds = pace.eta_secs(&policy, ahead);
             let pause = pacing.pause(ahead, waiting, Duration::from_secs(eta_seconds), jitter());
             QueueStatus::Waiting {
                 position,

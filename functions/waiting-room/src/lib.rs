@@ -16,7 +16,8 @@ use ticketing_core::ids::{QueueId, UserId};
 use ticketing_core::limits::RateLimited;
 use ticketing_core::pass::{Claims, PassError};
 use ticketing_core::queue::{
-    AdmissionPolicy, AdmissionShare, ExpiryReason, Position, QueueError, QueueSettings,
+    AdmissionPace, AdmissionPolicy, AdmissionShare, ExpiryReason, Position, QueueError,
+    QueueSettings,
 };
 use ticketing_core::sale::{Opening, OpeningError};
 use ticketing_core::time::Timestamp;
@@ -81,6 +82,8 @@ pub enum Place {
         policy: AdmissionPolicy,
         /// Everyone in line, this user included.
         waiting: u64,
+        /// The pace the queue has kept (`core::queue::AdmissionPace`), for the estimate.
+        pace: AdmissionPace,
     },
     Active {
         admitted_at: Timestamp,
@@ -323,15 +326,21 @@ impl WaitingRoom {
         let reply = self
             .run(limited_poll(call, ticket, address, limits))
             .await?;
-        Self::read_place(&ticket.queue_id, ticket.position, &reply)
+        Self::read_place(&ticket.queue_id, ticket.position, &reply, now)
     }
 
-    fn read_place(queue: &QueueId, position: Position, reply: &Reply) -> Result<Place, ApiError> {
+    fn read_place(
+        queue: &QueueId,
+        position: Position,
+        reply: &Reply,
+        now: Timestamp,
+    ) -> Result<Place, ApiError> {
         match reply.outcome() {
             "WAITING" => Ok(Place::Waiting {
                 ahead: position.ahead_of_front(reply.position(1)?),
                 policy: reply.policy(2)?,
                 waiting: reply.int(6)?,
+                pace: AdmissionPace::from_parts(reply.int(7)?, now),
             }),
             "ACTIVE" => Ok(Place::Active {
                 admitted_at: reply.millis(1)?,
@@ -365,7 +374,7 @@ impl WaitingRoom {
             "PLACED" => {
                 let position = reply.position(1)?;
                 let status = Reply(reply.0.split_off(2));
-                let place = Self::read_place(queue, position, &status)?;
+                let place = Self::read_place(queue, position, &status, now)?;
                 Ok(EntryStatus::Placed { position, place })
             }
             _ => Err(reply.common_error(queue)),
