@@ -10,6 +10,7 @@ disturb each other nor the `default` queue. Waits are explicit: on the page's st
 the API's own pacing (pollAfterMs) where a test admits a fan by API.
 """
 
+import datetime
 import itertools
 import json
 import os
@@ -229,6 +230,19 @@ class Pages(unittest.TestCase):
         self.assertIn(result.get_attribute('data-payment-id'), result.text)
         visible(fan, '#balance')
         shot(fan, '03-paid')
+        self.assertEqual(uncaught_errors(fan), [])
+
+    def test_a_fan_who_comes_before_a_scheduled_opening_waits_for_the_draw_then_gets_in(self):
+        opens_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=8)
+        queue = make_queue('draw', ratePerSec=50, maxActive=100,
+                           opensAt=opens_at.isoformat(timespec='milliseconds').replace('+00:00', 'Z'))
+        fan = self.browser()
+        join(fan, queue, fresh_user())
+        note = visible(fan, '#gathering')
+        self.assertRegex(note.text, r'entry 1 of 1')
+        self.assertEqual(fan.find_element(By.ID, 'position').text, '–')
+        shot(fan, '05-gathering')
+        wait_admitted(fan, 40)
         self.assertEqual(uncaught_errors(fan), [])
 
     def test_two_fans_race_for_one_seat_and_the_loser_sees_the_clean_message(self):

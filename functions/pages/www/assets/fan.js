@@ -148,7 +148,8 @@ async function join(event) {
 
 function enterLine() {
   Object.assign(fan, { line: null, front: 0, startAhead: null });
-  $('position').textContent = count.format(fan.ticket.position);
+  // Before a scheduled sale opens a join is an entry in its draw, without a number yet.
+  $('position').textContent = fan.ticket.position ? count.format(fan.ticket.position) : '–';
   $('ahead').textContent = $('eta').textContent = '–';
   show('waiting');
   poll();
@@ -169,7 +170,11 @@ async function poll() {
   if (fan.view !== 'waiting') return;
   if (status.status === 'WAITING') {
     fan.line = status;
+    $('gathering').hidden = true;
     renderLine();
+    timers.poll = setTimeout(poll, status.pollAfterMs);
+  } else if (status.status === 'GATHERING') {
+    renderGathering(status);
     timers.poll = setTimeout(poll, status.pollAfterMs);
   } else if (status.status === 'ACTIVE') {
     admitted(status);
@@ -191,6 +196,14 @@ async function pollHead() {
     // Only news: the next read will do.
   }
   if (fan.view === 'waiting') timers.head = setTimeout(pollHead, HEAD_EVERY_MS);
+}
+
+/** Before the opening: when it is, and how many gathered for the draw. */
+function renderGathering(status) {
+  $('opens-at').textContent = new Date(status.opensAt).toLocaleTimeString();
+  $('entry').textContent = count.format(status.entry);
+  $('entrants').textContent = count.format(status.entrants);
+  $('gathering').hidden = false;
 }
 
 function renderLine() {
