@@ -105,6 +105,7 @@ async fn queue_metas(redis: &mut MultiplexedConnection) -> anyhow::Result<Vec<St
 
 /// A scheduled queue's draw as stored: `None` for a queue without an opening.
 struct StoredDraw {
+    opens_at: u64,
     commitment: String,
     seed: String,
     entrants: u64,
@@ -123,7 +124,9 @@ async fn stored_draw(
     let [opens_at, commitment, seed, entrants, drawn] = <[Option<String>; 5]>::try_from(fields)
         .map_err(|_| anyhow::anyhow!("{meta}: HMGET of 5 fields answered otherwise"))?;
     let count = |field: Option<String>| field.and_then(|n| n.parse().ok()).unwrap_or(0);
-    Ok(opens_at.map(|_| StoredDraw {
+    let opens_at = opens_at.and_then(|millis| millis.parse::<u64>().ok());
+    Ok(opens_at.map(|opens_at| StoredDraw {
+        opens_at,
         commitment: commitment.unwrap_or_default(),
         seed: seed.unwrap_or_default(),
         entrants: count(entrants),
@@ -183,7 +186,11 @@ pub(crate) async fn draws_fair(redis: &mut MultiplexedConnection) -> anyhow::Res
         ) else {
             continue;
         };
-        if draw.drawn < draw.entrants {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        // Not opened, or not drawn yet: nothing is published to hold it to.
+        if draw.opens_at > now_ms || draw.drawn < draw.entrants {
             continue;
         }
         let parse_users = |values: Vec<String>| -> anyhow::Result<Vec<UserId>> {
