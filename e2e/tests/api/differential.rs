@@ -198,6 +198,18 @@ async fn journey(app: &App) -> Vec<Exchange> {
         .await;
     t.send("DELETE", "/api/admin/queue?queueId=diff", None, &admin)
         .await;
+    // A queue without an opening has no draw; an opening in the past is refused.
+    t.send("GET", "/api/queue/draw?queueId=diff", None, &[])
+        .await;
+    t.send("GET", "/api/queue/draw?queueId=diff&userId=x", None, &[])
+        .await;
+    t.send(
+        "PUT",
+        "/api/admin/queue?queueId=diff-past",
+        Some(json!({ "opensAt": "2020-01-01T00:00:00.000Z" })),
+        &admin,
+    )
+    .await;
     let join = |user: u64| json!({ "userId": user, "queueId": "diff" });
     let ticket = t
         .send("POST", "/api/queue/tokens", Some(join(1)), &[])
