@@ -233,7 +233,7 @@ class Pages(unittest.TestCase):
         self.assertEqual(uncaught_errors(fan), [])
 
     def test_a_fan_who_comes_before_a_scheduled_opening_waits_for_the_draw_then_gets_in(self):
-        opens_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=8)
+        opens_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=15)
         queue = make_queue('draw', ratePerSec=50, maxActive=100,
                            opensAt=opens_at.isoformat(timespec='milliseconds').replace('+00:00', 'Z'))
         fan = self.browser()
@@ -241,6 +241,8 @@ class Pages(unittest.TestCase):
         note = visible(fan, '#gathering')
         self.assertRegex(note.text, r'entry 1 of 1')
         self.assertEqual(fan.find_element(By.ID, 'position').text, '–')
+        time.sleep(2)  # a head read has come in by now, and still nobody is let in
+        self.assertFalse(fan.find_element(By.ID, 'pace').is_displayed())
         shot(fan, '05-gathering')
         wait_admitted(fan, 40)
         self.assertEqual(uncaught_errors(fan), [])

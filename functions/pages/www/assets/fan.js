@@ -204,11 +204,13 @@ function renderGathering(status) {
   $('entry').textContent = count.format(status.entry);
   $('entrants').textContent = count.format(status.entrants);
   $('gathering').hidden = false;
+  $('pace').hidden = true;
 }
 
 function renderLine() {
   $('rate').textContent = count.format(fan.rate);
-  $('pace').hidden = !fan.rate;
+  // Nobody is let in while the sale gathers for its draw.
+  $('pace').hidden = !fan.rate || !$('gathering').hidden;
   const line = fan.line;
   if (!line) return;
   // Far back, status polls come up to 25 s apart and the head is fresher. For a given
