@@ -117,7 +117,8 @@ const etaError = new Trend('eta_error_seconds');
 /// the fans it let in, each with its token, when it arrived, when its next poll is due and
 /// when it gives up (milliseconds). `poll(now)` sends the polls that are due, at most
 /// `maxPolls` at once (http.batch), and hands each answer to
-/// `answered(fan, res, answeredAt, sentAt)`,
+/// `answered(fan, res, status, answeredAt, sentAt)` (`status` is the answer's, null for
+/// any but a 200),
 /// which says whether the fan stays (still waiting) or leaves; a fan whose patience ran out
 /// leaves through `gaveUp(fan)`. Every admitted fan's wait estimate is scored
 /// (`eta_error_seconds`).
@@ -165,7 +166,7 @@ export class Crowd {
       } else if (status === 'ACTIVE' && fan.eta !== undefined) {
         etaError.add(Math.abs((answeredAt - fan.etaFrom) / 1000 - fan.eta));
       }
-      if (this.answered(fan, res, answeredAt, now)) {
+      if (this.answered(fan, res, status, answeredAt, now)) {
         fan.dueAt = answeredAt + pollPause(res) * 1000;
         this.fans.push(fan);
       }

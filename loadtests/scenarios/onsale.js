@@ -76,8 +76,7 @@ const STATUS = named('status', 200);
 let crowd = null;
 
 function watch(data) {
-  return new Crowd(STATUS, MAX_POLLS_PER_ITERATION, (fan, res, answeredAt) => {
-    const status = res.status === 200 ? res.json('status') : null;
+  return new Crowd(STATUS, MAX_POLLS_PER_ITERATION, (fan, res, status, answeredAt) => {
     check(res, {
       'a fan is answered GATHERING, WAITING or ACTIVE': () => ['GATHERING', 'WAITING', 'ACTIVE'].includes(status),
       'a gathering fan is told the commitment made at creation': () => status !== 'GATHERING' || res.json('commitment') === data.commitment,

@@ -60,7 +60,7 @@ end
 local function settings()
   local v = redis.call('HMGET', meta, 'open', 'rate', 'max_active', 'pass_ttl_ms', 'idle_ms',
     'tokens', 'refilled_at', 'seq', 'front', 'waiting', 'next_round_at', 'share', 'strained_at',
-    'opens_at', 'entrants', 'drawn', 'commitment', 'pace', 'paced_at')
+    'opens_at', 'entrants', 'drawn', 'pace', 'paced_at')
   if not v[2] then
     return nil
   end
@@ -71,9 +71,13 @@ local function settings()
     waiting = tonumber(v[10] or '0'), next_round_at = tonumber(v[11] or '0'),
     share = tonumber(v[12] or FULL_SHARE), strained_at = tonumber(v[13] or '0'),
     opens_at = tonumber(v[14]), entrants = tonumber(v[15] or '0'), drawn = tonumber(v[16] or '0'),
-    commitment = v[17],
-    pace = tonumber(v[18] or (tonumber(v[2]) * 1000)), paced_at = tonumber(v[19] or now),
+    pace = tonumber(v[17] or (tonumber(v[2]) * 1000)), paced_at = tonumber(v[18] or now),
   }
+end
+
+-- A scheduled queue's commitment, read only where an answer carries it (not on every poll).
+local function commitment()
+  return redis.call('HGET', meta, 'commitment') or ''
 end
 
 -- A scheduled queue before its opening gathers entrants; from the opening on, the draw
@@ -292,7 +296,7 @@ local function describe(s)
   return { 'QUEUE', s.open and 1 or 0, s.rate, s.max_active, s.pass_ttl, s.idle, s.seq,
     s.waiting, redis.call('ZCOUNT', passes, '(' .. int(now), '+inf'), share_at(s),
     tonumber(totals[1] or '0'), tonumber(totals[2] or '0'), s.opens_at or 0, s.entrants,
-    s.drawn, s.commitment or '' }
+    s.drawn, commitment() }
 end
 
 local function create(open, rate, max_active, pass_ttl, idle)
@@ -334,7 +338,7 @@ if op == 'join' then
   local current = redis.call('HGET', user_key(user), user)
   local entered = parse_entry(current)
   if entered then
-    return { 'ENTRANT', entered.entry, entered.joined_at, s.opens_at, s.commitment }
+    return { 'ENTRANT', entered.entry, entered.joined_at, s.opens_at, commitment() }
   end
   if gathering(s) then
     local entry = redis.call('HINCRBY', meta, 'entrants', 1)
@@ -346,7 +350,7 @@ if op == 'join' then
       redis.call('PEXPIRE', entrants_key(), RETAIN_MS)
       retain()
     end
-    return { 'ENTERED', entry, now, s.opens_at, s.commitment }
+    return { 'ENTERED', entry, now, s.opens_at, commitment() }
   end
   seal(s)
   if current then
@@ -448,7 +452,7 @@ if op == 'entry' then
   end
   if parse_entry(current) then
     local phase = gathering(s) and 'GATHERING' or 'DRAWING'
-    return { phase, s.opens_at, s.entrants, s.commitment }
+    return { phase, s.opens_at, s.entrants, commitment() }
   end
   local reply = poll(s, current, user)
   table.insert(reply, 1, tonumber(current))
@@ -527,7 +531,7 @@ if op == 'draw_info' then
   if drawn_all(s) then
     seed = redis.call('HGET', meta, 'seed')
   end
-  return { 'DRAW', s.opens_at, s.commitment, s.entrants, s.drawn, seed }
+  return { 'DRAW', s.opens_at, commitment(), s.entrants, s.drawn, seed }
 end
 
 -- drawn_order: ARGV 3 first position, 4 count. The users at those places (every state

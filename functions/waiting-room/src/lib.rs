@@ -174,6 +174,28 @@ impl Reply {
             .ok_or_else(|| self.unexpected())
     }
 
+    /// A draw's seed: `None` where the script answers an empty string (not revealed).
+    fn seed(&self, index: usize) -> Result<Option<DrawSeed>, ApiError> {
+        match self.text(index) {
+            Some("") => Ok(None),
+            Some(text) => DrawSeed::parse_hex(text)
+                .map(Some)
+                .map_err(|_| self.unexpected()),
+            None => Err(self.unexpected()),
+        }
+    }
+
+    /// The whole reply as user ids (the entrant list, the users of drawn places).
+    fn users(&self) -> Result<Vec<UserId>, ApiError> {
+        (0..self.0.len())
+            .map(|index| {
+                self.text(index)
+                    .and_then(|text| UserId::parse(text).ok())
+                    .ok_or_else(|| self.unexpected())
+            })
+            .collect()
+    }
+
     /// Opening, entrant count and commitment from `first` on.
     fn gathered(&self, first: usize) -> Result<Gathered, ApiError> {
         Ok(Gathered {
@@ -237,6 +259,10 @@ fn limited_poll(
     call.limited(&token.queue_id, "status", &caller, limits)
 }
 
+/// Entrants read, or placed, per script call of a draw: a call stays short, so Redis is
+/// not held up for long by any one of them.
+const DRAW_CHUNK: usize = 1_000;
+
 /// The set of queue ids operators configured: the console lists queues from it.
 const REGISTRY: &str = "waiting-rooms";
 
@@ -290,12 +316,14 @@ impl WaitingRoom {
     ) -> Result<Joining, ApiError> {
         let call = ScriptCall::join(queue, caller, limits, default_policy, now);
         let reply = self.run(call).await?;
-        let is_new = match reply.outcome() {
-            "JOINED" | "ENTERED" => true,
-            "EXISTING" | "ENTRANT" => false,
+        let (entered, is_new) = match reply.outcome() {
+            "JOINED" => (false, true),
+            "EXISTING" => (false, false),
+            "ENTERED" => (true, true),
+            "ENTRANT" => (true, false),
             _ => return Err(reply.common_error(queue)),
         };
-        if matches!(reply.outcome(), "ENTERED" | "ENTRANT") {
+        if entered {
             return Ok(Joining::Entered(Entered {
                 entry: reply.position(1)?,
                 joined_at: reply.millis(2)?,
@@ -388,7 +416,6 @@ impl WaitingRoom {
     /// every time, and the script places each chunk only where the last one ended.
     pub async fn run_draw(&self, queue: &QueueId, now: Timestamp) -> Result<(), ApiError> {
         const LEASE_MS: u64 = 10_000;
-        const CHUNK: usize = 1_000;
         let plan = self
             .run(ScriptCall::new(queue, "draw_plan", now).arg(LEASE_MS))
             .await?;
@@ -398,35 +425,26 @@ impl WaitingRoom {
             _ => return Err(plan.common_error(queue)),
         }
         let entrants = plan.int(1)?;
-        let seed = plan
-            .text(3)
-            .and_then(|text| DrawSeed::parse_hex(text).ok())
-            .ok_or_else(|| plan.unexpected())?;
+        let seed = plan.seed(3)?.ok_or_else(|| plan.unexpected())?;
         let mut listed = Vec::with_capacity(entrants as usize);
         while (listed.len() as u64) < entrants {
             let chunk = self
                 .run(
                     ScriptCall::new(queue, "entrants", now)
                         .arg(listed.len())
-                        .arg(CHUNK),
+                        .arg(DRAW_CHUNK),
                 )
                 .await?;
             if chunk.0.is_empty() {
                 return Err(chunk.unexpected());
             }
-            for index in 0..chunk.0.len() {
-                let user = chunk
-                    .text(index)
-                    .and_then(|text| UserId::parse(text).ok())
-                    .ok_or_else(|| chunk.unexpected())?;
-                listed.push(user);
-            }
+            listed.extend(chunk.users()?);
         }
         let order = seed.order(&listed);
         let mut drawn = plan.int(2)? as usize;
         while drawn < order.len() {
             let mut call = ScriptCall::new(queue, "draw", now).arg(drawn);
-            for user in &order[drawn..(drawn + CHUNK).min(order.len())] {
+            for user in &order[drawn..(drawn + DRAW_CHUNK).min(order.len())] {
                 call = call.arg(user);
             }
             let reply = self.run(call).await?;
@@ -445,7 +463,6 @@ impl WaitingRoom {
         queue: &QueueId,
         now: Timestamp,
     ) -> Result<PublishedDraw, ApiError> {
-        const CHUNK: u64 = 1_000;
         let info = self.run(ScriptCall::new(queue, "draw_info", now)).await?;
         match info.outcome() {
             "DRAW" => {}
@@ -453,16 +470,13 @@ impl WaitingRoom {
             _ => return Err(info.common_error(queue)),
         }
         let commitment = info.commitment(2)?;
-        let seed = match info.text(5) {
-            Some("") | None => None,
-            Some(text) => Some(DrawSeed::parse_hex(text).map_err(|_| info.unexpected())?),
-        };
+        let seed = info.seed(5)?;
         let mut order = Vec::new();
         if seed.is_some() {
             let drawn = info.int(4)?;
             let mut first = 1;
             while first <= drawn {
-                let count = CHUNK.min(drawn - first + 1);
+                let count = (DRAW_CHUNK as u64).min(drawn - first + 1);
                 let chunk = self
                     .run(
                         ScriptCall::new(queue, "drawn_order", now)
@@ -470,13 +484,7 @@ impl WaitingRoom {
                             .arg(count),
                     )
                     .await?;
-                for index in 0..chunk.0.len() {
-                    let user = chunk
-                        .text(index)
-                        .and_then(|text| UserId::parse(text).ok())
-                        .ok_or_else(|| chunk.unexpected())?;
-                    order.push(user);
-                }
+                order.extend(chunk.users()?);
                 first += count;
             }
         }

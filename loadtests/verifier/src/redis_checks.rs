@@ -58,6 +58,15 @@ enum Place {
     },
 }
 
+impl Place {
+    /// The user the place was given to, whatever became of it.
+    fn user(&self) -> &str {
+        match self {
+            Place::Waiting { user } | Place::Admitted { user } | Place::Abandoned { user } => user,
+        }
+    }
+}
+
 fn parse_place(value: &str) -> Option<Place> {
     let mut fields = value.split(':');
     let (state, user, rest) = (fields.next()?, fields.next()?.to_owned(), fields.next()?);
@@ -207,9 +216,9 @@ pub(crate) async fn draws_fair(redis: &mut MultiplexedConnection) -> anyhow::Res
             .map(|position| {
                 places
                     .get(&position)
-                    .and_then(|value| value.split(':').nth(1))
-                    .unwrap_or("")
-                    .to_owned()
+                    .and_then(|value| parse_place(value))
+                    .map(|place| place.user().to_owned())
+                    .unwrap_or_default()
             })
             .collect();
         examined += draw.entrants;
@@ -272,13 +281,10 @@ fn check_queue(
         if !taken.insert(position) {
             violations.push(format!("{queue}: position {position} given to two users"));
         }
-        let owner = match parsed.get(&position) {
-            Some(Some(
-                Place::Waiting { user } | Place::Admitted { user } | Place::Abandoned { user },
-            )) => Some(user),
-            _ => None,
-        };
-        if owner != Some(user) {
+        let owner = parsed
+            .get(&position)
+            .and_then(|place| place.as_ref().map(Place::user));
+        if owner != Some(user.as_str()) {
             violations.push(format!(
                 "{queue}: user {user} points at position {position} of {owner:?}"
             ));
