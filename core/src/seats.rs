@@ -12,6 +12,7 @@
 //! makes a hold atomic across concurrent requests.
 
 use std::collections::BTreeSet;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -68,6 +69,14 @@ pub enum SeatError {
     HoldExpired,
     #[error("the seat is not sold to this reservation")]
     NotSoldToReservation,
+    #[error(
+        "at most {cap} seats of this concert per fan: {owned} held or bought already, {requested} more asked for"
+    )]
+    FanCapReached {
+        cap: u32,
+        owned: u32,
+        requested: u32,
+    },
     #[error(transparent)]
     Price(#[from] MoneyError),
 }
@@ -92,7 +101,9 @@ impl DomainError for SeatError {
             SeatError::NoSeats | SeatError::DuplicateSeat(_) | SeatError::OtherSchedule { .. } => {
                 ErrorCode::InvalidField
             }
-            SeatError::TooManySeats { .. } => ErrorCode::LimitExceeded,
+            SeatError::TooManySeats { .. } | SeatError::FanCapReached { .. } => {
+                ErrorCode::LimitExceeded
+            }
             SeatError::UnknownSeats(_) => ErrorCode::NotFound,
             SeatError::Unavailable(_) => ErrorCode::SeatsUnavailable,
             SeatError::NotHeldByReservation | SeatError::NotSoldToReservation => {
@@ -109,7 +120,95 @@ impl DomainError for SeatError {
                 Some(json!({ "seatIds": seats }))
             }
             SeatError::OtherSchedule { seats, .. } => Some(json!({ "seatIds": seats })),
+            SeatError::FanCapReached {
+                cap,
+                owned,
+                requested,
+            } => Some(json!({ "cap": cap, "owned": owned, "requested": requested })),
             _ => None,
+        }
+    }
+}
+
+/// How many seats of one concert a fan may hold and buy, across all their reservations and
+/// schedules of it: a cap per request alone lets a fan (or their bot) take a block four seats
+/// at a time. A concert without a cap has no `FanCap` at all, and its holds pay nothing for
+/// this rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FanCap {
+    seats_per_concert: NonZeroU32,
+}
+
+/// One reservation of a fan for a capped concert, as the cap counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FanHolding {
+    pub reservation: ReservationId,
+    pub status: ReservationStatus,
+    pub expires_at: Timestamp,
+    /// The seats it still owns (or owned until it lapsed).
+    pub seats: u32,
+}
+
+impl FanHolding {
+    /// A lapsed hold owns nothing, but the store ends it before counting: its payment may
+    /// have started before it lapsed and still be committing, and ending it under the row
+    /// lock is what tells the two apart.
+    fn has_lapsed(&self, now: Timestamp) -> bool {
+        self.status == ReservationStatus::Held && now >= self.expires_at
+    }
+
+    fn owns_seats(&self, now: Timestamp) -> bool {
+        match self.status {
+            ReservationStatus::Confirmed => true,
+            ReservationStatus::Held => now < self.expires_at,
+            _ => false,
+        }
+    }
+}
+
+impl FanCap {
+    pub const fn new(seats_per_concert: NonZeroU32) -> Self {
+        Self { seats_per_concert }
+    }
+
+    pub const fn seats_per_concert(self) -> u32 {
+        self.seats_per_concert.get()
+    }
+
+    /// The fan's holds that have lapsed without being ended yet: the store ends them (under
+    /// their row locks) and reads the holdings again if any was not its to end.
+    pub fn lapsed(holdings: &[FanHolding], now: Timestamp) -> Vec<ReservationId> {
+        holdings
+            .iter()
+            .filter(|h| h.has_lapsed(now))
+            .map(|h| h.reservation)
+            .collect()
+    }
+
+    /// Whether a fan with `holdings` in the concert may hold `requested` more seats. The
+    /// store calls this under a lock on the (fan, concert) pair, in the transaction that
+    /// takes the seats, so two holds at once cannot both pass on the same count. A payment
+    /// turns owned seats into owned seats and needs no check.
+    pub fn allows(
+        self,
+        holdings: &[FanHolding],
+        requested: usize,
+        now: Timestamp,
+    ) -> Result<(), SeatError> {
+        let owned: u32 = holdings
+            .iter()
+            .filter(|h| h.owns_seats(now))
+            .map(|h| h.seats)
+            .sum();
+        let requested = u32::try_from(requested).unwrap_or(u32::MAX);
+        if owned.saturating_add(requested) <= self.seats_per_concert() {
+            Ok(())
+        } else {
+            Err(SeatError::FanCapReached {
+                cap: self.seats_per_concert(),
+                owned,
+                requested,
+            })
         }
     }
 }
@@ -951,6 +1050,174 @@ mod tests {
                     if let Some(owner) = state.owner(now) {
                         prop_assert_eq!(owner_of.get(s), Some(&owner), "seat {} owned by a dead reservation", s);
                     }
+                }
+            }
+        }
+    }
+
+    fn cap(seats: u32) -> FanCap {
+        FanCap::new(NonZeroU32::new(seats).unwrap())
+    }
+
+    fn holding(id: u64, status: ReservationStatus, seats: u32) -> FanHolding {
+        FanHolding {
+            reservation: res(id),
+            status,
+            expires_at: later(1_000),
+            seats,
+        }
+    }
+
+    #[test]
+    fn the_fan_cap_counts_live_holds_and_purchases_across_reservations() {
+        let holdings = [
+            holding(1, ReservationStatus::Held, 2),
+            holding(2, ReservationStatus::Confirmed, 1),
+            holding(3, ReservationStatus::Refunded, 4),
+            holding(4, ReservationStatus::Cancelled, 4),
+        ];
+        assert_eq!(cap(4).allows(&holdings, 1, T0), Ok(()));
+        let refused = cap(4).allows(&holdings, 2, T0).unwrap_err();
+        assert_eq!(
+            refused,
+            SeatError::FanCapReached {
+                cap: 4,
+                owned: 3,
+                requested: 2
+            }
+        );
+        let api = crate::ApiError::from(refused);
+        assert_eq!(api.http_status(), 422);
+        assert_eq!(
+            api.details,
+            Some(json!({ "cap": 4, "owned": 3, "requested": 2 }))
+        );
+    }
+
+    #[test]
+    fn a_lapsed_hold_counts_nothing_but_is_named_for_the_store_to_end_first() {
+        let holdings = [
+            holding(1, ReservationStatus::Held, 4),
+            holding(2, ReservationStatus::Confirmed, 1),
+        ];
+        assert_eq!(FanCap::lapsed(&holdings, later(999)), vec![]);
+        assert!(cap(4).allows(&holdings, 1, later(999)).is_err());
+        assert_eq!(FanCap::lapsed(&holdings, later(1_000)), vec![res(1)]);
+        assert_eq!(cap(4).allows(&holdings, 3, later(1_000)), Ok(()));
+    }
+
+    #[derive(Debug, Clone)]
+    enum FanOp {
+        Hold {
+            fan: u64,
+            seats: usize,
+        },
+        /// A payment locks its reservation and checks it is payable, then commits later.
+        PayBegins(usize),
+        PayCommits,
+        Cancel(usize),
+        Refund(usize),
+        Sweep,
+        Wait(u64),
+    }
+
+    fn fan_op() -> impl Strategy<Value = FanOp> {
+        prop_oneof![
+            4 => (1u64..=3, 1usize..=4).prop_map(|(fan, seats)| FanOp::Hold { fan, seats }),
+            2 => any::<usize>().prop_map(FanOp::PayBegins),
+            1 => Just(FanOp::PayCommits),
+            1 => any::<usize>().prop_map(FanOp::Cancel),
+            1 => any::<usize>().prop_map(FanOp::Refund),
+            1 => Just(FanOp::Sweep),
+            2 => (0u64..90_000).prop_map(FanOp::Wait),
+        ]
+    }
+
+    proptest! {
+        /// Random holds, payments (which may start before a hold lapses and commit after),
+        /// cancels, refunds, sweeps and waits by three fans, with holds following the store's
+        /// protocol: end the fan's lapsed holds (a pending payment on one commits first, as
+        /// its row lock makes the ending wait), read the holdings again, then ask the cap.
+        /// No fan ever owns more seats of the concert than the cap, counting pending payments.
+        #[test]
+        fn no_sequence_of_holds_and_payments_takes_a_fan_past_the_cap(
+            seats_per_fan in 1u32..=6,
+            ops in proptest::collection::vec(fan_op(), 1..100),
+        ) {
+            let fan_cap = cap(seats_per_fan);
+            let ttl = Duration::from_secs(60);
+            let mut now = T0;
+            let mut reservations: Vec<(u64, FanHolding)> = Vec::new();
+            let mut paying: Option<usize> = None;
+            let commit = |reservations: &mut Vec<(u64, FanHolding)>, paying: &mut Option<usize>| {
+                if let Some(i) = paying.take() {
+                    reservations[i].1.status = ReservationStatus::Confirmed;
+                }
+            };
+            for op in ops {
+                match op {
+                    FanOp::Hold { fan, seats } => {
+                        let mine = |all: &[(u64, FanHolding)]| -> Vec<FanHolding> {
+                            all.iter().filter(|(f, _)| *f == fan).map(|(_, h)| *h).collect()
+                        };
+                        for lapsed in FanCap::lapsed(&mine(&reservations), now) {
+                            let i = reservations.iter().position(|(_, h)| h.reservation == lapsed).unwrap();
+                            if paying == Some(i) {
+                                commit(&mut reservations, &mut paying);
+                            } else {
+                                reservations[i].1.status = ReservationStatus::Expired;
+                            }
+                        }
+                        if fan_cap.allows(&mine(&reservations), seats, now).is_ok() {
+                            let id = res(reservations.len() as u64 + 1);
+                            reservations.push((fan, FanHolding {
+                                reservation: id,
+                                status: ReservationStatus::Held,
+                                expires_at: now.saturating_add(ttl),
+                                seats: seats as u32,
+                            }));
+                        }
+                    }
+                    FanOp::PayBegins(i) if !reservations.is_empty() && paying.is_none() => {
+                        let i = i % reservations.len();
+                        let h = reservations[i].1;
+                        if h.status == ReservationStatus::Held && now < h.expires_at {
+                            paying = Some(i);
+                        }
+                    }
+                    FanOp::PayCommits => commit(&mut reservations, &mut paying),
+                    FanOp::Cancel(i) if !reservations.is_empty() => {
+                        let i = i % reservations.len();
+                        let h = &mut reservations[i].1;
+                        if paying != Some(i) && h.status == ReservationStatus::Held && now < h.expires_at {
+                            h.status = ReservationStatus::Cancelled;
+                        }
+                    }
+                    FanOp::Refund(i) if !reservations.is_empty() => {
+                        let i = i % reservations.len();
+                        let h = &mut reservations[i].1;
+                        if h.status == ReservationStatus::Confirmed {
+                            h.status = ReservationStatus::Refunded;
+                        }
+                    }
+                    FanOp::Sweep => {
+                        for (i, (_, h)) in reservations.iter_mut().enumerate() {
+                            if paying != Some(i) && h.has_lapsed(now) {
+                                h.status = ReservationStatus::Expired;
+                            }
+                        }
+                    }
+                    FanOp::Wait(ms) => now = now.saturating_add(Duration::from_millis(ms)),
+                    _ => {}
+                }
+                for fan in 1..=3 {
+                    let owned: u32 = reservations
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, (f, h))| *f == fan && (h.owns_seats(now) || paying == Some(*i)))
+                        .map(|(_, (_, h))| h.seats)
+                        .sum();
+                    prop_assert!(owned <= seats_per_fan, "fan {} owns {} of {}", fan, owned, seats_per_fan);
                 }
             }
         }

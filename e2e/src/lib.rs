@@ -208,6 +208,22 @@ pub async fn venue(seats: u64, price: u64) -> Venue {
     }
 }
 
+/// A venue whose concert allows each fan at most `seats_per_fan` seats.
+pub async fn capped_venue(seats: u64, price: u64, seats_per_fan: u32) -> Venue {
+    let capped = venue(seats, price).await;
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("connecting to MySQL");
+    conn.exec_drop(
+        "UPDATE concerts SET seats_per_fan = ? WHERE id = ?",
+        (seats_per_fan, capped.concert),
+    )
+    .await
+    .expect("capping the concert");
+    drop(conn);
+    pool.disconnect().await.ok();
+    capped
+}
+
 /// What runs the application: `edge`, or the `spin` binary at the path.
 #[derive(Debug, Clone)]
 pub enum Runtime {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{App, Venue, mysql, venue};
+use e2e::{App, Venue, capped_venue, mysql, venue};
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 use ticketing_core::cache::{STALE_GRACE_MS, rebuild_lease_key, schedules_key, seat_map_keys};
@@ -269,6 +269,43 @@ async fn the_seat_map_reflects_a_hold_and_a_release_on_the_next_read() {
     app.stop().await;
 }
 
+/// Moves a hold and its seats' expiry into the past, as if five minutes went by.
+async fn lapse(conn: &mut mysql_async::Conn, reservation: u64) {
+    conn.exec_drop(
+        "UPDATE reservations SET expires_at = UTC_TIMESTAMP(3) - INTERVAL 1 SECOND WHERE id = ?",
+        (reservation,),
+    )
+    .await
+    .expect("ageing the reservation");
+    conn.exec_drop(
+        "UPDATE seats SET held_until = UTC_TIMESTAMP(3) - INTERVAL 1 SECOND WHERE reservation_id = ?",
+        (reservation,),
+    )
+    .await
+    .expect("ageing the seats");
+}
+
+/// A reservation's status, and how many `reservation.expired` events it has in the outbox.
+async fn expiry_of(conn: &mut mysql_async::Conn, reservation: u64) -> (String, u64) {
+    let status: String = conn
+        .exec_first(
+            "SELECT status FROM reservations WHERE id = ?",
+            (reservation,),
+        )
+        .await
+        .expect("query")
+        .expect("row");
+    let events: u64 = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM outbox WHERE topic = 'reservation.expired' AND event_key = ?",
+            (reservation.to_string(),),
+        )
+        .await
+        .expect("query")
+        .unwrap_or(0);
+    (status, events)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapsed_hold_frees_its_seats_for_the_next_buyer() {
     let app = App::start(&[]).await;
@@ -285,26 +322,11 @@ async fn a_lapsed_hold_frees_its_seats_for_the_next_buyer() {
     let pool = mysql().await;
     let mut conn = pool.get_conn().await.expect("mysql");
     let old_id = old["reservationId"].as_u64().expect("id");
-    conn.exec_drop(
-        "UPDATE reservations SET expires_at = UTC_TIMESTAMP(3) - INTERVAL 1 SECOND WHERE id = ?",
-        (old_id,),
-    )
-    .await
-    .expect("ageing the reservation");
-    conn.exec_drop(
-        "UPDATE seats SET held_until = UTC_TIMESTAMP(3) - INTERVAL 1 SECOND WHERE reservation_id = ?",
-        (old_id,),
-    )
-    .await
-    .expect("ageing the seats");
+    lapse(&mut conn, old_id).await;
 
     let (status, new) = reserve(&app, &second, venue.schedule, &venue.seats[1..3]).await;
     assert_eq!(status, 201, "{new}");
-    let old_status: String = conn
-        .exec_first("SELECT status FROM reservations WHERE id = ?", (old_id,))
-        .await
-        .expect("query")
-        .expect("row");
+    let (old_status, expired) = expiry_of(&mut conn, old_id).await;
     assert_eq!(old_status, "EXPIRED");
     let facts = holdings(venue.schedule).await;
     assert_eq!(
@@ -313,14 +335,6 @@ async fn a_lapsed_hold_frees_its_seats_for_the_next_buyer() {
     );
     assert_eq!(facts.seats_in_two_live_reservations, 0);
     assert_eq!(facts.seats_whose_owner_disagrees, 0);
-    let expired: u64 = conn
-        .exec_first(
-            "SELECT COUNT(*) FROM outbox WHERE topic = 'reservation.expired' AND event_key = ?",
-            (old_id.to_string(),),
-        )
-        .await
-        .expect("query")
-        .unwrap_or(0);
     assert_eq!(expired, 1);
     let auth = format!("Bearer {first}");
     let shown = app
@@ -332,6 +346,117 @@ async fn a_lapsed_hold_frees_its_seats_for_the_next_buyer() {
         )
         .await;
     assert_eq!(shown.json()["status"], "EXPIRED");
+    app.stop().await;
+}
+
+/// The seats of `user` still live in holds or purchases of `concert`, by the database.
+async fn seats_owned(user: u64, concert: u64) -> u64 {
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
+    let owned: u64 = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM reservation_seats rs JOIN reservations r \
+             ON r.id = rs.reservation_id JOIN schedules sc ON sc.id = r.schedule_id \
+             WHERE r.user_id = ? AND sc.concert_id = ? AND rs.released_at IS NULL \
+             AND r.status IN ('HELD', 'CONFIRMED')",
+            (user, concert),
+        )
+        .await
+        .expect("query")
+        .unwrap_or(0);
+    drop(conn);
+    pool.disconnect().await.ok();
+    owned
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fan_holding_from_many_tabs_at_once_gets_no_more_seats_than_the_concert_allows() {
+    let app = Arc::new(App::start(&[]).await);
+    let venue = capped_venue(6, PRICE, 4).await;
+    // A second schedule of the same concert: the cap spans the concert, not a date.
+    let later = venue.schedule + 1;
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
+    conn.exec_drop(
+        "INSERT INTO schedules (id, concert_id, starts_at, total_seats) \
+         VALUES (?, ?, UTC_TIMESTAMP(3) + INTERVAL 37 DAY, 6)",
+        (later, venue.concert),
+    )
+    .await
+    .expect("a second schedule");
+    conn.exec_batch(
+        "INSERT INTO seats (id, schedule_id, seat_no, label, price) VALUES (?, ?, ?, ?, ?)",
+        (1..=6u64).map(|n| (later * 10_000 + n, later, n, format!("A{n}"), PRICE)),
+    )
+    .await
+    .expect("its seats");
+    drop(conn);
+    pool.disconnect().await.ok();
+
+    let fan = venue.schedule * 10_000 + 1;
+    let pass = app.pass("capped", fan).await;
+    let wanted: Vec<(u64, u64)> = venue
+        .seats
+        .iter()
+        .map(|&seat| (venue.schedule, seat))
+        .chain((1..=6).map(|n| (later, later * 10_000 + n)))
+        .collect();
+    let attempts: Vec<_> = wanted
+        .into_iter()
+        .map(|(schedule, seat)| {
+            let (app, pass) = (app.clone(), pass.clone());
+            tokio::spawn(async move { reserve(&app, &pass, schedule, &[seat]).await })
+        })
+        .collect();
+    let (mut held, mut capped) = (0, 0);
+    for attempt in attempts {
+        let (status, body) = attempt.await.expect("task");
+        match status {
+            201 => held += 1,
+            422 => {
+                assert_eq!(body["error"], "limit_exceeded", "{body}");
+                assert_eq!(body["details"]["cap"], 4, "{body}");
+                assert_eq!(body["details"]["owned"], 4, "{body}");
+                capped += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!((held, capped), (4, 8));
+    assert_eq!(seats_owned(fan, venue.concert).await, 4);
+    Arc::into_inner(app).expect("sole owner").stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_at_the_cap_holds_again_once_their_hold_lapsed_and_the_hold_ends_the_lapsed_one() {
+    let app = App::start(&[]).await;
+    let venue = capped_venue(8, PRICE, 4).await;
+    let fan = venue.schedule * 10_000 + 1;
+    let pass = app.pass("capped-lapse", fan).await;
+    let (status, old) = reserve(&app, &pass, venue.schedule, &venue.seats[..4]).await;
+    assert_eq!(status, 201, "{old}");
+    let (status, body) = reserve(&app, &pass, venue.schedule, &venue.seats[4..5]).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["details"],
+        json!({ "cap": 4, "owned": 4, "requested": 1 })
+    );
+
+    // The hold lapses before any sweeper sees it.
+    let old_id = old["reservationId"].as_u64().expect("id");
+    let pool = mysql().await;
+    let mut conn = pool.get_conn().await.expect("mysql");
+    lapse(&mut conn, old_id).await;
+
+    let (status, new) = reserve(&app, &pass, venue.schedule, &venue.seats[4..8]).await;
+    assert_eq!(status, 201, "{new}");
+    let (old_status, expired) = expiry_of(&mut conn, old_id).await;
+    assert_eq!(old_status, "EXPIRED", "the new hold ended the lapsed one");
+    assert_eq!(expired, 1);
+    assert_eq!(seats_owned(fan, venue.concert).await, 4);
+    assert_eq!(seat_map(&app, venue.schedule).await.len(), 4);
+    drop(conn);
+    pool.disconnect().await.ok();
     app.stop().await;
 }
 
@@ -511,6 +636,18 @@ async fn the_catalog_reads_concerts_schedules_and_the_ranking() {
         .await;
     assert_eq!(one.status, 200);
     assert_eq!(one.json()["title"], format!("Concert {}", venue.concert));
+    assert_eq!(
+        one.json()["seatsPerFan"],
+        Value::Null,
+        "no cap: {}",
+        one.body
+    );
+    let capped = capped_venue(1, PRICE, 4).await;
+    let path = format!("/api/concerts/{}", capped.concert);
+    assert_eq!(
+        app.call("GET", &path, None, &[]).await.json()["seatsPerFan"],
+        4
+    );
     let missing = app.call("GET", "/api/concerts/999999999", None, &[]).await;
     assert_eq!(missing.status, 404);
     let schedules = schedules_of(&app, venue.concert).await;

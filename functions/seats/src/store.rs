@@ -10,11 +10,13 @@
 use cache_invalidation::invalidate_schedule;
 use redis_kit::KeptConnection;
 use serde::{Deserialize, Serialize};
+use spin_sdk::mysql::DbValue;
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use sql_kit::{
     Db, DbError, DbResult, Row, column_as, column_text, column_time, column_u64, corrupt, datetime,
     id, placeholders, with_retries,
 };
+use std::num::NonZeroU32;
 use store_sql::TakenBy;
 use ticketing_core::ApiError;
 use ticketing_core::cache::{Freshness, rebuild_lease_key, seat_map_keys, stored_ttl_ms};
@@ -23,8 +25,8 @@ use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::money::Amount;
 use ticketing_core::ranking::{RankingWindow, TOP};
 use ticketing_core::seats::{
-    HoldPolicy, Reservation, ReservationStatus, SeatError, SeatListing, SeatNumbers, SeatSelection,
-    SeatState,
+    FanCap, FanHolding, HoldPolicy, Reservation, ReservationStatus, SeatError, SeatListing,
+    SeatNumbers, SeatSelection, SeatState,
 };
 use ticketing_core::time::Timestamp;
 
@@ -40,6 +42,8 @@ pub(crate) struct Concert {
     pub(crate) title: String,
     pub(crate) artist: String,
     pub(crate) venue: String,
+    /// At most this many seats of the concert per fan; `None`: no cap.
+    pub(crate) seats_per_fan: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,12 +78,13 @@ fn concert_from(row: &Row) -> DbResult<Concert> {
         title: column_text(row, 1).ok_or_else(|| corrupt("concerts.title"))?,
         artist: column_text(row, 2).ok_or_else(|| corrupt("concerts.artist"))?,
         venue: column_text(row, 3).ok_or_else(|| corrupt("concerts.venue"))?,
+        seats_per_fan: fan_cap(row, 4)?.map(FanCap::seats_per_concert),
     })
 }
 
 pub(crate) async fn concerts(db: &Db) -> DbResult<Vec<Concert>> {
     db.query(
-        "SELECT id, title, artist, venue FROM concerts ORDER BY id",
+        "SELECT id, title, artist, venue, seats_per_fan FROM concerts ORDER BY id",
         vec![],
     )
     .await?
@@ -90,13 +95,25 @@ pub(crate) async fn concerts(db: &Db) -> DbResult<Vec<Concert>> {
 
 pub(crate) async fn concert(db: &Db, concert: ConcertId) -> DbResult<Option<Concert>> {
     db.query(
-        "SELECT id, title, artist, venue FROM concerts WHERE id = ?",
+        "SELECT id, title, artist, venue, seats_per_fan FROM concerts WHERE id = ?",
         vec![id(concert.get())],
     )
     .await?
     .first()
     .map(concert_from)
     .transpose()
+}
+
+/// The concert's cap on seats per fan from a nullable `concerts.seats_per_fan` column.
+fn fan_cap(row: &Row, index: usize) -> DbResult<Option<FanCap>> {
+    match row.get(index) {
+        None | Some(DbValue::DbNull) => Ok(None),
+        Some(_) => column_u64(row, index)
+            .and_then(|n| u32::try_from(n).ok())
+            .and_then(NonZeroU32::new)
+            .map(|n| Some(FanCap::new(n)))
+            .ok_or_else(|| corrupt("concerts.seats_per_fan")),
+    }
 }
 
 /// The schedules of a concert by date, with their seats open to a hold at `now`.
@@ -327,14 +344,24 @@ struct SeatRow {
     seat: Seat,
     listing: SeatListing,
     state: SeatState,
+    capped: Option<CappedConcert>,
+}
+
+/// A concert with a cap on seats per fan, which its holds check.
+#[derive(Clone, Copy)]
+struct CappedConcert {
+    concert: ConcertId,
+    cap: FanCap,
 }
 
 async fn seat_rows(db: &Db, seats: &[SeatId]) -> DbResult<Vec<SeatRow>> {
     let rows = db
         .query(
             &format!(
-                "SELECT id, seat_no, label, price, schedule_id, status, reservation_id, \
-                 CAST(held_until AS CHAR) FROM seats WHERE id IN ({})",
+                "SELECT s.id, s.seat_no, s.label, s.price, s.schedule_id, s.status, \
+                 s.reservation_id, CAST(s.held_until AS CHAR), sc.concert_id, c.seats_per_fan \
+                 FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
+                 JOIN concerts c ON c.id = sc.concert_id WHERE s.id IN ({})",
                 placeholders(seats.len())
             ),
             seats.iter().map(|s| id(s.get())).collect(),
@@ -355,7 +382,16 @@ async fn seat_rows(db: &Db, seats: &[SeatId]) -> DbResult<Vec<SeatRow>> {
                 },
                 _ => return Err(corrupt("seats.status")),
             };
+            let capped = fan_cap(row, 9)?
+                .map(|cap| -> DbResult<CappedConcert> {
+                    Ok(CappedConcert {
+                        concert: column_as(row, 8, "schedules.concert_id", ConcertId::new)?,
+                        cap,
+                    })
+                })
+                .transpose()?;
             Ok(SeatRow {
+                capped,
                 listing: SeatListing {
                     seat: seat.seat_id,
                     schedule: column_as(row, 4, "seats.schedule_id", ScheduleId::new)?,
@@ -418,27 +454,48 @@ pub(crate) async fn hold(
         ids.dedup();
         ids
     };
-    let held = with_retries!(
-        db,
-        hold_transaction(db, selection, user, amount, &lapsed, policy, now)
-    )?;
+    let order = HoldOrder {
+        selection,
+        user,
+        amount,
+        capped: found.first().and_then(|s| s.capped),
+    };
+    let held = with_retries!(db, hold_transaction(db, &order, &lapsed, policy, now))?;
     let reservation = held.map_err(HoldRefused::Seats)?;
     found.sort_by_key(|s| s.seat.seat_id);
     let seats = found.into_iter().map(|s| s.seat).collect();
     Ok(ReservationView { reservation, seats })
 }
 
-async fn hold_transaction(
-    db: &Db,
-    selection: &SeatSelection,
+/// What one hold takes, for whom, at what price, and the cap it must keep.
+struct HoldOrder<'a> {
+    selection: &'a SeatSelection,
     user: UserId,
     amount: Amount,
+    capped: Option<CappedConcert>,
+}
+
+async fn hold_transaction(
+    db: &Db,
+    order: &HoldOrder<'_>,
     lapsed: &[ReservationId],
     policy: &HoldPolicy,
     now: Timestamp,
 ) -> DbResult<Result<Reservation, SeatError>> {
+    let HoldOrder {
+        selection,
+        user,
+        amount,
+        capped,
+    } = *order;
     let expires_at = policy.hold_expiry(now);
     db.begin().await?;
+    if let Some(capped) = capped
+        && let Err(refused) = keep_fan_cap(db, user, capped, selection.seats().len(), now).await?
+    {
+        db.rollback().await;
+        return Ok(Err(refused));
+    }
     for reservation in lapsed {
         expire(db, *reservation, now).await?;
     }
@@ -469,6 +526,62 @@ async fn hold_transaction(
     .await?;
     db.commit().await?;
     Ok(Ok(reservation))
+}
+
+/// Whether `user` may hold `requested` more seats of a capped concert, decided by the core's
+/// `FanCap` inside the hold's transaction. The (fan, concert) lock row makes two holds by
+/// one fan count one after the other. The fan's lapsed holds are ended first, under their
+/// row locks: a payment that locked one before it lapsed makes the ending wait, and then the
+/// holdings are read again with that hold paid, so a late payment never takes the fan past
+/// the cap. Payments need no check of their own: they turn held seats into sold ones.
+async fn keep_fan_cap(
+    db: &Db,
+    user: UserId,
+    capped: CappedConcert,
+    requested: usize,
+    now: Timestamp,
+) -> DbResult<Result<(), SeatError>> {
+    db.execute(
+        "INSERT INTO fan_concert_locks (user_id, concert_id) VALUES (?, ?) \
+         ON DUPLICATE KEY UPDATE user_id = user_id",
+        vec![id(user.get()), id(capped.concert.get())],
+    )
+    .await?;
+    let mut holdings = fan_holdings(db, user, capped.concert).await?;
+    let mut ended_elsewhere = false;
+    for reservation in FanCap::lapsed(&holdings, now) {
+        ended_elsewhere |= !expire(db, reservation, now).await?;
+    }
+    if ended_elsewhere {
+        holdings = fan_holdings(db, user, capped.concert).await?;
+    }
+    Ok(capped.cap.allows(&holdings, requested, now))
+}
+
+/// The fan's reservations of the concert that own (or owned until they lapsed) seats.
+async fn fan_holdings(db: &Db, user: UserId, concert: ConcertId) -> DbResult<Vec<FanHolding>> {
+    db.query(
+        "SELECT r.id, r.status, CAST(r.expires_at AS CHAR), \
+           (SELECT COUNT(*) FROM reservation_seats rs WHERE rs.reservation_id = r.id) \
+         FROM reservations r JOIN schedules sc ON sc.id = r.schedule_id \
+         WHERE r.user_id = ? AND sc.concert_id = ? AND r.status IN ('HELD', 'CONFIRMED')",
+        vec![id(user.get()), id(concert.get())],
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(FanHolding {
+            reservation: column_as(row, 0, "reservations.id", ReservationId::new)?,
+            status: column_text(row, 1)
+                .and_then(|s| ReservationStatus::parse(&s))
+                .ok_or_else(|| corrupt("reservations.status"))?,
+            expires_at: column_time(row, 2).ok_or_else(|| corrupt("reservations.expires_at"))?,
+            seats: column_u64(row, 3)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| corrupt("reservation_seats count"))?,
+        })
+    })
+    .collect()
 }
 
 /// A new HELD reservation row; returns its id.
@@ -565,8 +678,9 @@ async fn taken_seats(db: &Db, seats: &[SeatId], ours: ReservationId) -> DbResult
 
 /// Ends a lapsed hold inside the caller's transaction: the reservation becomes EXPIRED, its
 /// seats are released, and `reservation.expired` is published. A hold that is not lapsed
-/// or was already ended (by a concurrent request or the bridge's sweeper) is left alone.
-async fn expire(db: &Db, reservation: ReservationId, now: Timestamp) -> DbResult<()> {
+/// or was already ended (by a concurrent request, a payment or the bridge's sweeper) is
+/// left alone, and the answer is false.
+async fn expire(db: &Db, reservation: ReservationId, now: Timestamp) -> DbResult<bool> {
     let rows = db
         .query(
             "SELECT user_id, schedule_id FROM reservations \
@@ -575,7 +689,7 @@ async fn expire(db: &Db, reservation: ReservationId, now: Timestamp) -> DbResult
         )
         .await?;
     let Some(row) = rows.first() else {
-        return Ok(());
+        return Ok(false);
     };
     let user = column_as(row, 0, "reservations.user_id", UserId::new)?;
     let schedule = column_as(row, 1, "reservations.schedule_id", ScheduleId::new)?;
@@ -591,7 +705,8 @@ async fn expire(db: &Db, reservation: ReservationId, now: Timestamp) -> DbResult
         },
         now,
     )
-    .await
+    .await?;
+    Ok(true)
 }
 
 /// Frees the seats a reservation still holds; returns them.

@@ -65,7 +65,7 @@ async fn relay(kafka: &KafkaSource, topic: &str, key: &str, event: &str, now: Ti
 }
 
 /// A store in which one user bought one seat (paid, announced, ranked, notified, both events
-/// in Kafka), another seat is held, and a queue admitted its first two of three places.
+/// in Kafka), another user holds another seat (each at the concert's cap of one), and a queue admitted its first two of three places.
 async fn consistent_store() -> Sources {
     let mysql_url = edge_testkit::scratch_database("ticketing_test_verifier").await;
     let pool = Pool::new(mysql_url.as_str());
@@ -79,7 +79,7 @@ async fn consistent_store() -> Sources {
          INSERT INTO balances (user_id, amount) VALUES (1, 50000), (2, 100000);
          INSERT INTO balance_ledger (user_id, entry_type, amount, balance_after)
            VALUES (1, 'OPENING', 100000, 100000), (2, 'OPENING', 100000, 100000);
-         INSERT INTO concerts (id, title, artist, venue) VALUES (1, 'C', 'A', 'V');
+         INSERT INTO concerts (id, title, artist, venue, seats_per_fan) VALUES (1, 'C', 'A', 'V', 1);
          INSERT INTO schedules (id, concert_id, starts_at, total_seats)
            VALUES (101, 1, '2030-01-01 19:00:00', 3);
          INSERT INTO reservations (id, user_id, schedule_id, status, amount, expires_at)
@@ -241,6 +241,16 @@ const CORRUPTIONS: &[Corruption] = &[
     Corruption {
         check: "sales_agree",
         sql: "UPDATE reservations SET status = 'EXPIRED' WHERE id = 1",
+        redis: &[],
+    },
+    // A second seat for a fan at the cap: held cleanly, only the cap forbids it.
+    Corruption {
+        check: "fan_caps",
+        sql: "INSERT INTO reservations (id, user_id, schedule_id, status, amount, expires_at) \
+              VALUES (3, 2, 101, 'HELD', 50000, '2030-01-01 00:00:00'); \
+              INSERT INTO reservation_seats (reservation_id, seat_id) VALUES (3, 1010003); \
+              UPDATE seats SET status = 'HELD', reservation_id = 3, \
+              held_until = '2030-01-01 00:00:00' WHERE id = 1010003",
         redis: &[],
     },
     Corruption {
