@@ -423,17 +423,24 @@ impl AdmissionShare {
 ///
 /// `live_passes` counts unexpired, unconsumed passes. The walk stops at the first live user
 /// who cannot be admitted, so nobody is ever admitted ahead of an earlier user still waiting.
+/// While the queue's concert is `sold_out` (`crate::sale::Stock`) nobody is admitted to
+/// look for seats that are not there; the round still passes fans who stopped polling.
 pub fn admission_round(
     policy: &AdmissionPolicy,
     share: AdmissionShare,
     bucket: AdmissionBucket,
     now: Timestamp,
     live_passes: u64,
+    sold_out: bool,
     head: &[Waiting],
 ) -> AdmissionRound {
     let bucket = bucket.refill(policy, share.at(now), now);
     let free_slots = u64::from(policy.max_active).saturating_sub(live_passes);
-    let mut budget = bucket.whole_tokens().min(free_slots);
+    let mut budget = if sold_out {
+        0
+    } else {
+        bucket.whole_tokens().min(free_slots)
+    };
     let mut admit = Vec::new();
     let mut abandon = Vec::new();
     let mut held_back = false;
@@ -610,6 +617,14 @@ pub enum QueueStatus {
         /// When to poll again (`PollPacing`); also sent as `Retry-After`.
         poll_after_ms: u64,
     },
+    /// Still in line, but the concert has no seat open to a hold: nobody is admitted until
+    /// one comes back (a release, a lapsed hold, a refund), and the fan keeps their place.
+    #[serde(rename_all = "camelCase")]
+    SoldOut {
+        position: Position,
+        ahead: u64,
+        poll_after_ms: u64,
+    },
     #[serde(rename_all = "camelCase")]
     Active { pass: String, expires_at: Timestamp },
     #[serde(rename_all = "camelCase")]
@@ -705,6 +720,29 @@ mod tests {
     }
 
     #[test]
+    fn a_sold_out_round_admits_nobody_but_still_passes_fans_who_left() {
+        let mut head = line(1..=4, at(30_000));
+        head[0].last_seen = T0;
+        let round = admission_round(
+            &policy(10, 100),
+            AdmissionShare::FULL,
+            AdmissionBucket::empty(T0),
+            at(61_000),
+            0,
+            true,
+            &head,
+        );
+        assert_eq!(round.admit, vec![]);
+        assert_eq!(round.abandon, positions(1..=1));
+        assert!(round.held_back);
+        assert_eq!(
+            round.bucket.whole_tokens(),
+            10,
+            "the bucket keeps its second"
+        );
+    }
+
+    #[test]
     fn a_round_that_admits_everyone_waiting_holds_nobody_back() {
         let round = admission_round(
             &policy(10, 100),
@@ -712,6 +750,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(1_000),
             0,
+            false,
             &line(1..=4, at(1_000)),
         );
         assert!(!round.held_back);
@@ -721,6 +760,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(1_000),
             0,
+            false,
             &line(1..=20, at(1_000)),
         );
         assert!(round.held_back);
@@ -735,6 +775,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(1_000),
             0,
+            false,
             &line(1..=20, at(1_000)),
         );
         assert_eq!(round.admit, positions(1..=5));
@@ -761,6 +802,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             T0,
             0,
+            false,
             &line(1..=5, T0),
         );
         assert!(round.admit.is_empty());
@@ -774,6 +816,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(500),
             0,
+            false,
             &line(1..=20, at(400)),
         );
         assert_eq!(round.admit, positions(1..=5));
@@ -789,6 +832,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(500),
             0,
+            false,
             &line(1..=9, at(0)),
         );
         assert_eq!(first.admit.len(), 1);
@@ -800,6 +844,7 @@ mod tests {
             first.bucket,
             at(1000),
             1,
+            false,
             &line(2..=9, at(900)),
         );
         assert_eq!(second.admit, positions(2..=3));
@@ -814,6 +859,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(3_600_000),
             0,
+            false,
             &line(1..=100, at(3_599_000)),
         );
         assert_eq!(round.admit.len(), 10);
@@ -827,6 +873,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(1000),
             3,
+            false,
             &line(1..=50, at(900)),
         );
         assert_eq!(round.admit, positions(1..=2));
@@ -836,6 +883,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(1000),
             5,
+            false,
             &line(1..=50, at(900)),
         );
         assert!(full.admit.is_empty());
@@ -857,6 +905,7 @@ mod tests {
             AdmissionBucket::empty(at(59_000)),
             at(60_000),
             0,
+            false,
             &head,
         );
         assert_eq!(round.abandon, vec![head[0].position, head[2].position]);
@@ -1110,7 +1159,7 @@ mod tests {
                     }
                 }
                 live = live.saturating_sub(step.consumed);
-                let round = admission_round(&p, AdmissionShare::FULL, bucket, now, live, &line);
+                let round = admission_round(&p, AdmissionShare::FULL, bucket, now, live, false, &line);
                 prop_assert!(live + round.admit.len() as u64 <= u64::from(max_active));
                 for pos in &round.admit {
                     prop_assert!(pos.get() > last_admitted, "admitted out of order");

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::error::{DomainError, ErrorCode};
-use crate::ids::QueueId;
+use crate::ids::{ConcertId, QueueId};
 use crate::time::Timestamp;
 
 /// A queue's opening time. Before it, a fan who joins becomes an entrant of the draw
@@ -113,6 +113,37 @@ impl Opening {
         let after_opening = spread.mul_f64(jitter.clamp(0.0, 1.0));
         (self.opens_at.since(now) + after_opening).min(longest)
     }
+}
+
+/// What the seat store last counted for the concert a queue sells: the seats open to a hold
+/// now (free, or held by a hold that lapsed), and when it counted them. The bridge counts
+/// every linked concert about once a second and hands the count to each of its queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stock {
+    pub holdable: u64,
+    pub counted_at: Timestamp,
+}
+
+impl Stock {
+    /// How often the bridge counts: how long a sell-out (or a seat back on sale) takes at
+    /// most to reach the queue, besides the count itself.
+    pub const COUNT_EVERY: Duration = Duration::from_secs(1);
+
+    /// Sold out means no seat open to a hold: fans still waiting are told so, and nobody is
+    /// admitted to look for seats that are not there. Seats on hold are not open, but a
+    /// release, a lapse or a refund opens them again, and admission resumes with the next
+    /// count.
+    pub const fn is_sold_out(self) -> bool {
+        self.holdable == 0
+    }
+}
+
+/// The Redis set of concerts that queues sell (their ids), which the bridge counts.
+pub const SOLD_CONCERTS_KEY: &str = "sale:concerts";
+
+/// The Redis set of the queues (their ids) selling `concert`.
+pub fn selling_queues_key(concert: ConcertId) -> String {
+    format!("sale:queues:{concert}")
 }
 
 #[cfg(test)]

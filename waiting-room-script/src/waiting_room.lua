@@ -12,7 +12,8 @@
 --                   paced_at (core::queue::AdmissionPace: milli-admissions a second and
 --                   when last measured); for a
 --                   scheduled queue (core::sale::Opening) also opens_at, commitment, seed,
---                   entrants and drawn
+--                   entrants and drawn; for a queue selling a concert, concert, and
+--                   holdable and counted_at (core::sale::Stock, from the bridge's count)
 --   2 users   prefix of the user hashes: "<prefix><the user id's last 3 digits>" maps a
 --             user id to the position of the user's live place (none once it ended), or
 --             to "E:entry:joined_at" for an entrant the draw has not placed yet;
@@ -60,7 +61,7 @@ end
 local function settings()
   local v = redis.call('HMGET', meta, 'open', 'rate', 'max_active', 'pass_ttl_ms', 'idle_ms',
     'tokens', 'refilled_at', 'seq', 'front', 'waiting', 'next_round_at', 'share', 'strained_at',
-    'opens_at', 'entrants', 'drawn', 'pace', 'paced_at')
+    'opens_at', 'entrants', 'drawn', 'pace', 'paced_at', 'holdable')
   if not v[2] then
     return nil
   end
@@ -72,6 +73,8 @@ local function settings()
     share = tonumber(v[12] or FULL_SHARE), strained_at = tonumber(v[13] or '0'),
     opens_at = tonumber(v[14]), entrants = tonumber(v[15] or '0'), drawn = tonumber(v[16] or '0'),
     pace = tonumber(v[17] or (tonumber(v[2]) * 1000)), paced_at = tonumber(v[18] or now),
+    -- core::sale::Stock::is_sold_out; a queue selling no concert (or not counted yet) is not.
+    sold_out = v[19] == '0',
   }
 end
 
@@ -239,6 +242,9 @@ local function admission_round(s)
   end
   local free = math.max(s.max_active - redis.call('ZCARD', passes), 0)
   local budget = math.min(math.floor(tokens / 1000), free)
+  if s.sold_out then
+    budget = 0
+  end
   local last = math.min(s.seq, s.front + math.min(budget, MAX_ADMIT) + MAX_SCAN - 1)
   local position, admitted, abandoned, stopped = s.front, 0, 0, false
   while position <= last and not stopped do
@@ -296,7 +302,8 @@ local function describe(s)
   return { 'QUEUE', s.open and 1 or 0, s.rate, s.max_active, s.pass_ttl, s.idle, s.seq,
     s.waiting, redis.call('ZCOUNT', passes, '(' .. int(now), '+inf'), share_at(s),
     tonumber(totals[1] or '0'), tonumber(totals[2] or '0'), s.opens_at or 0, s.entrants,
-    s.drawn, commitment() }
+    s.drawn, commitment(), redis.call('HGET', meta, 'concert') or '',
+    tonumber(redis.call('HGET', meta, 'holdable') or '-1') }
 end
 
 local function create(open, rate, max_active, pass_ttl, idle)
@@ -412,7 +419,8 @@ local function poll(s, position, user)
     place = { state = 'X', user = user, reason = 'PASS_EXPIRED' }
   end
   if place.state == 'W' then
-    return { 'WAITING', s.front, s.rate, s.max_active, s.pass_ttl, s.idle, s.waiting, s.pace }
+    return { 'WAITING', s.front, s.rate, s.max_active, s.pass_ttl, s.idle, s.waiting, s.pace,
+      s.sold_out and 1 or 0 }
   elseif place.state == 'A' then
     return { 'ACTIVE', place.admitted_at, place.expires_at }
   end
@@ -599,6 +607,40 @@ if op == 'strain' then
     redis.call('HSET', meta, 'share', s.share, 'strained_at', int(now))
   end
   return { 'STRAINED', share_at(s) }
+end
+
+-- sell: ARGV 3 the concert the queue sells ('' for none). Its stock is unknown (not sold
+-- out) until the bridge counts it.
+if op == 'sell' then
+  local s = settings()
+  if not s then
+    return { 'UNKNOWN_QUEUE' }
+  end
+  if ARGV[3] == '' then
+    redis.call('HDEL', meta, 'concert', 'holdable', 'counted_at')
+  elseif redis.call('HGET', meta, 'concert') ~= ARGV[3] then
+    redis.call('HSET', meta, 'concert', ARGV[3])
+    redis.call('HDEL', meta, 'holdable', 'counted_at')
+  end
+  return describe(settings())
+end
+
+-- stock: ARGV 3 the concert counted, 4 its seats open to a hold, 5 when the seat store
+-- counted them (its own clock). A count older than the one kept, or of a concert the queue
+-- no longer sells, changes nothing. Answers the seats open to a hold as kept.
+if op == 'stock' then
+  local v = redis.call('HMGET', meta, 'rate', 'concert', 'counted_at')
+  if not v[1] then
+    return { 'UNKNOWN_QUEUE' }
+  end
+  if v[2] ~= ARGV[3] then
+    return { 'NOT_SELLING' }
+  end
+  if tonumber(v[3] or '0') < tonumber(ARGV[5]) then
+    redis.call('HSET', meta, 'holdable', ARGV[4], 'counted_at', ARGV[5])
+    return { 'STOCK', tonumber(ARGV[4]) }
+  end
+  return { 'STOCK', tonumber(redis.call('HGET', meta, 'holdable')) }
 end
 
 -- settings: the queue's configuration and counts.

@@ -15,6 +15,7 @@ use ticketing_core::queue::{
     ADMISSION_TICK, AdmissionBucket, AdmissionPace, AdmissionPolicy, AdmissionShare, Position,
     Waiting, admission_round,
 };
+use ticketing_core::sale::Stock;
 use ticketing_core::time::Timestamp;
 use waiting_room_script::{AbuseLimits, Caller, QueueKeys, ScriptCall};
 
@@ -29,6 +30,8 @@ enum Op {
     Check(usize),
     /// The seat or payment path reports strain for the queue.
     Strain,
+    /// The bridge counts the queue's concert: this many seats open to a hold.
+    Stock(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -42,6 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::Consume),
         1 => any::<usize>().prop_map(Op::Check),
         1 => Just(Op::Strain),
+        1 => prop_oneof![Just(0u64), 1u64..3].prop_map(Op::Stock),
     ]
 }
 
@@ -59,6 +63,8 @@ struct Model {
     pace: AdmissionPace,
     /// No admission round before this instant (`ADMISSION_TICK` after the last).
     next_round_at: u64,
+    /// The last count of the queue's concert found no seat open to a hold.
+    sold_out: bool,
     bucket: AdmissionBucket,
     line: Vec<Waiting>,
     /// The first place the admission rounds have not passed: moves only in a round, to the
@@ -102,6 +108,7 @@ impl Model {
             self.bucket,
             now_ts,
             live,
+            self.sold_out,
             &self.line,
         );
         for position in &round.admit {
@@ -223,7 +230,12 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         places: HashMap::new(),
         joined: 0,
         next_round_at: 0,
+        sold_out: false,
     };
+    // The queue sells concert 7; its stock is unknown (not sold out) until counted.
+    let sold = queue.call(&args(&[&"sell", &now, &7]));
+    prop_assert_eq!(text(&sold[0]), "QUEUE");
+    let mut counted_at = 0u64;
     // The user's and the address's counters, limits turned off.
     let no_limits = ["u", "0", "1000", "a", "0", "1000"];
     for op in ops {
@@ -272,6 +284,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert_eq!(int(&reply[1]), model.front, "the line's front");
                         prop_assert_eq!(int(&reply[6]), model.line.len() as u64, "waiting");
                         prop_assert_eq!(int(&reply[7]), model.pace.milli_per_sec(), "pace");
+                        prop_assert_eq!(int(&reply[8]) == 1, model.sold_out, "sold out");
                     }
                     "ACTIVE" => prop_assert_eq!(
                         expected,
@@ -320,6 +333,22 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(text(&reply[0]), "STRAINED");
                 prop_assert_eq!(int(&reply[1]), u64::from(model.share.at(now_ts)));
             }
+            Op::Stock(holdable) => {
+                counted_at += 1;
+                let reply = queue.call(&args(&[&"stock", &now, &7, &holdable, &counted_at]));
+                prop_assert_eq!(text(&reply[0]), "STOCK");
+                prop_assert_eq!(int(&reply[1]), holdable);
+                // A count older than the one kept changes nothing.
+                let stale = queue.call(&args(&[&"stock", &now, &7, &5, &0]));
+                prop_assert_eq!(int(&stale[1]), holdable);
+                let other = queue.call(&args(&[&"stock", &now, &8, &0, &(counted_at + 1)]));
+                prop_assert_eq!(text(&other[0]), "NOT_SELLING");
+                model.sold_out = Stock {
+                    holdable,
+                    counted_at: Timestamp::from_unix_millis(counted_at),
+                }
+                .is_sold_out();
+            }
             Op::Poll(_) | Op::Consume(_) | Op::Check(_) => {}
         }
         let overview = queue.call(&args(&[&"settings", &now]));
@@ -333,6 +362,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(int(&overview[8]), active, "active");
         let share = model.share.at(Timestamp::from_unix_millis(now));
         prop_assert_eq!(int(&overview[9]), u64::from(share), "admission share");
+        prop_assert_eq!(text(&overview[16]), "7", "the concert sold");
         // For operators: every admission, and every place whose fan stopped polling.
         let ever =
             |wanted: fn(&State) -> bool| model.places.values().filter(|s| wanted(s)).count() as u64;
