@@ -7,6 +7,8 @@
 //!   ([`ranking`]) and the notifications table ([`notifications`]), each deduplicating by
 //!   event id and committing offsets only after the effect;
 //! - the **sweeper** ([`sweeper`]) ends lapsed holds and announces `reservation.expired`;
+//! - the **stock counter** ([`stock`]) tells the queues selling a concert whether it has
+//!   seats open to a hold, so a sold-out sale stops admitting;
 //! - `/metrics` and `/health` on the admin listener ([`admin`]).
 //!
 //! Every part is safe to run in several bridges at once: outbox batches and lapsed holds are
@@ -23,6 +25,7 @@ mod notifications;
 mod ranking;
 mod relay;
 mod shutdown;
+mod stock;
 mod store;
 mod sweeper;
 mod task;
@@ -125,6 +128,13 @@ async fn event_flow(store: Store, redis: redis::Client, task: Task) -> anyhow::R
         Notifications::new(store.clone()),
         task.clone(),
     ));
+    {
+        let (store, redis, task) = (store.clone(), redis.clone(), task.clone());
+        parts.spawn(async move {
+            stock::run(store, redis, task).await;
+            Ok(())
+        });
+    }
     parts.spawn(async move {
         sweeper::run(store, redis, task).await;
         Ok(())

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context as _;
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Pool, Transaction, TxOpts, Value};
-use store_sql::{TakenBy, placeholders};
+use store_sql::{HOLDABLE, TakenBy, placeholders};
 use ticketing_core::events::{Envelope, EventId, NotificationKind, NotificationRequest};
 use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::time::Timestamp;
@@ -170,6 +170,40 @@ impl Store {
         insert_outbox(&mut transaction, &envelopes).await?;
         transaction.commit().await?;
         Ok(expired)
+    }
+
+    /// The seats open to a hold at `now` of each of `concerts` that exists, by concert.
+    pub(crate) async fn holdable_seats(
+        &self,
+        concerts: &[ConcertId],
+        now: Timestamp,
+    ) -> anyhow::Result<Vec<(ConcertId, u64)>> {
+        if concerts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statement = format!(
+            "SELECT c.id, (SELECT COUNT(*) FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
+               WHERE sc.concert_id = c.id AND {HOLDABLE}) \
+             FROM concerts c WHERE c.id IN ({})",
+            placeholders(concerts.len())
+        );
+        let mut params = vec![Value::from(now.to_sql_datetime())];
+        params.extend(concerts.iter().map(|c| Value::from(c.get())));
+        let rows: Vec<(u64, u64)> = self
+            .pool
+            .get_conn()
+            .await
+            .context("connecting to MySQL")?
+            .exec(statement, params)
+            .await
+            .context("counting seats open to a hold")?;
+        rows.into_iter()
+            .map(|(concert, holdable)| {
+                ConcertId::new(concert)
+                    .map(|concert| (concert, holdable))
+                    .map_err(|_| anyhow::anyhow!("concerts.id {concert} is not an id"))
+            })
+            .collect()
     }
 
     /// Records each notification once for `consumer`: events already in processed_events

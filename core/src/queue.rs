@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::draw::Commitment;
 use crate::error::{DomainError, ErrorCode};
-use crate::ids::{QueueId, UserId};
+use crate::ids::{ConcertId, QueueId, UserId};
 use crate::time::Timestamp;
 
 /// A 1-based place in one queue's line.
@@ -189,6 +189,13 @@ impl PollPacing {
             .clamp(Self::SHORTEST, self.longest)
     }
 
+    /// The pause of a fan whose queue is sold out: no turn is expected, so only the
+    /// distance from the front and the budget pace it, and those nearest the front, first
+    /// in line for a seat that comes back, hear of it soonest.
+    pub fn pause_without_turn(&self, ahead: u64, waiting: u64, jitter: f64) -> Duration {
+        self.pause(ahead, waiting, Duration::MAX, jitter)
+    }
+
     /// The smallest spacing (seconds per place) at which `waiting` fans poll within the
     /// budget; `longest` if even that is too often.
     fn spacing(&self, waiting: u64) -> f64 {
@@ -243,6 +250,9 @@ pub struct QueueSettingsPatch {
     /// Only when creating a queue: it gathers entrants for a draw until then
     /// (`crate::sale::Opening`).
     pub opens_at: Option<Timestamp>,
+    /// The concert the queue sells: while it has no seat open to a hold, nobody is admitted
+    /// and waiting fans are told it is sold out (`crate::sale::Stock`).
+    pub concert_id: Option<ConcertId>,
 }
 
 impl QueueSettingsPatch {

@@ -4,6 +4,10 @@
 //! written once. Each function returns a statement's text for a number of values, and says
 //! the order of its parameters.
 
+/// The core's `SeatState::is_holdable` over a `seats` row as SQL; `?` is the current time.
+/// A hold that lapsed leaves its seat open to the next holder before any sweeper ends it.
+pub const HOLDABLE: &str = "(status = 'AVAILABLE' OR (status = 'HELD' AND held_until <= ?))";
+
 /// `?, ?, ?` for an `IN (…)` list of `n` values.
 pub fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")

@@ -609,16 +609,14 @@ if op == 'strain' then
   return { 'STRAINED', share_at(s) }
 end
 
--- sell: ARGV 3 the concert the queue sells ('' for none). Its stock is unknown (not sold
--- out) until the bridge counts it.
+-- sell: ARGV 3 the concert the queue sells. The stock of a concert it newly sells is
+-- unknown (not sold out) until the bridge counts it.
 if op == 'sell' then
   local s = settings()
   if not s then
     return { 'UNKNOWN_QUEUE' }
   end
-  if ARGV[3] == '' then
-    redis.call('HDEL', meta, 'concert', 'holdable', 'counted_at')
-  elseif redis.call('HGET', meta, 'concert') ~= ARGV[3] then
+  if redis.call('HGET', meta, 'concert') ~= ARGV[3] then
     redis.call('HSET', meta, 'concert', ARGV[3])
     redis.call('HDEL', meta, 'holdable', 'counted_at')
   end
@@ -627,14 +625,15 @@ end
 
 -- stock: ARGV 3 the concert counted, 4 its seats open to a hold, 5 when the seat store
 -- counted them (its own clock). A count older than the one kept, or of a concert the queue
--- no longer sells, changes nothing. Answers the seats open to a hold as kept.
+-- does not sell, changes nothing. Answers the seats open to a hold as kept, or NOT_SELLING
+-- with the concert the queue sells ('' for none).
 if op == 'stock' then
   local v = redis.call('HMGET', meta, 'rate', 'concert', 'counted_at')
   if not v[1] then
     return { 'UNKNOWN_QUEUE' }
   end
   if v[2] ~= ARGV[3] then
-    return { 'NOT_SELLING' }
+    return { 'NOT_SELLING', v[2] or '' }
   end
   if tonumber(v[3] or '0') < tonumber(ARGV[5]) then
     redis.call('HSET', meta, 'holdable', ARGV[4], 'counted_at', ARGV[5])

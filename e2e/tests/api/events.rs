@@ -60,6 +60,38 @@ async fn count(sql: &str, params: impl Into<mysql_async::Params> + Send) -> u64 
     n.unwrap_or(0)
 }
 
+/// A bridge in this process, on its own topics (a namespace of this run).
+struct Bridge {
+    stop: tokio::sync::oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<()>,
+}
+
+impl Bridge {
+    async fn start() -> Self {
+        let mut config = ticketing_bridge::Config::local(
+            &e2e::mysql_url().await,
+            &e2e::redis_url(),
+            &service_env()["KAFKA_BROKERS"],
+        );
+        config.namespace = format!("e2e{}-{}.", std::process::id(), now().unix_millis());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let run = tokio::spawn(async move {
+            ticketing_bridge::run(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("bridge run");
+        });
+        Self { stop, run }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.run.await.expect("bridge task");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_refunds_and_lapsed_holds_reach_their_effects_through_the_bridge() {
     let gateway = Gateway::start(Behaviour {
@@ -72,17 +104,7 @@ async fn payments_refunds_and_lapsed_holds_reach_their_effects_through_the_bridg
         ("QUEUE_STATUS_LIMIT_PER_USER", "0"),
     ])
     .await;
-    let mut config = ticketing_bridge::Config::local(
-        &e2e::mysql_url().await,
-        &e2e::redis_url(),
-        &service_env()["KAFKA_BROKERS"],
-    );
-    config.namespace = format!("e2e{}-{}.", std::process::id(), now().unix_millis());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let bridge = tokio::spawn(ticketing_bridge::run(config, listener, async {
-        let _ = stopped.await;
-    }));
+    let bridge = Bridge::start().await;
 
     let venue = venue(3, PRICE).await;
     let buyer = user(OPENING).await;
@@ -159,7 +181,78 @@ async fn payments_refunds_and_lapsed_holds_reach_their_effects_through_the_bridg
     })
     .await;
 
-    let _ = stop.send(());
-    bridge.await.expect("bridge task").expect("bridge run");
+    bridge.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_sale_tells_waiting_fans_and_admits_again_when_a_seat_comes_back() {
+    let app = App::start(&[]).await;
+    let bridge = Bridge::start().await;
+    let venue = venue(2, PRICE).await;
+    let queue = format!("sellout-{}", venue.concert);
+    let settings = format!("/api/admin/queue?queueId={queue}");
+    let selling = json!({ "ratePerSec": 100000, "maxActive": 1000000, "concertId": venue.concert });
+    let configured = app.admin("PUT", &settings, Some(&selling)).await;
+    assert_eq!(configured.status, 200, "{}", configured.body);
+    assert_eq!(configured.json()["concertId"], venue.concert);
+
+    // One fan holds both seats: none is open to a hold, so the concert is sold out.
+    let buyer = user(OPENING).await;
+    let pass = app.pass(&queue, buyer).await;
+    let (status, held) = post(
+        &app,
+        "/api/reservations",
+        &pass,
+        None,
+        json!({ "scheduleId": venue.schedule, "seatIds": venue.seats }),
+    )
+    .await;
+    assert_eq!(status, 201, "{held}");
+    eventually("the bridge counts the concert sold out", async || {
+        app.admin("GET", &settings, None).await.json()["holdableSeats"] == 0
+    })
+    .await;
+
+    let waiting = app
+        .call(
+            "POST",
+            "/api/queue/tokens",
+            Some(&json!({ "userId": user(OPENING).await, "queueId": queue })),
+            &[],
+        )
+        .await;
+    assert_eq!(waiting.status, 201, "{}", waiting.body);
+    let ticket = waiting.json()["token"].as_str().expect("token").to_owned();
+    for _ in 0..3 {
+        let answer = crate::queue::status_response(&app, &ticket).await;
+        let body = answer.json();
+        assert_eq!(body["status"], "SOLD_OUT", "nobody is admitted: {body}");
+        assert_eq!(body["ahead"], 0, "{body}");
+        assert!(
+            body["pollAfterMs"].as_u64().expect("a pause") >= 1_000,
+            "{body}"
+        );
+        assert!(answer.headers.contains_key("retry-after"), "{body}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    // The holder lets the seats go: they are open again, and admission resumes.
+    let auth = format!("Bearer {pass}");
+    let path = format!("/api/reservations/{}", held["reservationId"]);
+    let released = app
+        .call("DELETE", &path, None, &[("authorization", &auth)])
+        .await;
+    assert_eq!(released.status, 200, "{}", released.body);
+    eventually(
+        "the waiting fan is admitted once seats came back",
+        async || crate::queue::status_response(&app, &ticket).await.json()["status"] == "ACTIVE",
+    )
+    .await;
+    assert_eq!(
+        app.admin("GET", &settings, None).await.json()["holdableSeats"],
+        2
+    );
+    bridge.stop().await;
     app.stop().await;
 }

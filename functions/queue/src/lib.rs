@@ -8,7 +8,9 @@
 //!   `ACTIVE` with a pass, or `EXPIRED` with a reason. A `WAITING` answer says when to poll
 //!   again (`pollAfterMs` and `Retry-After`, from the core's `PollPacing`): about every
 //!   second near the head, up to the longest pause far back, the whole line within
-//!   `queue_poll_budget_per_sec`.
+//!   `queue_poll_budget_per_sec`. A queue that sells a concert (`concertId`) answers
+//!   `SOLD_OUT` instead, and admits nobody, while the concert has no seat open to a hold
+//!   (the bridge counts it about once a second); admission resumes when a seat comes back.
 //! - A queue created with `opensAt` gathers fans until then: a join answers `201` with a
 //!   draw entry (no position) and the draw's commitment, and the entry's status polls say
 //!   `GATHERING`. The first poll after the opening runs the draw (`ticketing_core::draw`),
@@ -32,7 +34,7 @@ use serde::Serialize;
 use spin_sdk::http::{HeaderValue, Method, Request, StatusCode};
 use ticketing_core::ApiError;
 use ticketing_core::draw::{Commitment, DrawSeed, PublishedDraw, SEED_BYTES};
-use ticketing_core::ids::{QueueId, UserId};
+use ticketing_core::ids::{ConcertId, QueueId, UserId};
 use ticketing_core::pass::{Claims, TokenKind};
 use ticketing_core::queue::{
     DrawEntryReply, JoinReply, JoinRequest, PollPacing, Position, QueueSettings,
@@ -181,6 +183,7 @@ async fn status(request: Request) -> Result<Reply, ApiError> {
     };
     let mut reply = json(StatusCode::OK, &status);
     if let QueueStatus::Waiting { poll_after_ms, .. }
+    | QueueStatus::SoldOut { poll_after_ms, .. }
     | QueueStatus::Gathering { poll_after_ms, .. } = status
     {
         // Whole seconds, rounded up: a client that honours it never polls early.
@@ -229,12 +232,21 @@ fn answer(
             policy,
             waiting,
             pace,
+            sold_out,
         } => {
             let pacing = PollPacing::new(
                 config.poll_budget_per_sec,
                 config.longest_poll,
                 policy.idle_timeout(),
             );
+            if sold_out {
+                let pause = pacing.pause_without_turn(ahead, waiting, jitter());
+                return QueueStatus::SoldOut {
+                    position,
+                    ahead,
+                    poll_after_ms: pause.as_millis() as u64,
+                };
+            }
             let eta_seconds = pace.eta_secs(&policy, ahead);
             let pause = pacing.pause(ahead, waiting, Duration::from_secs(eta_seconds), jitter());
             QueueStatus::Waiting {
@@ -329,6 +341,11 @@ struct QueueReply {
     entrants: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     drawn: Option<u64>,
+    /// The concert the queue sells, and its seats open to a hold at the last count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concert_id: Option<ConcertId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holdable_seats: Option<u64>,
 }
 
 impl QueueReply {
@@ -351,6 +368,8 @@ impl QueueReply {
             commitment: overview.draw.map(|draw| draw.commitment),
             entrants: overview.draw.map(|draw| draw.entrants),
             drawn: overview.draw.map(|draw| draw.drawn),
+            concert_id: overview.selling.map(|selling| selling.concert),
+            holdable_seats: overview.selling.and_then(|selling| selling.holdable),
         }
     }
 }
@@ -469,7 +488,10 @@ async fn admin_update(request: Request) -> Result<Reply, ApiError> {
     }))?;
     let seed = opening.map(|_| draw_seed()).transpose()?;
     let scheduled = opening.zip(seed.as_ref());
-    let overview = room.configure(&queue, &settings, scheduled, now).await?;
+    let mut overview = room.configure(&queue, &settings, scheduled, now).await?;
+    if let Some(concert) = patch.concert_id {
+        overview = room.sell(&queue, concert, now).await?;
+    }
     Ok(json(StatusCode::OK, &QueueReply::new(queue, overview)))
 }
 

@@ -17,7 +17,7 @@ use sql_kit::{
     id, placeholders, with_retries,
 };
 use std::num::NonZeroU32;
-use store_sql::TakenBy;
+use store_sql::{HOLDABLE, TakenBy};
 use ticketing_core::ApiError;
 use ticketing_core::cache::{Freshness, rebuild_lease_key, seat_map_keys, stored_ttl_ms};
 use ticketing_core::events::{ReservationExpired, ReservationHeld, ReservationReleased};
@@ -29,9 +29,6 @@ use ticketing_core::seats::{
     SeatNumbers, SeatSelection, SeatState,
 };
 use ticketing_core::time::Timestamp;
-
-/// The core's `SeatState::is_holdable` as SQL; `?` is the current time.
-const HOLDABLE: &str = "(status = 'AVAILABLE' OR (status = 'HELD' AND held_until <= ?))";
 
 // ---- catalog -------------------------------------------------------------------------
 

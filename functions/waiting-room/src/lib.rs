@@ -12,14 +12,14 @@ use redis_kit::KeptConnection;
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use ticketing_core::ApiError;
 use ticketing_core::draw::{Commitment, DrawSeed, PublishedDraw};
-use ticketing_core::ids::{QueueId, UserId};
+use ticketing_core::ids::{ConcertId, QueueId, UserId};
 use ticketing_core::limits::RateLimited;
 use ticketing_core::pass::{Claims, PassError};
 use ticketing_core::queue::{
     AdmissionPace, AdmissionPolicy, AdmissionShare, ExpiryReason, Position, QueueError,
     QueueSettings,
 };
-use ticketing_core::sale::{Opening, OpeningError};
+use ticketing_core::sale::{Opening, OpeningError, SOLD_CONCERTS_KEY, selling_queues_key};
 use ticketing_core::time::Timestamp;
 pub use waiting_room_script::{AbuseLimits, Caller};
 use waiting_room_script::{SCRIPT, ScriptCall, script_sha};
@@ -84,6 +84,8 @@ pub enum Place {
         waiting: u64,
         /// The pace the queue has kept (`core::queue::AdmissionPace`), for the estimate.
         pace: AdmissionPace,
+        /// The concert the queue sells has no seat open to a hold (`core::sale::Stock`).
+        sold_out: bool,
     },
     Active {
         admitted_at: Timestamp,
@@ -107,6 +109,15 @@ pub struct QueueOverview {
     pub abandoned_total: u64,
     /// A scheduled queue's opening, commitment, entrants and how many the draw placed.
     pub draw: Option<DrawOverview>,
+    /// The concert the queue sells, and its seats open to a hold at the bridge's last
+    /// count (`None` until counted).
+    pub selling: Option<Selling>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selling {
+    pub concert: ConcertId,
+    pub holdable: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +172,14 @@ impl Reply {
         match self.0.get(index) {
             Some(RedisResult::Int64(n)) if *n >= 0 => Ok(n.unsigned_abs()),
             _ => Err(self.unexpected()),
+        }
+    }
+
+    /// An integer the script answers as -1 for none.
+    fn optional_int(&self, index: usize) -> Result<Option<u64>, ApiError> {
+        match self.0.get(index) {
+            Some(RedisResult::Int64(-1)) => Ok(None),
+            _ => self.int(index).map(Some),
         }
     }
 
@@ -369,6 +388,7 @@ impl WaitingRoom {
                 policy: reply.policy(2)?,
                 waiting: reply.int(6)?,
                 pace: AdmissionPace::from_parts(reply.int(7)?, now),
+                sold_out: reply.int(8)? == 1,
             }),
             "ACTIVE" => Ok(Place::Active {
                 admitted_at: reply.millis(1)?,
@@ -592,6 +612,32 @@ impl WaitingRoom {
         Self::read_overview(queue, &reply)
     }
 
+    /// Makes `queue` sell `concert`: while the concert has no seat open to a hold its
+    /// waiting fans are told it is sold out and nobody is admitted, until a seat comes back.
+    /// The bridge counts every concert in `SOLD_CONCERTS_KEY` and hands the count to the
+    /// queues in its `selling_queues_key`, so the queue joins those sets first; the bridge
+    /// drops members that no longer sell the concert.
+    pub async fn sell(
+        &self,
+        queue: &QueueId,
+        concert: ConcertId,
+        now: Timestamp,
+    ) -> Result<QueueOverview, ApiError> {
+        let text = |value: &str| RedisParameter::Binary(value.as_bytes().to_vec());
+        let concert_text = concert.to_string();
+        self.execute("SADD", vec![text(SOLD_CONCERTS_KEY), text(&concert_text)])
+            .await?;
+        self.execute(
+            "SADD",
+            vec![text(&selling_queues_key(concert)), text(queue.as_str())],
+        )
+        .await?;
+        let reply = self
+            .run(ScriptCall::new(queue, "sell", now).arg(concert_text))
+            .await?;
+        Self::read_overview(queue, &reply)
+    }
+
     /// Takes a queue whose data expired (or never came to be) off the registry.
     pub async fn forget_queue(&self, queue: &QueueId) -> Result<(), ApiError> {
         self.execute("SREM", registry_member(queue)).await.map(drop)
@@ -641,6 +687,14 @@ impl WaitingRoom {
                     entrants: reply.int(13)?,
                     drawn: reply.int(14)?,
                 }),
+            },
+            selling: match reply.text(16) {
+                Some("") => None,
+                Some(concert) => Some(Selling {
+                    concert: ConcertId::parse(concert).map_err(|_| reply.unexpected())?,
+                    holdable: reply.optional_int(17)?,
+                }),
+                None => return Err(reply.unexpected()),
             },
         })
     }

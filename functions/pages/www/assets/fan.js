@@ -168,9 +168,10 @@ async function poll() {
     return;
   }
   if (fan.view !== 'waiting') return;
-  if (status.status === 'WAITING') {
+  if (status.status === 'WAITING' || status.status === 'SOLD_OUT') {
     fan.line = status;
     $('gathering').hidden = true;
+    $('sold-out').hidden = status.status !== 'SOLD_OUT';
     renderLine();
     timers.poll = setTimeout(poll, status.pollAfterMs);
   } else if (status.status === 'GATHERING') {
@@ -209,8 +210,9 @@ function renderGathering(status) {
 
 function renderLine() {
   $('rate').textContent = count.format(fan.rate);
-  // Nobody is let in while the sale gathers for its draw.
-  $('pace').hidden = !fan.rate || !$('gathering').hidden;
+  // Nobody is let in while the sale gathers for its draw, or while it is sold out.
+  const soldOut = !$('sold-out').hidden;
+  $('pace').hidden = !fan.rate || !$('gathering').hidden || soldOut;
   const line = fan.line;
   if (!line) return;
   // Far back, status polls come up to 25 s apart and the head is fresher. For a given
@@ -222,7 +224,8 @@ function renderLine() {
   fan.startAhead ??= ahead;
   $('position').textContent = count.format(line.position);
   $('ahead').textContent = count.format(ahead);
-  $('eta').textContent = ahead === 0 ? "You're next" : duration(eta);
+  if (soldOut) $('eta').textContent = 'When seats come back';
+  else $('eta').textContent = ahead === 0 ? "You're next" : duration(eta);
   $('progress').value = fan.startAhead ? 1 - ahead / fan.startAhead : 1;
 }
 

@@ -1,0 +1,104 @@
+//! The stock counter: about once a second it counts, in MySQL, the seats open to a hold of
+//! every concert a queue sells, and hands each count to those queues' waiting rooms
+//! (`core::sale::Stock`). A concert counted at zero stops its queues' admission and tells
+//! their waiting fans it is sold out; a seat that comes back (a release, a lapsed hold, a
+//! refund) opens it again at the next count. Counting the truth each time makes the signal
+//! indifferent to missed or repeated events, and several bridges counting at once harmless:
+//! a queue keeps only the newest count.
+
+use redis::aio::ConnectionManager;
+use ticketing_core::ids::{ConcertId, QueueId};
+use ticketing_core::sale::{SOLD_CONCERTS_KEY, Stock, selling_queues_key};
+use ticketing_core::time::Timestamp;
+use waiting_room_script::{SCRIPT, ScriptCall};
+
+use crate::store::Store;
+use crate::task::Task;
+
+pub(crate) async fn run(store: Store, redis: ConnectionManager, mut task: Task) {
+    let script = redis::Script::new(SCRIPT);
+    loop {
+        match count(&store, &redis, &script).await {
+            Ok(()) => task.health.ok("stock"),
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "counting stock failed");
+                task.health.failing("stock", &error);
+            }
+        }
+        if !task.shutdown.sleep(Stock::COUNT_EVERY).await {
+            return;
+        }
+    }
+}
+
+/// One count of every sold concert, handed to each queue selling it.
+async fn count(
+    store: &Store,
+    redis: &ConnectionManager,
+    script: &redis::Script,
+) -> anyhow::Result<()> {
+    let mut redis = redis.clone();
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(SOLD_CONCERTS_KEY)
+        .query_async(&mut redis)
+        .await?;
+    let concerts: Vec<ConcertId> = members
+        .iter()
+        .filter_map(|member| ConcertId::parse(member).ok())
+        .collect();
+    let now = crate::now();
+    for (concert, holdable) in store.holdable_seats(&concerts, now).await? {
+        let queues_key = selling_queues_key(concert);
+        let queues: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&queues_key)
+            .query_async(&mut redis)
+            .await?;
+        for queue in queues {
+            if !hand_over(&mut redis, script, &queue, concert, holdable, now).await? {
+                let _: () = redis::cmd("SREM")
+                    .arg(&queues_key)
+                    .arg(&queue)
+                    .query_async(&mut redis)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives `queue` the count; false when the queue is gone or sells another concert now, so
+/// it leaves the concert's set. A queue that sells nothing yet stays: an operator is making
+/// it sell this concert, and its script call follows the set's.
+async fn hand_over(
+    redis: &mut ConnectionManager,
+    script: &redis::Script,
+    queue: &str,
+    concert: ConcertId,
+    holdable: u64,
+    now: Timestamp,
+) -> anyhow::Result<bool> {
+    let Ok(queue) = QueueId::parse(queue) else {
+        return Ok(false);
+    };
+    let call = ScriptCall::new(&queue, "stock", now)
+        .arg(concert)
+        .arg(holdable)
+        .arg(now.unix_millis());
+    let mut invocation = script.prepare_invoke();
+    for key in &call.keys {
+        invocation.key(key);
+    }
+    for arg in &call.args {
+        invocation.arg(arg);
+    }
+    let reply: Vec<redis::Value> = invocation.invoke_async(redis).await?;
+    let text = |index: usize| match reply.get(index) {
+        Some(redis::Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        _ => String::new(),
+    };
+    Ok(match text(0).as_str() {
+        "UNKNOWN_QUEUE" => false,
+        "NOT_SELLING" => text(1).is_empty(),
+        _ => true,
+    })
+}
