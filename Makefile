@@ -58,7 +58,7 @@ test-browser: ## The fan's page and the console in headless Chromium (Selenium),
 	e2e/browser/run
 
 test-load: ## Every k6 scenario, the API fuzzer and the fault drills (smoke profile), each followed by the verifier (resets the app's data).
-	env -u SPIN loadtests/run all waiting-crowd onsale api-fuzz drills --profile smoke
+	env -u SPIN loadtests/run all waiting-crowd onsale sellout api-fuzz drills --profile smoke
 
 test-spin: ## The conformance run under real Spin when SPIN=/path/to/spin is given (e2e/spin/run); says it skipped otherwise.
 	e2e/spin/run

@@ -97,11 +97,11 @@ export function openQueue(prefix) {
 const BATCH = 200;
 
 /// Seconds to wait before the next status poll, as a real client honours them: the
-/// server's `pollAfterMs` on a WAITING (or, before a scheduled opening, GATHERING) answer,
-/// its `Retry-After` on a 429 or 503, else 2 s.
+/// server's `pollAfterMs` on a WAITING (or, before a scheduled opening, GATHERING, or while
+/// the sale is sold out, SOLD_OUT) answer, its `Retry-After` on a 429 or 503, else 2 s.
 export function pollPause(res) {
   const status = res.status === 200 ? res.json('status') : null;
-  if (status === 'WAITING' || status === 'GATHERING') {
+  if (status === 'WAITING' || status === 'GATHERING' || status === 'SOLD_OUT') {
     return res.json('pollAfterMs') / 1000;
   }
   const retryAfter = Number(res.headers['Retry-After']);

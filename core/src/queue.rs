@@ -433,24 +433,25 @@ impl AdmissionShare {
 ///
 /// `live_passes` counts unexpired, unconsumed passes. The walk stops at the first live user
 /// who cannot be admitted, so nobody is ever admitted ahead of an earlier user still waiting.
-/// While the queue's concert is `sold_out` (`crate::sale::Stock`) nobody is admitted to
-/// look for seats that are not there; the round still passes fans who stopped polling.
+/// A queue that sells a concert admits at most `open_seats` fans (`crate::sale::Stock`):
+/// each admitted fan wants at least one seat, so nobody is admitted to look for seats that
+/// are not there, and none at all while it is sold out; the round still passes fans who
+/// stopped polling. `None`: no concert, or not counted yet.
 pub fn admission_round(
     policy: &AdmissionPolicy,
     share: AdmissionShare,
     bucket: AdmissionBucket,
     now: Timestamp,
     live_passes: u64,
-    sold_out: bool,
+    open_seats: Option<u64>,
     head: &[Waiting],
 ) -> AdmissionRound {
     let bucket = bucket.refill(policy, share.at(now), now);
     let free_slots = u64::from(policy.max_active).saturating_sub(live_passes);
-    let mut budget = if sold_out {
-        0
-    } else {
-        bucket.whole_tokens().min(free_slots)
-    };
+    let mut budget = bucket
+        .whole_tokens()
+        .min(free_slots)
+        .min(open_seats.unwrap_or(u64::MAX));
     let mut admit = Vec::new();
     let mut abandon = Vec::new();
     let mut held_back = false;
@@ -739,7 +740,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(61_000),
             0,
-            true,
+            Some(0),
             &head,
         );
         assert_eq!(round.admit, vec![]);
@@ -753,6 +754,21 @@ mod tests {
     }
 
     #[test]
+    fn a_round_admits_no_more_fans_than_seats_are_open() {
+        let round = admission_round(
+            &policy(10, 100),
+            AdmissionShare::FULL,
+            AdmissionBucket::empty(T0),
+            at(1_000),
+            0,
+            Some(3),
+            &line(1..=8, at(1_000)),
+        );
+        assert_eq!(round.admit, positions(1..=3));
+        assert!(round.held_back);
+    }
+
+    #[test]
     fn a_round_that_admits_everyone_waiting_holds_nobody_back() {
         let round = admission_round(
             &policy(10, 100),
@@ -760,7 +776,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(1_000),
             0,
-            false,
+            None,
             &line(1..=4, at(1_000)),
         );
         assert!(!round.held_back);
@@ -770,7 +786,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(1_000),
             0,
-            false,
+            None,
             &line(1..=20, at(1_000)),
         );
         assert!(round.held_back);
@@ -785,7 +801,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(1_000),
             0,
-            false,
+            None,
             &line(1..=20, at(1_000)),
         );
         assert_eq!(round.admit, positions(1..=5));
@@ -812,7 +828,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             T0,
             0,
-            false,
+            None,
             &line(1..=5, T0),
         );
         assert!(round.admit.is_empty());
@@ -826,7 +842,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(500),
             0,
-            false,
+            None,
             &line(1..=20, at(400)),
         );
         assert_eq!(round.admit, positions(1..=5));
@@ -842,7 +858,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(500),
             0,
-            false,
+            None,
             &line(1..=9, at(0)),
         );
         assert_eq!(first.admit.len(), 1);
@@ -854,7 +870,7 @@ mod tests {
             first.bucket,
             at(1000),
             1,
-            false,
+            None,
             &line(2..=9, at(900)),
         );
         assert_eq!(second.admit, positions(2..=3));
@@ -869,7 +885,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(3_600_000),
             0,
-            false,
+            None,
             &line(1..=100, at(3_599_000)),
         );
         assert_eq!(round.admit.len(), 10);
@@ -883,7 +899,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(1000),
             3,
-            false,
+            None,
             &line(1..=50, at(900)),
         );
         assert_eq!(round.admit, positions(1..=2));
@@ -893,7 +909,7 @@ mod tests {
             AdmissionBucket::empty(T0),
             at(1000),
             5,
-            false,
+            None,
             &line(1..=50, at(900)),
         );
         assert!(full.admit.is_empty());
@@ -915,7 +931,7 @@ mod tests {
             AdmissionBucket::empty(at(59_000)),
             at(60_000),
             0,
-            false,
+            None,
             &head,
         );
         assert_eq!(round.abandon, vec![head[0].position, head[2].position]);
@@ -1169,7 +1185,7 @@ mod tests {
                     }
                 }
                 live = live.saturating_sub(step.consumed);
-                let round = admission_round(&p, AdmissionShare::FULL, bucket, now, live, false, &line);
+                let round = admission_round(&p, AdmissionShare::FULL, bucket, now, live, None, &line);
                 prop_assert!(live + round.admit.len() as u64 <= u64::from(max_active));
                 for pos in &round.admit {
                     prop_assert!(pos.get() > last_admitted, "admitted out of order");

@@ -115,13 +115,13 @@ impl Opening {
     }
 }
 
-/// What the seat store last counted for the concert a queue sells: the seats open to a hold
-/// now (free, or held by a hold that lapsed), and when it counted them. The bridge counts
-/// every linked concert about once a second and hands the count to each of its queues.
+/// The seats of the concert a queue sells that are open to a hold (free, or held by a hold
+/// that lapsed): the bridge counts every sold concert about once a second and hands the
+/// count to its queues, and each admission speaks for one of them until the next count
+/// says what the admitted fans took (`queue::admission_round` admits no more).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stock {
     pub holdable: u64,
-    pub counted_at: Timestamp,
 }
 
 impl Stock {
@@ -129,10 +129,10 @@ impl Stock {
     /// most to reach the queue, besides the count itself.
     pub const COUNT_EVERY: Duration = Duration::from_secs(1);
 
-    /// Sold out means no seat open to a hold: fans still waiting are told so, and nobody is
-    /// admitted to look for seats that are not there. Seats on hold are not open, but a
-    /// release, a lapse or a refund opens them again, and admission resumes with the next
-    /// count.
+    /// Sold out means no seat open to a hold that an admitted fan has not been let in for:
+    /// fans still waiting are told so, and nobody is admitted to look for seats that are not
+    /// there. Seats on hold are not open, but a release, a lapse or a refund opens them
+    /// again, and admission resumes with the next count.
     pub const fn is_sold_out(self) -> bool {
         self.holdable == 0
     }

@@ -13,7 +13,8 @@
 --                   when last measured); for a
 --                   scheduled queue (core::sale::Opening) also opens_at, commitment, seed,
 --                   entrants and drawn; for a queue selling a concert, concert, and
---                   holdable and counted_at (core::sale::Stock, from the bridge's count)
+--                   holdable and counted_at (core::sale::Stock: the bridge's last count,
+--                   less the fans admitted since)
 --   2 users   prefix of the user hashes: "<prefix><the user id's last 3 digits>" maps a
 --             user id to the position of the user's live place (none once it ended), or
 --             to "E:entry:joined_at" for an entrant the draw has not placed yet;
@@ -73,8 +74,9 @@ local function settings()
     share = tonumber(v[12] or FULL_SHARE), strained_at = tonumber(v[13] or '0'),
     opens_at = tonumber(v[14]), entrants = tonumber(v[15] or '0'), drawn = tonumber(v[16] or '0'),
     pace = tonumber(v[17] or (tonumber(v[2]) * 1000)), paced_at = tonumber(v[18] or now),
-    -- core::sale::Stock::is_sold_out; a queue selling no concert (or not counted yet) is not.
-    sold_out = v[19] == '0',
+    -- Seats open to a hold that no admission has spoken for since the bridge's last count
+    -- (core::sale::Stock); nil for a queue selling no concert, or not counted yet.
+    holdable = tonumber(v[19]),
   }
 end
 
@@ -242,8 +244,8 @@ local function admission_round(s)
   end
   local free = math.max(s.max_active - redis.call('ZCARD', passes), 0)
   local budget = math.min(math.floor(tokens / 1000), free)
-  if s.sold_out then
-    budget = 0
+  if s.holdable then
+    budget = math.min(budget, s.holdable)
   end
   local last = math.min(s.seq, s.front + math.min(budget, MAX_ADMIT) + MAX_SCAN - 1)
   local position, admitted, abandoned, stopped = s.front, 0, 0, false
@@ -291,6 +293,11 @@ local function admission_round(s)
   s.waiting = s.waiting - admitted - abandoned
   redis.call('HSET', meta, 'tokens', int(s.tokens), 'refilled_at', int(refilled_at),
     'front', int(position), 'pace', int(s.pace), 'paced_at', int(s.paced_at))
+  -- Each admitted fan speaks for a seat until the next count says what they took.
+  if s.holdable and admitted > 0 then
+    s.holdable = s.holdable - admitted
+    redis.call('HSET', meta, 'holdable', int(s.holdable))
+  end
   -- The first admission creates the passes key, which then needs its expiry too.
   if admitted > 0 and redis.call('PTTL', passes) == -1 then
     retain()
@@ -420,7 +427,7 @@ local function poll(s, position, user)
   end
   if place.state == 'W' then
     return { 'WAITING', s.front, s.rate, s.max_active, s.pass_ttl, s.idle, s.waiting, s.pace,
-      s.sold_out and 1 or 0 }
+      s.holdable == 0 and 1 or 0 }
   elseif place.state == 'A' then
     return { 'ACTIVE', place.admitted_at, place.expires_at }
   end

@@ -63,8 +63,9 @@ struct Model {
     pace: AdmissionPace,
     /// No admission round before this instant (`ADMISSION_TICK` after the last).
     next_round_at: u64,
-    /// The last count of the queue's concert found no seat open to a hold.
-    sold_out: bool,
+    /// Seats open to a hold at the last count of the queue's concert, less the fans
+    /// admitted since (`None` until counted).
+    open_seats: Option<u64>,
     bucket: AdmissionBucket,
     line: Vec<Waiting>,
     /// The first place the admission rounds have not passed: moves only in a round, to the
@@ -108,7 +109,7 @@ impl Model {
             self.bucket,
             now_ts,
             live,
-            self.sold_out,
+            self.open_seats,
             &self.line,
         );
         for position in &round.admit {
@@ -131,6 +132,9 @@ impl Model {
             .first()
             .map_or(self.joined + 1, |waiting| waiting.position.get());
         self.bucket = round.bucket;
+        if let Some(open) = &mut self.open_seats {
+            *open -= round.admit.len() as u64;
+        }
         self.pace = self
             .pace
             .after(round.admit.len() as u64, round.held_back, now_ts);
@@ -230,7 +234,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         places: HashMap::new(),
         joined: 0,
         next_round_at: 0,
-        sold_out: false,
+        open_seats: None,
     };
     // The queue sells concert 7; its stock is unknown (not sold out) until counted.
     let sold = queue.call(&args(&[&"sell", &now, &7]));
@@ -284,7 +288,10 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert_eq!(int(&reply[1]), model.front, "the line's front");
                         prop_assert_eq!(int(&reply[6]), model.line.len() as u64, "waiting");
                         prop_assert_eq!(int(&reply[7]), model.pace.milli_per_sec(), "pace");
-                        prop_assert_eq!(int(&reply[8]) == 1, model.sold_out, "sold out");
+                        let sold_out = model
+                            .open_seats
+                            .is_some_and(|holdable| Stock { holdable }.is_sold_out());
+                        prop_assert_eq!(int(&reply[8]) == 1, sold_out, "sold out");
                     }
                     "ACTIVE" => prop_assert_eq!(
                         expected,
@@ -343,11 +350,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(int(&stale[1]), holdable);
                 let other = queue.call(&args(&[&"stock", &now, &8, &0, &(counted_at + 1)]));
                 prop_assert_eq!(text(&other[0]), "NOT_SELLING");
-                model.sold_out = Stock {
-                    holdable,
-                    counted_at: Timestamp::from_unix_millis(counted_at),
-                }
-                .is_sold_out();
+                model.open_seats = Some(holdable);
             }
             Op::Poll(_) | Op::Consume(_) | Op::Check(_) => {}
         }
