@@ -43,8 +43,10 @@ lint: ## Formatting and clippy of both workspaces (native, and the wasm componen
 
 test: services lint test-rust test-wasm test-infra test-browser test-load test-spin ## Set up everything and run every test (SPIN=/path/to/spin adds the conformance run under real Spin).
 
-# Under edge, whatever SPIN says: test-spin runs the same tests under Spin.
+# Under edge, whatever SPIN says: test-spin runs the same tests under Spin. On an empty
+# broker, whatever ran before: a broker full of old messages slows the e2e event tests.
 test-rust:
+	infra/local/fresh-broker
 	env -u SPIN cargo test --workspace
 
 test-wasm: ## The core and the components build for the edge target.

@@ -483,18 +483,24 @@ pub async fn seat_map(app: &App, schedule: u64) -> Value {
     .json()
 }
 
-/// Holds one seat with `pass`; returns the reservation.
+/// Holds one seat with `pass`; returns the reservation. Many holds at once on a busy
+/// machine can outwait the host's MySQL pool, which sheds them with a clean 503 that wrote
+/// nothing; like a client, this tries again after the `Retry-After` second, a few times.
 pub async fn hold(app: &App, pass: &str, schedule: u64, seat: u64) -> u64 {
-    let (status, body) = post(
-        app,
-        "/api/reservations",
-        pass,
-        None,
-        json!({ "scheduleId": schedule, "seatIds": [seat] }),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["reservationId"].as_u64().expect("reservation id")
+    const SHED_RETRIES: u32 = 5;
+    let request = json!({ "scheduleId": schedule, "seatIds": [seat] });
+    let mut retries = 0;
+    loop {
+        let (status, body) = post(app, "/api/reservations", pass, None, request.clone()).await;
+        if status == 503 && retries < SHED_RETRIES {
+            assert_eq!(body["error"], "service_unavailable", "{body}");
+            retries += 1;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
+        assert_eq!(status, 201, "{body}");
+        return body["reservationId"].as_u64().expect("reservation id");
+    }
 }
 
 /// Pays for `reservation`, with a new key after every decline or gateway timeout, as a user

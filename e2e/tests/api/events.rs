@@ -60,14 +60,20 @@ async fn count(sql: &str, params: impl Into<mysql_async::Params> + Send) -> u64 
     n.unwrap_or(0)
 }
 
-/// A bridge in this process, on its own topics (a namespace of this run).
+/// A bridge in this process, on its own topics (a namespace of this run). One at a time:
+/// with two bridges of different namespaces joining their consumer groups on the local
+/// broker at once, one join sometimes stalled past the tests' minute (1 run in 3).
 struct Bridge {
     stop: tokio::sync::oneshot::Sender<()>,
     run: tokio::task::JoinHandle<()>,
+    _alone: tokio::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_BRIDGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Bridge {
     async fn start() -> Self {
+        let alone = ONE_BRIDGE.lock().await;
         let mut config = ticketing_bridge::Config::local(
             &e2e::mysql_url().await,
             &e2e::redis_url(),
@@ -83,12 +89,17 @@ impl Bridge {
             .await
             .expect("bridge run");
         });
-        Self { stop, run }
+        Self {
+            stop,
+            run,
+            _alone: alone,
+        }
     }
 
     async fn stop(self) {
         let _ = self.stop.send(());
         self.run.await.expect("bridge task");
+        drop(self._alone);
     }
 }
 
