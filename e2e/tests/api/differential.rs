@@ -107,12 +107,14 @@ impl Transcript<'_> {
     }
 }
 
-/// The same data on both sides: one concert with one schedule of four seats, and two users.
+/// The same data on both sides: one concert (three seats per fan) with one schedule of four
+/// seats, and two users.
 async fn fixtures(mysql_url: &str) {
     let pool = mysql_async::Pool::new(mysql_url);
     let mut conn = pool.get_conn().await.expect("connecting to MySQL");
     for statement in [
-        "INSERT INTO concerts (id, title, artist, venue) VALUES (1, 'Diff Live', 'The Twins', 'Hall')",
+        "INSERT INTO concerts (id, title, artist, venue, seats_per_fan) \
+         VALUES (1, 'Diff Live', 'The Twins', 'Hall', 3)",
         "INSERT INTO schedules (id, concert_id, starts_at, total_seats) \
          VALUES (101, 1, '2031-01-02 19:30:00.000', 4)",
         "INSERT INTO seats (id, schedule_id, seat_no, label, price) VALUES \
@@ -210,6 +212,14 @@ async fn journey(app: &App) -> Vec<Exchange> {
         &admin,
     )
     .await;
+    // A queue selling the concert (no bridge counts it here: not sold out).
+    t.send(
+        "PUT",
+        "/api/admin/queue?queueId=diff-selling",
+        Some(json!({ "concertId": 1 })),
+        &admin,
+    )
+    .await;
     let join = |user: u64| json!({ "userId": user, "queueId": "diff" });
     let ticket = t
         .send("POST", "/api/queue/tokens", Some(join(1)), &[])
@@ -239,6 +249,10 @@ async fn journey(app: &App) -> Vec<Exchange> {
     let held = t.send("POST", "/api/reservations", Some(hold), &auth).await;
     let taken = json!({ "scheduleId": 101, "seatIds": [1010002, 1010003] });
     t.send("POST", "/api/reservations", Some(taken), &other_auth)
+        .await;
+    // Two more seats would take the first fan past the concert's cap of three.
+    let past_cap = json!({ "scheduleId": 101, "seatIds": [1010003, 1010004] });
+    t.send("POST", "/api/reservations", Some(past_cap), &auth)
         .await;
     t.send(
         "POST",
