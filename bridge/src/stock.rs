@@ -6,6 +6,8 @@
 //! indifferent to missed or repeated events, and several bridges counting at once harmless:
 //! a queue keeps only the newest count.
 
+use std::collections::BTreeMap;
+
 use redis::aio::ConnectionManager;
 use ticketing_core::ids::{ConcertId, QueueId};
 use ticketing_core::sale::{SOLD_CONCERTS_KEY, Stock, selling_queues_key};
@@ -31,7 +33,8 @@ pub(crate) async fn run(store: Store, redis: ConnectionManager, mut task: Task) 
     }
 }
 
-/// One count of every sold concert, handed to each queue selling it.
+/// One count of every concert some queue sells, handed to each of those queues. A concert
+/// no queue sells any more is not counted.
 async fn count(
     store: &Store,
     redis: &ConnectionManager,
@@ -42,22 +45,24 @@ async fn count(
         .arg(SOLD_CONCERTS_KEY)
         .query_async(&mut redis)
         .await?;
-    let concerts: Vec<ConcertId> = members
-        .iter()
-        .filter_map(|member| ConcertId::parse(member).ok())
-        .collect();
-    let now = crate::now();
-    for (concert, holdable) in store.holdable_seats(&concerts, now).await? {
-        let queues_key = selling_queues_key(concert);
+    let mut selling = BTreeMap::new();
+    for concert in members.iter().filter_map(|m| ConcertId::parse(m).ok()) {
         let queues: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&queues_key)
+            .arg(selling_queues_key(concert))
             .query_async(&mut redis)
             .await?;
-        for queue in queues {
-            if !hand_over(&mut redis, script, &queue, concert, holdable, now).await? {
+        if !queues.is_empty() {
+            selling.insert(concert, queues);
+        }
+    }
+    let concerts: Vec<ConcertId> = selling.keys().copied().collect();
+    let now = crate::now();
+    for (concert, holdable) in store.holdable_seats(&concerts, now).await? {
+        for queue in &selling[&concert] {
+            if !hand_over(&mut redis, script, queue, concert, holdable, now).await? {
                 let _: () = redis::cmd("SREM")
-                    .arg(&queues_key)
-                    .arg(&queue)
+                    .arg(selling_queues_key(concert))
+                    .arg(queue)
                     .query_async(&mut redis)
                     .await?;
             }
