@@ -672,6 +672,20 @@ mod tests {
             .collect()
     }
 
+    /// A queue's first round at `now`: 10 a second, at most 100 live passes, no strain, the
+    /// bucket empty since `T0` and no pass live yet.
+    fn first_round(now: Timestamp, open_seats: Option<u64>, head: &[Waiting]) -> AdmissionRound {
+        admission_round(
+            &policy(10, 100),
+            AdmissionShare::FULL,
+            AdmissionBucket::empty(T0),
+            now,
+            0,
+            open_seats,
+            head,
+        )
+    }
+
     fn positions(range: std::ops::RangeInclusive<u64>) -> Vec<Position> {
         range.map(|p| Position::new(p).unwrap()).collect()
     }
@@ -734,15 +748,7 @@ mod tests {
     fn a_sold_out_round_admits_nobody_but_still_passes_fans_who_left() {
         let mut head = line(1..=4, at(30_000));
         head[0].last_seen = T0;
-        let round = admission_round(
-            &policy(10, 100),
-            AdmissionShare::FULL,
-            AdmissionBucket::empty(T0),
-            at(61_000),
-            0,
-            Some(0),
-            &head,
-        );
+        let round = first_round(at(61_000), Some(0), &head);
         assert_eq!(round.admit, vec![]);
         assert_eq!(round.abandon, positions(1..=1));
         assert!(round.held_back);
@@ -755,40 +761,16 @@ mod tests {
 
     #[test]
     fn a_round_admits_no_more_fans_than_seats_are_open() {
-        let round = admission_round(
-            &policy(10, 100),
-            AdmissionShare::FULL,
-            AdmissionBucket::empty(T0),
-            at(1_000),
-            0,
-            Some(3),
-            &line(1..=8, at(1_000)),
-        );
+        let round = first_round(at(1_000), Some(3), &line(1..=8, at(1_000)));
         assert_eq!(round.admit, positions(1..=3));
         assert!(round.held_back);
     }
 
     #[test]
     fn a_round_that_admits_everyone_waiting_holds_nobody_back() {
-        let round = admission_round(
-            &policy(10, 100),
-            AdmissionShare::FULL,
-            AdmissionBucket::empty(T0),
-            at(1_000),
-            0,
-            None,
-            &line(1..=4, at(1_000)),
-        );
+        let round = first_round(at(1_000), None, &line(1..=4, at(1_000)));
         assert!(!round.held_back);
-        let round = admission_round(
-            &policy(10, 100),
-            AdmissionShare::FULL,
-            AdmissionBucket::empty(T0),
-            at(1_000),
-            0,
-            None,
-            &line(1..=20, at(1_000)),
-        );
+        let round = first_round(at(1_000), None, &line(1..=20, at(1_000)));
         assert!(round.held_back);
     }
 
@@ -822,29 +804,13 @@ mod tests {
 
     #[test]
     fn nobody_is_admitted_the_instant_a_queue_opens() {
-        let round = admission_round(
-            &policy(10, 100),
-            AdmissionShare::FULL,
-            AdmissionBucket::empty(T0),
-            T0,
-            0,
-            None,
-            &line(1..=5, T0),
-        );
+        let round = first_round(T0, None, &line(1..=5, T0));
         assert!(round.admit.is_empty());
     }
 
     #[test]
     fn admission_follows_the_rate_in_position_order() {
-        let round = admission_round(
-            &policy(10, 100),
-            AdmissionShare::FULL,
-            AdmissionBucket::empty(T0),
-            at(500),
-            0,
-            None,
-            &line(1..=20, at(400)),
-        );
+        let round = first_round(at(500), None, &line(1..=20, at(400)));
         assert_eq!(round.admit, positions(1..=5));
         assert_eq!(round.bucket.tokens_milli, 0);
     }

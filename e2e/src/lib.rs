@@ -483,12 +483,12 @@ pub async fn seat_map(app: &App, schedule: u64) -> Value {
     .json()
 }
 
-/// Holds one seat with `pass`; returns the reservation. Many holds at once on a busy
+/// Holds `seats` of `schedule` with `pass`; returns the reservation. Many holds at once on a busy
 /// machine can outwait the host's MySQL pool, which sheds them with a clean 503 that wrote
 /// nothing; like a client, this tries again after the `Retry-After` second, a few times.
-pub async fn hold(app: &App, pass: &str, schedule: u64, seat: u64) -> u64 {
+pub async fn hold(app: &App, pass: &str, schedule: u64, seats: &[u64]) -> u64 {
     const SHED_RETRIES: u32 = 5;
-    let request = json!({ "scheduleId": schedule, "seatIds": [seat] });
+    let request = json!({ "scheduleId": schedule, "seatIds": seats });
     let mut retries = 0;
     loop {
         let (status, body) = post(app, "/api/reservations", pass, None, request.clone()).await;

@@ -309,8 +309,7 @@ local function describe(s)
   return { 'QUEUE', s.open and 1 or 0, s.rate, s.max_active, s.pass_ttl, s.idle, s.seq,
     s.waiting, redis.call('ZCOUNT', passes, '(' .. int(now), '+inf'), share_at(s),
     tonumber(totals[1] or '0'), tonumber(totals[2] or '0'), s.opens_at or 0, s.entrants,
-    s.drawn, commitment(), redis.call('HGET', meta, 'concert') or '',
-    tonumber(redis.call('HGET', meta, 'holdable') or '-1') }
+    s.drawn, commitment(), redis.call('HGET', meta, 'concert') or '', s.holdable or -1 }
 end
 
 local function create(open, rate, max_active, pass_ttl, idle)
@@ -635,7 +634,7 @@ end
 -- does not sell, changes nothing. Answers the seats open to a hold as kept, or NOT_SELLING
 -- with the concert the queue sells ('' for none).
 if op == 'stock' then
-  local v = redis.call('HMGET', meta, 'rate', 'concert', 'counted_at')
+  local v = redis.call('HMGET', meta, 'rate', 'concert', 'counted_at', 'holdable')
   if not v[1] then
     return { 'UNKNOWN_QUEUE' }
   end
@@ -646,7 +645,7 @@ if op == 'stock' then
     redis.call('HSET', meta, 'holdable', ARGV[4], 'counted_at', ARGV[5])
     return { 'STOCK', tonumber(ARGV[4]) }
   end
-  return { 'STOCK', tonumber(redis.call('HGET', meta, 'holdable')) }
+  return { 'STOCK', tonumber(v[4]) }
 end
 
 -- settings: the queue's configuration and counts.

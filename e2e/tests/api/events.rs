@@ -120,7 +120,7 @@ async fn payments_refunds_and_lapsed_holds_reach_their_effects_through_the_bridg
     let venue = venue(3, PRICE).await;
     let buyer = user(OPENING).await;
     let pass = app.pass("events", buyer).await;
-    let bought = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let bought = hold(&app, &pass, venue.schedule, &[venue.seats[0]]).await;
     let (payment, _) = pay_until_done(&app, &pass, bought).await;
     eventually("the payment ranks its concert", async || {
         seats_ranked(venue.concert).await == (Some(1.0), Some(1.0))
@@ -153,7 +153,7 @@ async fn payments_refunds_and_lapsed_holds_reach_their_effects_through_the_bridg
     // A hold nobody pays: its time runs out (moved into the past here, as the clock would).
     let holder = user(OPENING).await;
     let pass = app.pass("events", holder).await;
-    let lapsing = hold(&app, &pass, venue.schedule, venue.seats[1]).await;
+    let lapsing = hold(&app, &pass, venue.schedule, &[venue.seats[1]]).await;
     let map = format!("/api/schedules/{}/seats", venue.schedule);
     let before = app.call("GET", &map, None, &[]).await.json();
     assert_eq!(before["availableSeats"], 2, "{before}");
@@ -211,15 +211,7 @@ async fn a_sold_out_sale_tells_waiting_fans_and_admits_again_when_a_seat_comes_b
     // One fan holds both seats: none is open to a hold, so the concert is sold out.
     let buyer = user(OPENING).await;
     let pass = app.pass(&queue, buyer).await;
-    let (status, held) = post(
-        &app,
-        "/api/reservations",
-        &pass,
-        None,
-        json!({ "scheduleId": venue.schedule, "seatIds": venue.seats }),
-    )
-    .await;
-    assert_eq!(status, 201, "{held}");
+    let held = hold(&app, &pass, venue.schedule, &venue.seats).await;
     eventually("the bridge counts the concert sold out", async || {
         app.admin("GET", &settings, None).await.json()["holdableSeats"] == 0
     })
@@ -250,7 +242,7 @@ async fn a_sold_out_sale_tells_waiting_fans_and_admits_again_when_a_seat_comes_b
 
     // The holder lets the seats go: they are open again, and admission resumes.
     let auth = format!("Bearer {pass}");
-    let path = format!("/api/reservations/{}", held["reservationId"]);
+    let path = format!("/api/reservations/{held}");
     let released = app
         .call("DELETE", &path, None, &[("authorization", &auth)])
         .await;

@@ -38,7 +38,7 @@ async fn holding(behaviour: Behaviour, seats: u64, opening: u64, queue: &str) ->
     let venue = venue(seats, PRICE).await;
     let buyer = user(opening).await;
     let pass = app.pass(queue, buyer).await;
-    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let reservation = hold(&app, &pass, venue.schedule, &[venue.seats[0]]).await;
     Holding(gateway, app, venue, buyer, pass, reservation)
 }
 
@@ -161,7 +161,7 @@ async fn five_thousand_payments_with_declines_and_retries_keep_every_book_balanc
                 let mut refunds = 0;
                 for n in 0..EACH {
                     let seat = venue.seats[index * EACH as usize + n as usize];
-                    let reservation = hold(&app, &pass, venue.schedule, seat).await;
+                    let reservation = hold(&app, &pass, venue.schedule, &[seat]).await;
                     let (payment, declined) = pay_until_done(&app, &pass, reservation).await;
                     declines += declined;
                     // The payment used the pass up: back through the queue for the next.
@@ -313,7 +313,7 @@ async fn killing_the_gateway_mid_run_leaves_consistent_books() {
             let app = app.clone();
             let schedule = venue.schedule;
             tokio::spawn(async move {
-                let reservation = hold(&app, &pass, schedule, seat).await;
+                let reservation = hold(&app, &pass, schedule, &[seat]).await;
                 pay(&app, &pass, reservation, &key()).await
             })
         })
@@ -353,7 +353,7 @@ async fn bad_payment_and_charge_requests_get_a_json_4xx() {
     let other = user(OPENING).await;
     let pass = app.pass("badpay", buyer).await;
     let other_pass = app.pass("badpay", other).await;
-    let reservation = hold(&app, &pass, venue.schedule, venue.seats[0]).await;
+    let reservation = hold(&app, &pass, venue.schedule, &[venue.seats[0]]).await;
     let charge = format!("/api/users/{buyer}/balance/charge");
     let cases: Vec<BadCase> = vec![
         (
@@ -560,16 +560,7 @@ async fn a_seat_lost_from_the_hold_during_authorization_sells_and_charges_nothin
     let venue = venue(2, PRICE).await;
     let buyer = user(OPENING).await;
     let pass = app.pass("lost-seat", buyer).await;
-    let (status, held) = post(
-        &app,
-        "/api/reservations",
-        &pass,
-        None,
-        json!({ "scheduleId": venue.schedule, "seatIds": venue.seats }),
-    )
-    .await;
-    assert_eq!(status, 201, "{held}");
-    let reservation = held["reservationId"].as_u64().expect("an id");
+    let reservation = hold(&app, &pass, venue.schedule, &venue.seats).await;
     let pool = mysql().await;
     let mut conn = pool.get_conn().await.expect("mysql");
     let paying = {
