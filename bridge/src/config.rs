@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use ticketing_core::events::Topic;
+use ticketing_core::waitlist::OfferPolicy;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -20,6 +21,7 @@ pub struct Config {
     pub relay: RelayConfig,
     pub consumers: ConsumerConfig,
     pub sweeper: SweeperConfig,
+    pub waitlist: WaitlistConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +57,14 @@ pub struct SweeperConfig {
     pub batch: usize,
 }
 
+#[derive(Clone, Debug)]
+pub struct WaitlistConfig {
+    /// How long an offered seat waits for its fan's payment.
+    pub offer: OfferPolicy,
+    /// Waiting fans one round (one transaction) considers per concert.
+    pub batch: usize,
+}
+
 impl Config {
     /// Local defaults matching `infra/local` (the ports `make up` uses).
     pub fn local(mysql_url: &str, redis_url: &str, brokers: &str) -> Self {
@@ -78,6 +88,10 @@ impl Config {
             },
             sweeper: SweeperConfig {
                 interval: Duration::from_secs(1),
+                batch: 200,
+            },
+            waitlist: WaitlistConfig {
+                offer: OfferPolicy::default(),
                 batch: 200,
             },
         }

@@ -9,6 +9,8 @@
 //! - the **sweeper** ([`sweeper`]) ends lapsed holds and announces `reservation.expired`;
 //! - the **stock counter** ([`stock`]) tells the queues selling a concert whether it has
 //!   seats open to a hold, so a sold-out sale stops admitting;
+//! - the **waitlist offerer** ([`waitlist`]) offers the seats that come back to the fans on
+//!   a sold-out concert's waitlist, in list order, and announces `waitlist.offered`;
 //! - `/metrics` and `/health` on the admin listener ([`admin`]).
 //!
 //! Every part is safe to run in several bridges at once: outbox batches and lapsed holds are
@@ -29,17 +31,19 @@ mod stock;
 mod store;
 mod sweeper;
 mod task;
+mod waitlist;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use redis::aio::ConnectionManager;
+use ticketing_core::events::EventId;
 use ticketing_core::time::Timestamp;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use config::{Config, ConsumerConfig, RelayConfig, SweeperConfig};
+pub use config::{Config, ConsumerConfig, RelayConfig, SweeperConfig, WaitlistConfig};
 
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -135,6 +139,13 @@ async fn event_flow(store: Store, redis: redis::Client, task: Task) -> anyhow::R
             Ok(())
         });
     }
+    {
+        let (store, redis, task) = (store.clone(), redis.clone(), task.clone());
+        parts.spawn(async move {
+            waitlist::run(store, redis, task).await;
+            Ok(())
+        });
+    }
     parts.spawn(async move {
         sweeper::run(store, redis, task).await;
         Ok(())
@@ -167,6 +178,14 @@ async fn connect_redis(
             }
         }
     }
+}
+
+/// A fresh id for an event the bridge writes at `now`.
+fn new_event_id(now: Timestamp) -> anyhow::Result<EventId> {
+    let mut random = [0u8; 10];
+    getrandom::fill(&mut random)
+        .map_err(|e| anyhow::anyhow!("no randomness for an event id: {e}"))?;
+    Ok(EventId::new(now, random))
 }
 
 /// The wall clock as the domain's timestamp.

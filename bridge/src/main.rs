@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use clap::Parser;
-use ticketing_bridge::{Config, ConsumerConfig, RelayConfig, SweeperConfig, run};
+use ticketing_bridge::{Config, ConsumerConfig, RelayConfig, SweeperConfig, WaitlistConfig, run};
+use ticketing_core::waitlist::OfferPolicy;
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "Relays the MySQL outbox to Kafka and runs the ranking, notification and hold-expiry workers"
+    about = "Relays the MySQL outbox to Kafka and runs the ranking, notification, hold-expiry, stock and waitlist workers"
 )]
 struct Args {
     #[arg(long, env = "MYSQL_URL")]
@@ -46,6 +47,11 @@ struct Args {
     sweep_interval: Duration,
     #[arg(long, default_value_t = 200, env = "BRIDGE_SWEEP_BATCH")]
     sweep_batch: usize,
+    /// How long a fan has to pay a seat offered from a waitlist.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration, env = "BRIDGE_WAITLIST_OFFER_TTL")]
+    waitlist_offer_ttl: Duration,
+    #[arg(long, default_value_t = 200, env = "BRIDGE_WAITLIST_BATCH")]
+    waitlist_batch: usize,
 }
 
 #[tokio::main]
@@ -57,7 +63,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     anyhow::ensure!(
-        args.relay_batch > 0 && args.consumer_batch > 0 && args.sweep_batch > 0,
+        args.relay_batch > 0
+            && args.consumer_batch > 0
+            && args.sweep_batch > 0
+            && args.waitlist_batch > 0,
         "batch sizes must be at least 1"
     );
     let config = Config {
@@ -81,6 +90,10 @@ async fn main() -> anyhow::Result<()> {
         sweeper: SweeperConfig {
             interval: args.sweep_interval,
             batch: args.sweep_batch,
+        },
+        waitlist: WaitlistConfig {
+            offer: OfferPolicy::new(args.waitlist_offer_ttl)?,
+            batch: args.waitlist_batch,
         },
     };
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;

@@ -50,6 +50,8 @@ pub(crate) struct Metrics {
     pub(crate) consumer_lag: Family<PartitionLabels, Gauge>,
     pub(crate) holds_expired: Counter,
     pub(crate) seats_released: Counter,
+    pub(crate) waitlist_offers: Counter,
+    pub(crate) waitlist_passed_over: Counter,
 }
 
 impl Metrics {
@@ -73,6 +75,8 @@ impl Metrics {
             consumer_lag: Family::default(),
             holds_expired: Counter::default(),
             seats_released: Counter::default(),
+            waitlist_offers: Counter::default(),
+            waitlist_passed_over: Counter::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -144,6 +148,16 @@ impl Metrics {
             "seats_released",
             "Seats the sweeper put back on sale",
             metrics.seats_released.clone(),
+        );
+        registry.register(
+            "waitlist_offers",
+            "Seats offered to fans on a waitlist",
+            metrics.waitlist_offers.clone(),
+        );
+        registry.register(
+            "waitlist_passed_over",
+            "Waitlisted fans passed over because they owned the concert's cap of seats",
+            metrics.waitlist_passed_over.clone(),
         );
         metrics
     }

@@ -1,6 +1,7 @@
 //! The stock counter: about once a second it counts, in MySQL, the seats open to a hold of
-//! every concert a queue sells, and hands each count to those queues' waiting rooms
-//! (`core::sale::Stock`). A concert counted at zero stops its queues' admission and tells
+//! every concert a queue sells, less those its waitlist's fans have first claim on, and
+//! hands each count to those queues' waiting rooms (`core::sale::Stock`,
+//! `core::waitlist::open_to_queue`). A concert counted at zero stops its queues' admission and tells
 //! their waiting fans it is sold out; a seat that comes back (a release, a lapsed hold, a
 //! refund) opens it again at the next count. Counting the truth each time makes the signal
 //! indifferent to missed or repeated events, and several bridges counting at once harmless:
@@ -17,20 +18,12 @@ use waiting_room_script::{SCRIPT, ScriptCall};
 use crate::store::Store;
 use crate::task::Task;
 
-pub(crate) async fn run(store: Store, redis: ConnectionManager, mut task: Task) {
+pub(crate) async fn run(store: Store, redis: ConnectionManager, task: Task) {
     let script = redis::Script::new(SCRIPT);
-    loop {
-        match count(&store, &redis, &script).await {
-            Ok(()) => task.health.ok("stock"),
-            Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "counting stock failed");
-                task.health.failing("stock", &error);
-            }
-        }
-        if !task.shutdown.sleep(Stock::COUNT_EVERY).await {
-            return;
-        }
-    }
+    task.repeat("stock", Stock::COUNT_EVERY, || {
+        count(&store, &redis, &script)
+    })
+    .await;
 }
 
 /// One count of every concert some queue sells, handed to each of those queues. A concert
@@ -57,9 +50,9 @@ async fn count(
     }
     let concerts: Vec<ConcertId> = selling.keys().copied().collect();
     let now = crate::now();
-    for (concert, holdable) in store.holdable_seats(&concerts, now).await? {
+    for (concert, open) in store.open_to_queues(&concerts, now).await? {
         for queue in &selling[&concert] {
-            if !hand_over(&mut redis, script, queue, concert, holdable, now).await? {
+            if !hand_over(&mut redis, script, queue, concert, open.holdable, now).await? {
                 let _: () = redis::cmd("SREM")
                     .arg(selling_queues_key(concert))
                     .arg(queue)

@@ -10,10 +10,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context as _;
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Pool, Transaction, TxOpts, Value};
-use store_sql::{HOLDABLE, TakenBy, placeholders};
-use ticketing_core::events::{Envelope, EventId, NotificationKind, NotificationRequest};
+use store_sql::{TakenBy, placeholders};
+use ticketing_core::events::{
+    Envelope, EventId, NotificationKind, NotificationRequest, ReservationHeld, WaitlistOffered,
+};
 use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
+use ticketing_core::money::Amount;
+use ticketing_core::sale::Stock;
+use ticketing_core::seats::{FanCap, FanHolding, ReservationStatus};
 use ticketing_core::time::Timestamp;
+use ticketing_core::waitlist::{Decision, OfferPolicy, WaitingFan, open_to_queue, plan_offers};
 
 /// One undelivered outbox row.
 #[derive(Debug)]
@@ -50,6 +56,20 @@ pub(crate) struct ReceivedNotification {
     pub(crate) requested_at: Timestamp,
     pub(crate) request: NotificationRequest,
 }
+
+/// What one round of waitlist offers did for a concert.
+#[derive(Debug, Default)]
+pub(crate) struct OfferRound {
+    /// The offers made, as announced.
+    pub(crate) offered: Vec<WaitlistOffered>,
+    /// Fans passed over because they owned the concert's cap of seats.
+    pub(crate) passed_over: usize,
+    /// Waiting fans the round looked at: a full batch means more may wait.
+    pub(crate) considered: usize,
+}
+
+/// A free seat a round may offer: id, schedule, price.
+type FreeSeat = (SeatId, ScheduleId, Amount);
 
 /// What a deduplicated write did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -172,24 +192,21 @@ impl Store {
         Ok(expired)
     }
 
-    /// The seats open to a hold at `now` of each of `concerts` that exists, by concert.
-    pub(crate) async fn holdable_seats(
+    /// What the queues may still sell of each of `concerts` that exists at `now`: its seats
+    /// open to a hold less those its waitlist's waiting fans have first claim on
+    /// (`core::waitlist::open_to_queue`).
+    pub(crate) async fn open_to_queues(
         &self,
         concerts: &[ConcertId],
         now: Timestamp,
-    ) -> anyhow::Result<Vec<(ConcertId, u64)>> {
+    ) -> anyhow::Result<Vec<(ConcertId, Stock)>> {
         if concerts.is_empty() {
             return Ok(Vec::new());
         }
-        let statement = format!(
-            "SELECT c.id, (SELECT COUNT(*) FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
-               WHERE sc.concert_id = c.id AND {HOLDABLE}) \
-             FROM concerts c WHERE c.id IN ({})",
-            placeholders(concerts.len())
-        );
+        let statement = store_sql::concert_stock(concerts.len());
         let mut params = vec![Value::from(now.to_sql_datetime())];
         params.extend(concerts.iter().map(|c| Value::from(c.get())));
-        let rows: Vec<(u64, u64)> = self
+        let rows: Vec<(u64, u64, u64)> = self
             .pool
             .get_conn()
             .await
@@ -198,12 +215,104 @@ impl Store {
             .await
             .context("counting seats open to a hold")?;
         rows.into_iter()
-            .map(|(concert, holdable)| {
-                ConcertId::new(concert)
-                    .map(|concert| (concert, holdable))
-                    .map_err(|_| anyhow::anyhow!("concerts.id {concert} is not an id"))
+            .map(|(concert, holdable, waiting)| {
+                Ok((ConcertId::new(concert)?, open_to_queue(holdable, waiting)))
             })
             .collect()
+    }
+
+    /// The concerts some fan waits on the waitlist of.
+    pub(crate) async fn concerts_with_waiting_fans(&self) -> anyhow::Result<Vec<ConcertId>> {
+        let ids: Vec<u64> = self
+            .pool
+            .get_conn()
+            .await
+            .context("connecting to MySQL")?
+            .query("SELECT DISTINCT concert_id FROM waitlist_entries WHERE state = 'WAITING'")
+            .await
+            .context("finding waitlists with waiting fans")?;
+        Ok(ids
+            .into_iter()
+            .map(ConcertId::new)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// One round of offers for `concert` (`core::waitlist::plan_offers`): its free seats go
+    /// to up to `batch` of its waiting fans in list order, each offer a HELD reservation of
+    /// one seat lapsing by `policy`, announced by `reservation.held`, `waitlist.offered` and
+    /// a `notification.request` (with ids from `event_id`), all in one transaction. The
+    /// concert's row lock makes rounds of one concert (by several bridges) run one after
+    /// the other; the fans' lock rows, taken before any seat, make a round and a fan's own
+    /// hold count the fan's seats one after the other, as `store_sql::lock_fans` says.
+    pub(crate) async fn offer_returned_seats(
+        &self,
+        concert: ConcertId,
+        policy: OfferPolicy,
+        batch: usize,
+        now: Timestamp,
+        event_id: impl Fn() -> anyhow::Result<EventId>,
+    ) -> anyhow::Result<OfferRound> {
+        let mut transaction = self.begin().await?;
+        let cap: Option<Option<u32>> = transaction
+            .exec_first(
+                "SELECT seats_per_fan FROM concerts WHERE id = ? FOR UPDATE",
+                (concert.get(),),
+            )
+            .await
+            .context("locking the concert of a waitlist")?;
+        let Some(cap) = cap else {
+            transaction.rollback().await?;
+            return Ok(OfferRound::default());
+        };
+        let cap = cap.and_then(std::num::NonZeroU32::new).map(FanCap::new);
+        let waiting = waiting_fans(&mut transaction, concert, batch).await?;
+        let free: Option<u64> = transaction
+            .exec_first(
+                "SELECT s.id FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
+                 WHERE sc.concert_id = ? AND s.status = 'AVAILABLE' LIMIT 1",
+                (concert.get(),),
+            )
+            .await?;
+        if waiting.is_empty() || free.is_none() {
+            transaction.rollback().await?;
+            return Ok(OfferRound::default());
+        }
+        let holdings = match cap {
+            Some(_) => fan_holdings(&mut transaction, concert, &waiting).await?,
+            None => BTreeMap::new(),
+        };
+        let seats = lock_free_seats(&mut transaction, concert, waiting.len()).await?;
+        let fans: Vec<WaitingFan> = waiting
+            .iter()
+            .map(|&(entry, user)| WaitingFan {
+                entry,
+                user,
+                holdings: holdings.get(&user).map_or(&[], Vec::as_slice),
+            })
+            .collect();
+        let mut round = OfferRound {
+            considered: waiting.len(),
+            ..OfferRound::default()
+        };
+        let mut envelopes = Vec::new();
+        for decision in plan_offers(&fans, &seats, cap, now) {
+            match decision {
+                Decision::Offer { entry, user, seat } => {
+                    let offer =
+                        make_offer(&mut transaction, concert, entry, user, seat, policy, now)
+                            .await?;
+                    envelopes.extend(announce_offer(&offer, now, &event_id)?);
+                    round.offered.push(offer);
+                }
+                Decision::PassOver { entry } => {
+                    decide_entry(&mut transaction, entry, None, now).await?;
+                    round.passed_over += 1;
+                }
+            }
+        }
+        insert_outbox(&mut transaction, &envelopes).await?;
+        transaction.commit().await?;
+        Ok(round)
     }
 
     /// Records each notification once for `consumer`: events already in processed_events
@@ -258,6 +367,209 @@ async fn processed_among(
         )
         .await?;
     Ok(seen.into_iter().collect())
+}
+
+/// Up to `limit` of the fans waiting on `concert`'s list, in list order: entry, user.
+async fn waiting_fans(
+    transaction: &mut Transaction<'static>,
+    concert: ConcertId,
+    limit: usize,
+) -> anyhow::Result<Vec<(u64, UserId)>> {
+    let rows: Vec<(u64, u64)> = transaction
+        .exec(
+            "SELECT id, user_id FROM waitlist_entries WHERE state = 'WAITING' AND concert_id = ? \
+             ORDER BY id LIMIT ?",
+            (concert.get(), limit as u64),
+        )
+        .await
+        .context("reading a waitlist")?;
+    rows.into_iter()
+        .map(|(entry, user)| Ok((entry, UserId::new(user)?)))
+        .collect()
+}
+
+/// The waiting fans' reservations of `concert` as the cap counts them, by fan, read under
+/// the fans' lock rows.
+async fn fan_holdings(
+    transaction: &mut Transaction<'static>,
+    concert: ConcertId,
+    waiting: &[(u64, UserId)],
+) -> anyhow::Result<BTreeMap<UserId, Vec<FanHolding>>> {
+    let lock_params: Vec<Value> = waiting
+        .iter()
+        .flat_map(|(_, user)| [Value::from(user.get()), Value::from(concert.get())])
+        .collect();
+    transaction
+        .exec_drop(store_sql::lock_fans(waiting.len()), lock_params)
+        .await
+        .context("locking the waiting fans")?;
+    let mut params: Vec<Value> = waiting.iter().map(|(_, u)| Value::from(u.get())).collect();
+    params.push(Value::from(concert.get()));
+    let rows: Vec<(u64, u64, String, String, u32)> = transaction
+        .exec(store_sql::fan_holdings(waiting.len()), params)
+        .await
+        .context("counting the waiting fans' seats")?;
+    let mut holdings: BTreeMap<UserId, Vec<FanHolding>> = BTreeMap::new();
+    for (user, reservation, status, expires_at, seats) in rows {
+        holdings
+            .entry(UserId::new(user)?)
+            .or_default()
+            .push(FanHolding {
+                reservation: ReservationId::new(reservation)?,
+                status: ReservationStatus::parse(&status)
+                    .with_context(|| format!("reservations.status {status}"))?,
+                expires_at: Timestamp::parse_sql_datetime(&expires_at)?,
+                seats,
+            });
+    }
+    Ok(holdings)
+}
+
+/// Up to `limit` free seats of `concert`, locked, in seat order. Seats a fan's hold is
+/// taking right now are locked by it, so skipped.
+async fn lock_free_seats(
+    transaction: &mut Transaction<'static>,
+    concert: ConcertId,
+    limit: usize,
+) -> anyhow::Result<Vec<FreeSeat>> {
+    let rows: Vec<(u64, u64, u64)> = transaction
+        .exec(
+            "SELECT s.id, s.schedule_id, s.price FROM seats s \
+             JOIN schedules sc ON sc.id = s.schedule_id \
+             WHERE sc.concert_id = ? AND s.status = 'AVAILABLE' \
+             ORDER BY s.id LIMIT ? FOR UPDATE SKIP LOCKED",
+            (concert.get(), limit as u64),
+        )
+        .await
+        .context("locking free seats to offer")?;
+    rows.into_iter()
+        .map(|(seat, schedule, price)| {
+            Ok((
+                SeatId::new(seat)?,
+                ScheduleId::new(schedule)?,
+                Amount::new(price)?,
+            ))
+        })
+        .collect()
+}
+
+/// Holds `seat` for the fan of `entry` as the offer (the same statements as a fan's own
+/// hold) and marks the entry OFFERED.
+async fn make_offer(
+    transaction: &mut Transaction<'static>,
+    concert: ConcertId,
+    entry: u64,
+    user: UserId,
+    (seat, schedule, price): FreeSeat,
+    policy: OfferPolicy,
+    now: Timestamp,
+) -> anyhow::Result<WaitlistOffered> {
+    let expires_at = policy.expiry(now);
+    transaction
+        .exec_drop(
+            store_sql::INSERT_HOLD,
+            (
+                user.get(),
+                schedule.get(),
+                price.minor_units(),
+                expires_at.to_sql_datetime(),
+                now.to_sql_datetime(),
+            ),
+        )
+        .await
+        .context("writing an offer's hold")?;
+    let reservation = ReservationId::new(
+        transaction
+            .last_insert_id()
+            .context("no id for an offer's hold")?,
+    )?;
+    transaction
+        .exec_drop(
+            store_sql::take_seats(1),
+            (
+                reservation.get(),
+                expires_at.to_sql_datetime(),
+                schedule.get(),
+                now.to_sql_datetime(),
+                seat.get(),
+            ),
+        )
+        .await?;
+    anyhow::ensure!(
+        transaction.affected_rows() == 1,
+        "a locked free seat changed under its lock"
+    );
+    transaction
+        .exec_drop(store_sql::link_seats(1), (reservation.get(), seat.get()))
+        .await?;
+    decide_entry(transaction, entry, Some(reservation), now).await?;
+    Ok(WaitlistOffered {
+        reservation_id: reservation,
+        user_id: user,
+        concert_id: concert,
+        schedule_id: schedule,
+        seat_ids: vec![seat],
+        amount: price,
+        expires_at,
+    })
+}
+
+/// Moves a WAITING entry to OFFERED (with its hold) or PASSED_OVER (without one).
+async fn decide_entry(
+    transaction: &mut Transaction<'static>,
+    entry: u64,
+    offer: Option<ReservationId>,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let state = if offer.is_some() {
+        "OFFERED"
+    } else {
+        "PASSED_OVER"
+    };
+    transaction
+        .exec_drop(
+            "UPDATE waitlist_entries SET state = ?, reservation_id = ?, decided_at = ? \
+             WHERE id = ? AND state = 'WAITING'",
+            (
+                state,
+                offer.map(ReservationId::get),
+                now.to_sql_datetime(),
+                entry,
+            ),
+        )
+        .await?;
+    anyhow::ensure!(
+        transaction.affected_rows() == 1,
+        "waitlist entry {entry} was decided under the concert's lock"
+    );
+    Ok(())
+}
+
+/// The events of one offer: the hold as any hold, the offer, and the fan's notification.
+fn announce_offer(
+    offer: &WaitlistOffered,
+    now: Timestamp,
+    event_id: impl Fn() -> anyhow::Result<EventId>,
+) -> anyhow::Result<[Envelope; 3]> {
+    let held = ReservationHeld {
+        reservation_id: offer.reservation_id,
+        user_id: offer.user_id,
+        schedule_id: offer.schedule_id,
+        seat_ids: offer.seat_ids.clone(),
+        amount: offer.amount,
+        expires_at: offer.expires_at,
+    };
+    let notification = NotificationRequest {
+        user_id: offer.user_id,
+        kind: NotificationKind::WaitlistOffered,
+        reservation_id: offer.reservation_id,
+        payment_id: None,
+    };
+    Ok([
+        Envelope::wrap(&held, event_id()?, now)?,
+        Envelope::wrap(offer, event_id()?, now)?,
+        Envelope::wrap(&notification, event_id()?, now)?,
+    ])
 }
 
 /// Marks the events processed; a concurrent consumer that got there first makes it fail on
@@ -500,6 +812,7 @@ fn kind_name(kind: NotificationKind) -> &'static str {
         NotificationKind::PaymentCompleted => "PAYMENT_COMPLETED",
         NotificationKind::PaymentRefunded => "PAYMENT_REFUNDED",
         NotificationKind::ReservationExpired => "RESERVATION_EXPIRED",
+        NotificationKind::WaitlistOffered => "WAITLIST_OFFERED",
     }
 }
 
@@ -530,6 +843,7 @@ mod tests {
             NotificationKind::PaymentCompleted,
             NotificationKind::PaymentRefunded,
             NotificationKind::ReservationExpired,
+            NotificationKind::WaitlistOffered,
         ] {
             let json = serde_json::to_value(kind).unwrap();
             assert_eq!(json, kind_name(kind));

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 
 use redis::aio::ConnectionManager;
 use ticketing_core::cache::{MARK_STALE_MS, schedules_key, seat_map_keys};
-use ticketing_core::events::{Envelope, EventId, ReservationExpired};
+use ticketing_core::events::{Envelope, ReservationExpired};
+use ticketing_core::ids::{ConcertId, ScheduleId};
 use ticketing_core::time::Timestamp;
 
 use crate::config::Config;
@@ -16,19 +17,12 @@ use crate::metrics::Metrics;
 use crate::store::{ExpiredHold, Store};
 use crate::task::Task;
 
-pub(crate) async fn run(store: Store, redis: ConnectionManager, mut task: Task) {
-    loop {
-        match sweep(&store, &redis, &task.config, &task.metrics).await {
-            Ok(()) => task.health.ok("sweeper"),
-            Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "hold-expiry sweep failed");
-                task.health.failing("sweeper", &error);
-            }
-        }
-        if !task.shutdown.sleep(task.config.sweeper.interval).await {
-            return;
-        }
-    }
+pub(crate) async fn run(store: Store, redis: ConnectionManager, task: Task) {
+    let (config, metrics) = (task.config.clone(), task.metrics.clone());
+    task.repeat("sweeper", config.sweeper.interval, || {
+        sweep(&store, &redis, &config, &metrics)
+    })
+    .await;
 }
 
 /// Ends every hold lapsed by now, a batch per transaction.
@@ -46,7 +40,8 @@ async fn sweep(
         metrics.holds_expired.inc_by(expired.len() as u64);
         let seats: usize = expired.iter().map(|hold| hold.seats.len()).sum();
         metrics.seats_released.inc_by(seats as u64);
-        if let Err(error) = invalidate(redis, &expired).await {
+        let schedules = expired.iter().map(|h| (h.schedule, h.concert)).collect();
+        if let Err(error) = invalidate_seat_maps(redis, schedules).await {
             // Cached maps also lapse on their own within seconds; the seats are free anyway.
             tracing::warn!(%error, "could not invalidate cached seat maps");
         }
@@ -57,22 +52,21 @@ async fn sweep(
 }
 
 fn announce(hold: &ExpiredHold, now: Timestamp) -> anyhow::Result<Envelope> {
-    let mut random = [0u8; 10];
-    getrandom::fill(&mut random)
-        .map_err(|e| anyhow::anyhow!("no randomness for an event id: {e}"))?;
     let event = ReservationExpired {
         reservation_id: hold.reservation,
         user_id: hold.user,
         schedule_id: hold.schedule,
         seat_ids: hold.seats.clone(),
     };
-    Ok(Envelope::wrap(&event, EventId::new(now, random), now)?)
+    Ok(Envelope::wrap(&event, crate::new_event_id(now)?, now)?)
 }
 
-/// The freed seats' schedules: bump each seat map's version, drop the cached map and mark
-/// the concert's schedule list stale, as the components do after a release.
-async fn invalidate(redis: &ConnectionManager, expired: &[ExpiredHold]) -> redis::RedisResult<()> {
-    let schedules: BTreeSet<_> = expired.iter().map(|h| (h.schedule, h.concert)).collect();
+/// The changed seats' schedules: bump each seat map's version, drop the cached map and mark
+/// the concert's schedule list stale, as the components do after a hold or a release.
+pub(crate) async fn invalidate_seat_maps(
+    redis: &ConnectionManager,
+    schedules: BTreeSet<(ScheduleId, ConcertId)>,
+) -> redis::RedisResult<()> {
     if schedules.is_empty() {
         return Ok(());
     }

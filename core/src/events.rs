@@ -24,16 +24,18 @@ pub enum Topic {
     ReservationReleased,
     ReservationExpired,
     NotificationRequest,
+    WaitlistOffered,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 6] = [
+    pub const ALL: [Topic; 7] = [
         Topic::PaymentCompleted,
         Topic::PaymentRefunded,
         Topic::ReservationHeld,
         Topic::ReservationReleased,
         Topic::ReservationExpired,
         Topic::NotificationRequest,
+        Topic::WaitlistOffered,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -44,6 +46,7 @@ impl Topic {
             Topic::ReservationReleased => "reservation.released",
             Topic::ReservationExpired => "reservation.expired",
             Topic::NotificationRequest => "notification.request",
+            Topic::WaitlistOffered => "waitlist.offered",
         }
     }
 
@@ -271,6 +274,20 @@ event!(
     }
 );
 
+event!(
+    /// A seat that came back was offered to the first fan on a sold-out concert's waitlist,
+    /// as a hold of the fan's that lapses at `expires_at` unless paid.
+    WaitlistOffered, WaitlistOffered, key = reservation_id, {
+        reservation_id: ReservationId,
+        user_id: UserId,
+        concert_id: ConcertId,
+        schedule_id: ScheduleId,
+        seat_ids: Vec<SeatId>,
+        amount: Amount,
+        expires_at: Timestamp,
+    }
+);
+
 /// The facts of one settled payment, shared by its completion and its refund so that a
 /// consumer (the ranking) can undo exactly what it did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -308,6 +325,7 @@ pub enum NotificationKind {
     PaymentCompleted,
     PaymentRefunded,
     ReservationExpired,
+    WaitlistOffered,
 }
 
 event!(

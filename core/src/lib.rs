@@ -20,5 +20,6 @@ pub mod ranking;
 pub mod sale;
 pub mod seats;
 pub mod time;
+pub mod waitlist;
 
 pub use error::{ApiError, DomainError, ErrorCode};

@@ -24,7 +24,7 @@ BIND=127.0.0.1
 
 SERVICES=(redis mysql kafka)
 # Must match ticketing_core::events::Topic::ALL (checked by core/tests/contracts.rs).
-TOPICS=(payment.completed payment.refunded reservation.held reservation.released reservation.expired notification.request)
+TOPICS=(payment.completed payment.refunded reservation.held reservation.released reservation.expired notification.request waitlist.offered)
 TOPIC_PARTITIONS=3
 
 # Pinned venv contents; the stamp file in the venv records what was installed.

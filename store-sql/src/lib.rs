@@ -8,6 +8,21 @@
 /// A hold that lapsed leaves its seat open to the next holder before any sweeper ends it.
 pub const HOLDABLE: &str = "(status = 'AVAILABLE' OR (status = 'HELD' AND held_until <= ?))";
 
+/// Per concert of `concerts` that exists: id, seats open to a hold, fans waiting on its
+/// waitlist (the two numbers `core::waitlist::open_to_queue` takes).
+/// Parameters: the current time, then the concert ids.
+pub fn concert_stock(concerts: usize) -> String {
+    format!(
+        "SELECT c.id, \
+           (SELECT COUNT(*) FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
+            WHERE sc.concert_id = c.id AND {HOLDABLE}), \
+           (SELECT COUNT(*) FROM waitlist_entries w \
+            WHERE w.state = 'WAITING' AND w.concert_id = c.id) \
+         FROM concerts c WHERE c.id IN ({})",
+        placeholders(concerts)
+    )
+}
+
 /// `?, ?, ?` for an `IN (…)` list of `n` values.
 pub fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
@@ -66,6 +81,55 @@ pub fn free_seats(taken: TakenBy, seats: usize, reservations: usize) -> String {
     )
 }
 
+/// Locks the (fan, concert) rows of `fans` fans before their seats of the concert are
+/// counted: a hold and a waitlist offer for one fan count one after the other.
+/// Parameters: user id and concert id, for each fan.
+pub fn lock_fans(fans: usize) -> String {
+    format!(
+        "INSERT INTO fan_concert_locks (user_id, concert_id) VALUES {} \
+         ON DUPLICATE KEY UPDATE user_id = user_id",
+        vec!["(?, ?)"; fans].join(", ")
+    )
+}
+
+/// The reservations of `fans` fans in one concert that own (or owned until they lapsed)
+/// seats, as the core's `FanHolding` counts them: user, reservation, status, expiry as text,
+/// seats. Parameters: the user ids, then the concert id.
+pub fn fan_holdings(fans: usize) -> String {
+    format!(
+        "SELECT r.user_id, r.id, r.status, CAST(r.expires_at AS CHAR), \
+           (SELECT COUNT(*) FROM reservation_seats rs WHERE rs.reservation_id = r.id) \
+         FROM reservations r JOIN schedules sc ON sc.id = r.schedule_id \
+         WHERE r.user_id IN ({}) AND sc.concert_id = ? AND r.status IN ('HELD', 'CONFIRMED')",
+        placeholders(fans)
+    )
+}
+
+/// A new HELD reservation. Parameters: user, schedule, amount, expiry, creation time.
+pub const INSERT_HOLD: &str = "INSERT INTO reservations (user_id, schedule_id, status, amount, expires_at, created_at) \
+     VALUES (?, ?, 'HELD', ?, ?, ?)";
+
+/// Holds `seats` seats of one schedule for a reservation if every one is still open to a
+/// hold; the caller compares the rows changed with `seats` and rolls back on a shortfall.
+/// Parameters: reservation id, hold expiry, schedule id, the current time, the seat ids.
+pub fn take_seats(seats: usize) -> String {
+    format!(
+        "UPDATE seats SET status = 'HELD', reservation_id = ?, held_until = ?, \
+         version = version + 1 \
+         WHERE schedule_id = ? AND {HOLDABLE} AND id IN ({})",
+        placeholders(seats)
+    )
+}
+
+/// Links `seats` seats to the reservation that holds them.
+/// Parameters: reservation id and seat id, for each seat.
+pub fn link_seats(seats: usize) -> String {
+    format!(
+        "INSERT INTO reservation_seats (reservation_id, seat_id) VALUES {}",
+        vec!["(?, ?)"; seats].join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +140,12 @@ mod tests {
         assert_eq!(count(&expire_holds(3)), 3);
         assert_eq!(count(&release_seat_links(2)), 1 + 2);
         assert_eq!(count(&free_seats(TakenBy::Hold, 4, 2)), 4 + 2);
+        assert_eq!(count(&lock_fans(3)), 2 * 3);
+        assert_eq!(count(&concert_stock(2)), 1 + 2);
+        assert_eq!(count(&fan_holdings(3)), 3 + 1);
+        assert_eq!(count(INSERT_HOLD), 5);
+        assert_eq!(count(&take_seats(2)), 4 + 2);
+        assert_eq!(count(&link_seats(2)), 2 * 2);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use payment_gateway::Behaviour;
 use serde_json::json;
 use ticketing_core::ranking::{ALL_TIME_KEY, daily_key};
 use ticketing_core::time::Timestamp;
+use ticketing_core::waitlist::OfferPolicy;
 use tokio::net::TcpListener;
 
 const PRICE: u64 = 50_000;
@@ -73,12 +74,18 @@ static ONE_BRIDGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Bridge {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A bridge whose local configuration `configure` adjusts first.
+    async fn start_with(configure: impl FnOnce(&mut ticketing_bridge::Config)) -> Self {
         let alone = ONE_BRIDGE.lock().await;
         let mut config = ticketing_bridge::Config::local(
             &e2e::mysql_url().await,
             &e2e::redis_url(),
             &service_env()["KAFKA_BROKERS"],
         );
+        configure(&mut config);
         config.namespace = format!("e2e{}-{}.", std::process::id(), now().unix_millis());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -217,16 +224,7 @@ async fn a_sold_out_sale_tells_waiting_fans_and_admits_again_when_a_seat_comes_b
     })
     .await;
 
-    let waiting = app
-        .call(
-            "POST",
-            "/api/queue/tokens",
-            Some(&json!({ "userId": user(OPENING).await, "queueId": queue })),
-            &[],
-        )
-        .await;
-    assert_eq!(waiting.status, 201, "{}", waiting.body);
-    let ticket = waiting.json()["token"].as_str().expect("token").to_owned();
+    let ticket = new_fan_ticket(&app, &queue).await;
     for _ in 0..3 {
         let answer = crate::queue::status_response(&app, &ticket).await;
         let body = answer.json();
@@ -259,4 +257,196 @@ async fn a_sold_out_sale_tells_waiting_fans_and_admits_again_when_a_seat_comes_b
     .await;
     bridge.stop().await;
     app.stop().await;
+}
+
+/// The waitlist of a sold-out concert, end to end: fans told SOLD_OUT join it in order; a
+/// seat that comes back is offered to the first, as a hold with the offer's short TTL; the
+/// offer not taken lapses and passes to the second, who pays it with their queue ticket;
+/// every offer is announced once and notified once; and with the list through, the queue
+/// admits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes_on_an_offer_not_taken()
+ {
+    let gateway = Gateway::start(Behaviour {
+        decline_rate: 0.0,
+        ..Behaviour::default()
+    });
+    let app = App::start(&[("GATEWAY_URL", gateway.url.as_str())]).await;
+    let bridge = Bridge::start_with(|config| {
+        config.waitlist.offer = OfferPolicy::new(Duration::from_secs(3)).expect("a valid TTL");
+    })
+    .await;
+    let venue = venue(2, PRICE).await;
+    let concert = venue.concert;
+    let queue = format!("waitlist-{concert}");
+    let settings = format!("/api/admin/queue?queueId={queue}");
+    let selling = json!({ "ratePerSec": 100000, "maxActive": 1000000, "concertId": concert });
+    let configured = app.admin("PUT", &settings, Some(&selling)).await;
+    assert_eq!(configured.status, 200, "{}", configured.body);
+    let waitlist = format!("/api/concerts/{concert}/waitlist");
+    let join = async |ticket: &str| {
+        let auth = format!("Bearer {ticket}");
+        app.call("POST", &waitlist, None, &[("authorization", &auth)])
+            .await
+    };
+    let entry = async |ticket: &str| {
+        let auth = format!("Bearer {ticket}");
+        app.call("GET", &waitlist, None, &[("authorization", &auth)])
+            .await
+    };
+    let ticket = async |queue: &str| new_fan_ticket(&app, queue).await;
+
+    // Not sold out yet: the fan belongs in the line. And only a queue selling the concert
+    // leads to its waitlist.
+    let early = ticket(&queue).await;
+    let refused = join(&early).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "invalid_state");
+    let elsewhere = ticket("default").await;
+    let refused = join(&elsewhere).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    // One fan holds both seats, one hold each: sold out.
+    let buyer = user(OPENING).await;
+    let pass = app.pass(&queue, buyer).await;
+    let first_seat = hold(&app, &pass, venue.schedule, &[venue.seats[0]]).await;
+    let second_seat = hold(&app, &pass, venue.schedule, &[venue.seats[1]]).await;
+    eventually("the bridge counts the concert sold out", async || {
+        app.admin("GET", &settings, None).await.json()["holdableSeats"] == 0
+    })
+    .await;
+
+    // Two fans told SOLD_OUT join the list, in this order; joining again keeps the place.
+    let (first, second) = (ticket(&queue).await, ticket(&queue).await);
+    for fan in [&first, &second] {
+        let status = crate::queue::status_response(&app, fan).await.json();
+        assert_eq!(status["status"], "SOLD_OUT", "{status}");
+    }
+    let joined = join(&first).await;
+    assert_eq!(joined.status, 201, "{}", joined.body);
+    assert_eq!(joined.json()["state"], "WAITING");
+    assert_eq!(joined.json()["ahead"], 0);
+    let joined = join(&second).await;
+    assert_eq!(joined.status, 201, "{}", joined.body);
+    assert_eq!(joined.json()["ahead"], 1, "{}", joined.body);
+    let again = join(&first).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        again.json()["ahead"],
+        0,
+        "the first place is kept: {}",
+        again.body
+    );
+    // A ticket pays only an offer: the buyer's hold is not one.
+    let (status, body) = e2e::pay(&app, &first, first_seat, &e2e::key()).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &json!("token_wrong_kind")),
+        "{body}"
+    );
+
+    // The first seat comes back: it goes to the first fan on the list, not to the line.
+    let auth = format!("Bearer {pass}");
+    let released = app
+        .call(
+            "DELETE",
+            &format!("/api/reservations/{first_seat}"),
+            None,
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(released.status, 200, "{}", released.body);
+    let offered = offer_of(&entry, &first).await;
+    assert_eq!(offered["seats"][0]["seatId"], venue.seats[0], "{offered}");
+    assert_eq!(offered["status"], "HELD");
+    assert_eq!(entry(&second).await.json()["state"], "WAITING");
+    let status = crate::queue::status_response(&app, &second).await.json();
+    assert_eq!(
+        status["status"], "SOLD_OUT",
+        "the seat went to the list: {status}"
+    );
+
+    // The first fan lets the offer lapse: it passes on to the second, who pays it.
+    let passed_on = offer_of(&entry, &second).await;
+    assert_eq!(
+        passed_on["seats"][0]["seatId"], venue.seats[0],
+        "{passed_on}"
+    );
+    let lapsed = entry(&first).await.json();
+    assert_eq!(lapsed["offer"]["status"], "EXPIRED", "{lapsed}");
+    let offer = passed_on["reservationId"].as_u64().expect("reservation id");
+    let (payment, _) = pay_until_done(&app, &second, offer).await;
+    assert!(payment > 0);
+    let paid = entry(&second).await.json();
+    assert_eq!(paid["offer"]["status"], "CONFIRMED", "{paid}");
+
+    // Each offer was announced once and notified once.
+    let first_offer = lapsed["offer"]["reservationId"].as_u64().expect("id");
+    for reservation in [first_offer, offer] {
+        let key = reservation.to_string();
+        assert_eq!(
+            count(
+                "SELECT COUNT(*) FROM outbox WHERE topic = 'waitlist.offered' AND event_key = ?",
+                (key,)
+            )
+            .await,
+            1
+        );
+        eventually("the offer is notified once", async || {
+            count(
+                "SELECT COUNT(*) FROM notifications WHERE kind = 'WAITLIST_OFFERED' AND reservation_id = ?",
+                (reservation,),
+            )
+            .await
+                == 1
+        })
+        .await;
+    }
+
+    // The list is through: the next seat back goes to the line again.
+    let released = app
+        .call(
+            "DELETE",
+            &format!("/api/reservations/{second_seat}"),
+            None,
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(released.status, 200, "{}", released.body);
+    eventually("the queue admits again", async || {
+        crate::queue::status_response(&app, &early).await.json()["status"] == "ACTIVE"
+    })
+    .await;
+    bridge.stop().await;
+    app.stop().await;
+}
+
+/// The queue ticket of a new fan who joins `queue`.
+async fn new_fan_ticket(app: &App, queue: &str) -> String {
+    let joined = app
+        .call(
+            "POST",
+            "/api/queue/tokens",
+            Some(&json!({ "userId": user(OPENING).await, "queueId": queue })),
+            &[],
+        )
+        .await;
+    assert_eq!(joined.status, 201, "{}", joined.body);
+    joined.json()["token"].as_str().expect("token").to_owned()
+}
+
+/// The seat offered to the fan of `ticket`, once the bridge made the offer.
+async fn offer_of<F: AsyncFn(&str) -> edge_testkit::Response>(
+    entry: &F,
+    ticket: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = entry(ticket).await.json();
+        if body["state"] == "OFFERED" && body["offer"]["status"] == "HELD" {
+            return body["offer"].clone();
+        }
+        assert!(Instant::now() < deadline, "never offered: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

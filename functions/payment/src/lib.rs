@@ -1,8 +1,9 @@
 //! Balances, charges, payments and refunds.
 //!
 //! - `GET /api/users/{id}/balance`, `POST /api/users/{id}/balance/charge` `{ amount }` with
-//!   an `Idempotency-Key` (a queue ticket or pass of that user authorizes).
-//! - `POST /api/payments` `{ reservationId }` with a pass and an `Idempotency-Key`.
+//!   an `Idempotency-Key` (a pass, queue ticket or draw entry of that user authorizes).
+//! - `POST /api/payments` `{ reservationId }` with a pass and an `Idempotency-Key`; a seat
+//!   offered from a waitlist is paid with the fan's queue ticket instead (`core::waitlist`).
 //! - `GET /api/payments/{id}`, `POST /api/payments/{id}/refund` (the owner).
 //!
 //! # Why no crash can debit without a sale or sell without a debit
@@ -41,12 +42,13 @@ use spin_sdk::http::{Method, Request, StatusCode};
 use sql_kit::Db;
 use ticketing_core::ids::{IdempotencyKey, PaymentId, ReservationId, UserId};
 use ticketing_core::money::{Amount, Balance, ChargePolicy};
-use ticketing_core::pass::{Claims, PassError, TokenKind};
+use ticketing_core::pass::{Claims, TokenKind};
 use ticketing_core::payment::{
     FailureReason, GatewayReference, Idempotency, IdempotencyError, PaymentStatus, RefundDecision,
     RefundPolicy, RequestFingerprint, StoredAttempt, check_idempotency,
 };
 use ticketing_core::time::Timestamp;
+use ticketing_core::waitlist::{PaymentAdmission, payment_admission};
 use ticketing_core::{ApiError, ErrorCode};
 use waiting_room::WaitingRoom;
 
@@ -87,20 +89,11 @@ async fn database(config: &Config) -> Result<Db, ApiError> {
     Ok(Db::open(&config.mysql_url).await?)
 }
 
-/// The user a queue ticket or a pass speaks for.
+/// The user a token of ours speaks for: a pass, a queue ticket or a draw entry.
 fn token_user(config: &Config, request: &Request, now: Timestamp) -> Result<UserId, ApiError> {
-    let token = bearer_token(request)?;
     let claims = config
         .pass_key
-        .verify_any_queue(token, TokenKind::Pass, now)
-        .or_else(|error| match error {
-            PassError::WrongKind { .. } => {
-                config
-                    .pass_key
-                    .verify_any_queue(token, TokenKind::QueueTicket, now)
-            }
-            other => Err(other),
-        })?;
+        .verify_any_kind(bearer_token(request)?, now)?;
     Ok(claims.user_id)
 }
 
@@ -256,9 +249,11 @@ fn pending_takeover(config: &Config) -> std::time::Duration {
 async fn pay(request: Request) -> Result<Reply, ApiError> {
     let config = config::get().await?;
     let now = now();
+    // A pass, or a ticket whose fan was offered the reservation from a waitlist: which one
+    // may pay is decided once the reservation is read.
     let pass = config
         .pass_key
-        .verify_any_queue(bearer_token(&request)?, TokenKind::Pass, now)?;
+        .verify_any_kind(bearer_token(&request)?, now)?;
     let key = idempotency_key(&request)?;
     let body: PayRequest = read_json(request).await?;
     let fingerprint = RequestFingerprint::of(&[
@@ -281,12 +276,16 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
     }
 
     let booking = booking.ok_or_else(|| ApiError::not_found("reservation", body.reservation_id))?;
+    let admission =
+        payment_admission(pass.kind, booking.reservation.id, booking.is_waitlist_offer)?;
     booking.reservation.ensure_owner(pass.user_id)?;
     booking.reservation.ensure_payable(now)?;
-    WaitingRoom::connect(&config.redis_url)
-        .await?
-        .ensure_pass_active(&pass, now)
-        .await?;
+    if admission == PaymentAdmission::ActivePass {
+        WaitingRoom::connect(&config.redis_url)
+            .await?
+            .ensure_pass_active(&pass, now)
+            .await?;
+    }
     if !store::insert_pending(&db, &booking.reservation, &key, &fingerprint, now).await? {
         // The same key, concurrently: answer as its replay would.
         let first = store::payment_by_key(&db, pass.user_id, &key).await?;
@@ -376,8 +375,9 @@ async fn complete(
     outcome_reply(&stored)
 }
 
-/// After the settle committed: the pass is consumed (the queue admits the next user) and the
-/// outcome, known without reading it back, is answered.
+/// After the settle committed: a pass is consumed (the queue admits the next user; a
+/// waitlist offer paid with a ticket took no pass) and the outcome, known without reading
+/// it back, is answered.
 async fn succeeded(
     config: &Config,
     pass: &Claims,
@@ -386,7 +386,8 @@ async fn succeeded(
     booking: &Booking,
     now: Timestamp,
 ) -> Result<Reply, ApiError> {
-    if let Ok(room) = WaitingRoom::connect(&config.redis_url).await
+    if pass.kind == TokenKind::Pass
+        && let Ok(room) = WaitingRoom::connect(&config.redis_url).await
         && let Err(error) = room.consume(pass, now).await
     {
         eprintln!("payment: consuming the pass of payment {payment}: {error}");

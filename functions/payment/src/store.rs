@@ -308,6 +308,8 @@ pub(crate) struct Booking {
     pub(crate) reservation: Reservation,
     pub(crate) concert_id: ConcertId,
     pub(crate) starts_at: Timestamp,
+    /// Made by the waitlist for the first fan on it: the offer admits them as a pass would.
+    pub(crate) is_waitlist_offer: bool,
 }
 
 /// The columns [`booking_from`] reads: the reservation, its show, and its seats as a sorted,
@@ -315,10 +317,11 @@ pub(crate) struct Booking {
 const BOOKING_COLUMNS: &str = "r.user_id, r.schedule_id, r.status, r.amount, \
      CAST(r.expires_at AS CHAR), sc.concert_id, CAST(sc.starts_at AS CHAR), \
      (SELECT GROUP_CONCAT(rs.seat_id ORDER BY rs.seat_id) FROM reservation_seats rs \
-      WHERE rs.reservation_id = r.id)";
+      WHERE rs.reservation_id = r.id), \
+     EXISTS (SELECT 1 FROM waitlist_entries w WHERE w.reservation_id = r.id)";
 
 /// How many columns [`BOOKING_COLUMNS`] has.
-const BOOKING_WIDTH: usize = 8;
+const BOOKING_WIDTH: usize = 9;
 
 /// The tables [`BOOKING_COLUMNS`] reads.
 const BOOKING_TABLES: &str = "reservations r JOIN schedules sc ON sc.id = r.schedule_id";
@@ -338,6 +341,7 @@ fn booking_from(row: &Row, reservation: ReservationId) -> DbResult<Booking> {
         },
         concert_id: column_as(row, 5, "schedules.concert_id", ConcertId::new)?,
         starts_at: column_time(row, 6).ok_or_else(|| corrupt("schedules.starts_at"))?,
+        is_waitlist_offer: column_u64(row, 8).ok_or_else(|| corrupt("waitlist offer flag"))? == 1,
     })
 }
 

@@ -7,6 +7,9 @@
 //!
 //! - `GET /api/concerts`, `/api/concerts/{id}`, `/api/concerts/{id}/schedules`
 //! - `GET /api/concerts/ranking?window=all|3d|7d`
+//! - `POST /api/concerts/{id}/waitlist` with a queue ticket (or draw entry) of a queue
+//!   selling the concert, once it is sold out: a place on its waitlist (`core::waitlist`);
+//!   `GET` the same path: the place, and the seat offered once one came back
 //! - `GET /api/schedules/{id}/seats`
 //! - `POST /api/reservations` `{ scheduleId, seatIds }` → `201`, or `409` naming taken seats
 //! - `GET`, `DELETE /api/reservations/{id}` (the owner only)
@@ -29,6 +32,7 @@ use ticketing_core::pass::{Claims, TokenKind};
 use ticketing_core::ranking::RankingWindow;
 use ticketing_core::seats::{ReservationStatus, SeatSelection};
 use ticketing_core::time::Timestamp;
+use ticketing_core::waitlist::{self, EntryState, WaitlistError, ensure_may_join};
 use ticketing_core::{ApiError, ErrorCode, cache};
 use waiting_room::WaitingRoom;
 
@@ -64,6 +68,17 @@ async fn route(request: Request) -> Result<Reply, ApiError> {
         ["api", "concerts", concert, "schedules"] => {
             http_kit::only(&request, Method::GET)?;
             schedules(ConcertId::parse(concert)?).await
+        }
+        ["api", "concerts", concert, "waitlist"] => {
+            let concert = ConcertId::parse(concert)?;
+            match *request.method() {
+                Method::GET => show_waitlist_entry(&request, concert).await,
+                Method::POST => join_waitlist(&request, concert).await,
+                _ => Err(http_kit::wrong_method(
+                    &request,
+                    &[Method::GET, Method::POST],
+                )),
+            }
         }
         ["api", "schedules", schedule, "seats"] => {
             http_kit::only(&request, Method::GET)?;
@@ -447,6 +462,101 @@ async fn reserve(request: Request) -> Result<Reply, ApiError> {
     let view = store::hold(&db, &selection, pass.user_id, &config.hold_policy, now).await?;
     invalidate(&cache, schedule).await;
     Ok(json(StatusCode::CREATED, &ReservationReply::new(view, now)))
+}
+
+// ---- waitlist ------------------------------------------------------------------------
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WaitlistReply {
+    concert_id: ConcertId,
+    user_id: UserId,
+    state: EntryState,
+    joined_at: Timestamp,
+    /// Fans waiting before this one; 0 once offered or passed over.
+    ahead: u64,
+    /// The seat offered, as the reservation holding it (paid, lapsed or still open).
+    offer: Option<ReservationReply>,
+    /// When to look again while waiting (also sent as `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    poll_after_ms: Option<u64>,
+}
+
+impl WaitlistReply {
+    fn new(concert: ConcertId, user: UserId, entry: store::WaitlistEntry, now: Timestamp) -> Self {
+        Self {
+            concert_id: concert,
+            user_id: user,
+            state: entry.state,
+            joined_at: entry.joined_at,
+            ahead: entry.ahead,
+            offer: entry.offer.map(|view| ReservationReply::new(view, now)),
+            poll_after_ms: (entry.state == EntryState::Waiting)
+                .then(|| waitlist::poll_pause(entry.ahead).as_millis() as u64),
+        }
+    }
+
+    /// The JSON answer, with `Retry-After` while the fan waits.
+    fn reply(&self, status: StatusCode) -> Reply {
+        let mut reply = json(status, self);
+        if let Some(ms) = self.poll_after_ms {
+            let seconds = ms.div_ceil(1000).to_string();
+            if let Ok(value) = HeaderValue::from_str(&seconds) {
+                reply.1.insert("retry-after", value);
+            }
+        }
+        reply
+    }
+}
+
+/// A place on a sold-out concert's waitlist for the fan of a queue ticket (or draw entry)
+/// of a queue selling it. Joining again answers the place already taken.
+async fn join_waitlist(request: &Request, concert: ConcertId) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    let now = now();
+    let fan = config
+        .pass_key
+        .verify_waiting(bearer_token(request)?, now)?;
+    let sells = WaitingRoom::connect(&config.redis_url)
+        .await?
+        .sells(&fan.queue_id, concert)
+        .await?;
+    let db = database(config).await?;
+    let open = store::concert_stock(&db, concert, now)
+        .await?
+        .ok_or_else(|| ApiError::not_found("concert", concert))?;
+    let joined = match store::waitlist_entry(&db, concert, fan.user_id).await? {
+        Some(entry) => (StatusCode::OK, entry),
+        None => {
+            ensure_may_join(concert, &fan.queue_id, sells, open)?;
+            let created = store::join_waitlist(&db, concert, fan.user_id, now).await?;
+            let entry = store::waitlist_entry(&db, concert, fan.user_id)
+                .await?
+                .ok_or_else(|| ApiError::internal("a waitlist entry vanished after its insert"))?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, entry)
+        }
+    };
+    let (status, entry) = joined;
+    Ok(WaitlistReply::new(concert, fan.user_id, entry, now).reply(status))
+}
+
+/// The fan's place on the concert's waitlist, and the seat offered to them once one came back.
+async fn show_waitlist_entry(request: &Request, concert: ConcertId) -> Result<Reply, ApiError> {
+    let config = config::get().await?;
+    let now = now();
+    let fan = config
+        .pass_key
+        .verify_waiting(bearer_token(request)?, now)?;
+    let db = database(config).await?;
+    let entry = store::waitlist_entry(&db, concert, fan.user_id)
+        .await?
+        .ok_or(WaitlistError::NotListed(concert))?;
+    Ok(WaitlistReply::new(concert, fan.user_id, entry, now).reply(StatusCode::OK))
 }
 
 /// The schedules of `?concertId=`, or the upcoming ones, with their seats by state and

@@ -24,11 +24,13 @@ use ticketing_core::events::{ReservationExpired, ReservationHeld, ReservationRel
 use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::money::Amount;
 use ticketing_core::ranking::{RankingWindow, TOP};
+use ticketing_core::sale::Stock;
 use ticketing_core::seats::{
     FanCap, FanHolding, HoldPolicy, Reservation, ReservationStatus, SeatError, SeatListing,
     SeatNumbers, SeatSelection, SeatState,
 };
 use ticketing_core::time::Timestamp;
+use ticketing_core::waitlist::{EntryState, open_to_queue};
 
 // ---- catalog -------------------------------------------------------------------------
 
@@ -336,6 +338,94 @@ pub(crate) async fn reservation(
     Ok(Some(ReservationView { reservation, seats }))
 }
 
+// ---- waitlist ------------------------------------------------------------------------
+
+/// A fan's entry on a concert's waitlist, with the offer made to them if any.
+#[derive(Debug)]
+pub(crate) struct WaitlistEntry {
+    pub(crate) state: EntryState,
+    pub(crate) joined_at: Timestamp,
+    /// Waiting fans before this one on the list.
+    pub(crate) ahead: u64,
+    pub(crate) offer: Option<ReservationView>,
+}
+
+/// What a queue may still sell of `concert` at `now` (`core::waitlist::open_to_queue`), or
+/// `None` if there is no such concert.
+pub(crate) async fn concert_stock(
+    db: &Db,
+    concert: ConcertId,
+    now: Timestamp,
+) -> DbResult<Option<Stock>> {
+    let rows = db
+        .query(
+            &store_sql::concert_stock(1),
+            vec![datetime(now), id(concert.get())],
+        )
+        .await?;
+    rows.first()
+        .map(|row| {
+            let count = |index, what| column_u64(row, index).ok_or_else(|| corrupt(what));
+            Ok(open_to_queue(
+                count(1, "holdable count")?,
+                count(2, "waiting count")?,
+            ))
+        })
+        .transpose()
+}
+
+/// Puts `user` on `concert`'s waitlist; false if they were on it already (a repeated join
+/// keeps the first place).
+pub(crate) async fn join_waitlist(
+    db: &Db,
+    concert: ConcertId,
+    user: UserId,
+    now: Timestamp,
+) -> DbResult<bool> {
+    db.execute(
+        "INSERT IGNORE INTO waitlist_entries (concert_id, user_id, joined_at) VALUES (?, ?, ?)",
+        vec![id(concert.get()), id(user.get()), datetime(now)],
+    )
+    .await?;
+    Ok(db.row_count().await? == 1)
+}
+
+/// `user`'s entry on `concert`'s waitlist.
+pub(crate) async fn waitlist_entry(
+    db: &Db,
+    concert: ConcertId,
+    user: UserId,
+) -> DbResult<Option<WaitlistEntry>> {
+    let rows = db
+        .query(
+            "SELECT w.state, CAST(w.joined_at AS CHAR), w.reservation_id, \
+               (SELECT COUNT(*) FROM waitlist_entries a \
+                WHERE a.state = 'WAITING' AND a.concert_id = w.concert_id AND a.id < w.id) \
+             FROM waitlist_entries w WHERE w.concert_id = ? AND w.user_id = ?",
+            vec![id(concert.get()), id(user.get())],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let offer = match column_u64(row, 2) {
+        Some(reservation_id) => {
+            let reservation_id = ReservationId::new(reservation_id)
+                .map_err(|_| corrupt("waitlist_entries.reservation_id"))?;
+            reservation(db, reservation_id).await?
+        }
+        None => None,
+    };
+    Ok(Some(WaitlistEntry {
+        state: column_text(row, 0)
+            .and_then(|s| EntryState::parse(&s))
+            .ok_or_else(|| corrupt("waitlist_entries.state"))?,
+        joined_at: column_time(row, 1).ok_or_else(|| corrupt("waitlist_entries.joined_at"))?,
+        ahead: column_u64(row, 3).ok_or_else(|| corrupt("waitlist place"))?,
+        offer,
+    }))
+}
+
 /// A seat as a hold finds it before taking it.
 struct SeatRow {
     seat: Seat,
@@ -539,8 +629,7 @@ async fn keep_fan_cap(
     now: Timestamp,
 ) -> DbResult<Result<(), SeatError>> {
     db.execute(
-        "INSERT INTO fan_concert_locks (user_id, concert_id) VALUES (?, ?) \
-         ON DUPLICATE KEY UPDATE user_id = user_id",
+        &store_sql::lock_fans(1),
         vec![id(user.get()), id(capped.concert.get())],
     )
     .await?;
@@ -558,22 +647,19 @@ async fn keep_fan_cap(
 /// The fan's reservations of the concert that own (or owned until they lapsed) seats.
 async fn fan_holdings(db: &Db, user: UserId, concert: ConcertId) -> DbResult<Vec<FanHolding>> {
     db.query(
-        "SELECT r.id, r.status, CAST(r.expires_at AS CHAR), \
-           (SELECT COUNT(*) FROM reservation_seats rs WHERE rs.reservation_id = r.id) \
-         FROM reservations r JOIN schedules sc ON sc.id = r.schedule_id \
-         WHERE r.user_id = ? AND sc.concert_id = ? AND r.status IN ('HELD', 'CONFIRMED')",
+        &store_sql::fan_holdings(1),
         vec![id(user.get()), id(concert.get())],
     )
     .await?
     .iter()
     .map(|row| {
         Ok(FanHolding {
-            reservation: column_as(row, 0, "reservations.id", ReservationId::new)?,
-            status: column_text(row, 1)
+            reservation: column_as(row, 1, "reservations.id", ReservationId::new)?,
+            status: column_text(row, 2)
                 .and_then(|s| ReservationStatus::parse(&s))
                 .ok_or_else(|| corrupt("reservations.status"))?,
-            expires_at: column_time(row, 2).ok_or_else(|| corrupt("reservations.expires_at"))?,
-            seats: column_u64(row, 3)
+            expires_at: column_time(row, 3).ok_or_else(|| corrupt("reservations.expires_at"))?,
+            seats: column_u64(row, 4)
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or_else(|| corrupt("reservation_seats count"))?,
         })
@@ -591,8 +677,7 @@ async fn insert_reservation(
     now: Timestamp,
 ) -> DbResult<ReservationId> {
     db.execute(
-        "INSERT INTO reservations (user_id, schedule_id, status, amount, expires_at, created_at) \
-         VALUES (?, ?, 'HELD', ?, ?, ?)",
+        store_sql::INSERT_HOLD,
         vec![
             id(user.get()),
             id(selection.schedule().get()),
@@ -620,31 +705,19 @@ async fn take_seats(
         datetime(now),
     ];
     params.extend(seats.iter().map(|s| id(s.get())));
-    db.execute(
-        &format!(
-            "UPDATE seats SET status = 'HELD', reservation_id = ?, held_until = ?, \
-             version = version + 1 \
-             WHERE schedule_id = ? AND {HOLDABLE} AND id IN ({})",
-            placeholders(seats.len())
-        ),
-        params,
-    )
-    .await?;
+    db.execute(&store_sql::take_seats(seats.len()), params)
+        .await?;
     if db.row_count().await? != seats.len() as u64 {
         return Ok(Err(SeatError::Unavailable(
             taken_seats(db, seats, reservation.id).await?,
         )));
     }
-    let values = vec!["(?, ?)"; seats.len()].join(", ");
     let params = seats
         .iter()
         .flat_map(|s| [id(reservation.id.get()), id(s.get())])
         .collect();
     match db
-        .execute(
-            &format!("INSERT INTO reservation_seats (reservation_id, seat_id) VALUES {values}"),
-            params,
-        )
+        .execute(&store_sql::link_seats(seats.len()), params)
         .await
     {
         // A live row for one of these seats: the schema's last line of defence held.

@@ -639,6 +639,18 @@ impl WaitingRoom {
     }
 
     /// Takes a queue whose data expired (or never came to be) off the registry.
+    /// Whether `queue` sells `concert` (is in the concert's `selling_queues_key`).
+    pub async fn sells(&self, queue: &QueueId, concert: ConcertId) -> Result<bool, ApiError> {
+        let text = |value: &str| RedisParameter::Binary(value.as_bytes().to_vec());
+        let reply = self
+            .execute(
+                "SISMEMBER",
+                vec![text(&selling_queues_key(concert)), text(queue.as_str())],
+            )
+            .await?;
+        Ok(matches!(reply.first(), Some(RedisResult::Int64(1))))
+    }
+
     pub async fn forget_queue(&self, queue: &QueueId) -> Result<(), ApiError> {
         self.execute("SREM", registry_member(queue)).await.map(drop)
     }

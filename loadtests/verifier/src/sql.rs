@@ -1,4 +1,4 @@
-//! The invariants MySQL alone can prove (1 to 4 and 11 of docs/INVARIANTS.md), as queries whose
+//! The invariants MySQL alone can prove (1 to 4, 11 and 12 of docs/INVARIANTS.md), as queries whose
 //! every row is one violation.
 
 use crate::Check;
@@ -84,6 +84,50 @@ const CHECKS: &[SqlCheck] = &[
                      WHERE rs.released_at IS NULL AND r.status IN ('HELD', 'CONFIRMED') \
                        AND c.seats_per_fan IS NOT NULL \
                      GROUP BY r.user_id, c.id, c.seats_per_fan HAVING COUNT(*) > c.seats_per_fan",
+    },
+    SqlCheck {
+        name: "waitlist_offers_once",
+        invariant: "each waitlist offer is one seat of its concert held for its fan, announced once and notified once",
+        examined: "SELECT COUNT(*) FROM waitlist_entries WHERE state = 'OFFERED'",
+        violations: "SELECT CONCAT('entry ', w.id, ' offered reservation ', w.reservation_id, \
+                     ' of user ', IFNULL(r.user_id, 'none'), ', concert ', \
+                     IFNULL(sc.concert_id, 'none'), ', ', \
+                     (SELECT COUNT(*) FROM reservation_seats rs WHERE rs.reservation_id = r.id), \
+                     ' seats') \
+                     FROM waitlist_entries w LEFT JOIN reservations r ON r.id = w.reservation_id \
+                     LEFT JOIN schedules sc ON sc.id = r.schedule_id \
+                     WHERE w.state = 'OFFERED' AND (r.id IS NULL OR r.user_id <> w.user_id \
+                       OR sc.concert_id <> w.concert_id OR (SELECT COUNT(*) FROM reservation_seats \
+                         rs WHERE rs.reservation_id = r.id) <> 1) \
+                     UNION ALL \
+                     SELECT CONCAT('offer ', w.reservation_id, ' announced ', \
+                     (SELECT COUNT(*) FROM outbox o WHERE o.topic = 'waitlist.offered' \
+                       AND o.event_key = CAST(w.reservation_id AS CHAR)), ' times, notified ', \
+                     (SELECT COUNT(*) FROM notifications n WHERE n.kind = 'WAITLIST_OFFERED' \
+                       AND n.reservation_id = w.reservation_id), ' times') \
+                     FROM waitlist_entries w WHERE w.state = 'OFFERED' \
+                       AND w.decided_at >= (SELECT IFNULL(MIN(created_at), '9999-12-31') FROM outbox) \
+                       AND ((SELECT COUNT(*) FROM outbox o WHERE o.topic = 'waitlist.offered' \
+                             AND o.event_key = CAST(w.reservation_id AS CHAR)) <> 1 \
+                         OR (SELECT COUNT(*) FROM notifications n WHERE n.kind = 'WAITLIST_OFFERED' \
+                             AND n.reservation_id = w.reservation_id) <> 1) \
+                     UNION ALL \
+                     SELECT CONCAT('event ', o.event_id, ' offers reservation ', o.event_key, \
+                     ' that no waitlist entry was offered') FROM outbox o \
+                     LEFT JOIN waitlist_entries w ON w.reservation_id = CAST(o.event_key AS UNSIGNED) \
+                     WHERE o.topic = 'waitlist.offered' AND w.id IS NULL",
+    },
+    SqlCheck {
+        name: "waitlist_order",
+        invariant: "a waitlist offers in list order: nobody still waits who joined before an offer to a later fan",
+        examined: "SELECT COUNT(*) FROM waitlist_entries",
+        // A second of margin: an entry's join time is taken just before its insert commits.
+        violations: "SELECT CONCAT('entry ', y.id, ' still waits, but entry ', x.id, \
+                     ' of concert ', x.concert_id, ' behind it was offered at ', x.decided_at) \
+                     FROM waitlist_entries x JOIN waitlist_entries y \
+                       ON y.concert_id = x.concert_id AND y.id < x.id \
+                     WHERE x.state = 'OFFERED' AND y.state = 'WAITING' \
+                       AND y.joined_at < x.decided_at - INTERVAL 1 SECOND",
     },
     SqlCheck {
         name: "balances_match_ledger",

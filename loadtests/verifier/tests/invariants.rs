@@ -16,6 +16,8 @@ use ticketing_verifier::{Report, Sources, verify};
 const REDIS_DB: u32 = 7;
 const EVENT: &str = "01a1ff61-67c0-7000-9bcc-0000243067c0";
 const NOTIFICATION: &str = "01a1ff61-67c0-7000-9bcc-0000243067c1";
+const OFFER: &str = "01a1ff61-67c0-7000-9bcc-0000243067c4";
+const OFFER_NOTIFICATION: &str = "01a1ff61-67c0-7000-9bcc-0000243067c5";
 
 /// A setting of the local services (`infra/local/up` writes them to `.state/env`).
 fn service(name: &str) -> String {
@@ -65,7 +67,9 @@ async fn relay(kafka: &KafkaSource, topic: &str, key: &str, event: &str, now: Ti
 }
 
 /// A store in which one user bought one seat (paid, announced, ranked, notified, both events
-/// in Kafka), another user holds another seat (each at the concert's cap of one), and a queue admitted its first two of three places.
+/// in Kafka), another user holds another seat offered to them from the concert's waitlist
+/// (announced, notified, in Kafka; each user at the concert's cap of one), the first user
+/// waits on the list behind them, and a queue admitted its first two of three places.
 async fn consistent_store() -> Sources {
     let mysql_url = edge_testkit::scratch_database("ticketing_test_verifier").await;
     let pool = Pool::new(mysql_url.as_str());
@@ -98,7 +102,16 @@ async fn consistent_store() -> Sources {
                   ('{NOTIFICATION}', 'notification.request', '1', '{{}}',
                    NOW(3) - INTERVAL 1 MINUTE, NOW(3));
          INSERT INTO notifications (event_id, user_id, kind, reservation_id, payment_id, requested_at)
-           VALUES ('{NOTIFICATION}', 1, 'PAYMENT_COMPLETED', 1, 1, NOW(3));"
+           VALUES ('{NOTIFICATION}', 1, 'PAYMENT_COMPLETED', 1, 1, NOW(3));
+         INSERT INTO waitlist_entries (id, concert_id, user_id, state, joined_at, reservation_id, decided_at)
+           VALUES (1, 1, 2, 'OFFERED', NOW(3) - INTERVAL 2 MINUTE, 2, NOW(3) - INTERVAL 1 MINUTE),
+                  (2, 1, 1, 'WAITING', NOW(3) - INTERVAL 90 SECOND, NULL, NULL);
+         INSERT INTO outbox (event_id, topic, event_key, payload, created_at, sent_at)
+           VALUES ('{OFFER}', 'waitlist.offered', '2', '{{}}', NOW(3) - INTERVAL 1 MINUTE, NOW(3)),
+                  ('{OFFER_NOTIFICATION}', 'notification.request', '2', '{{}}',
+                   NOW(3) - INTERVAL 1 MINUTE, NOW(3));
+         INSERT INTO notifications (event_id, user_id, kind, reservation_id, payment_id, requested_at)
+           VALUES ('{OFFER_NOTIFICATION}', 2, 'WAITLIST_OFFERED', 2, NULL, NOW(3));"
     ))
     .await
     .expect("fixture");
@@ -107,6 +120,8 @@ async fn consistent_store() -> Sources {
     let kafka = kafka_source();
     relay(&kafka, "payment.completed", "1", EVENT, now).await;
     relay(&kafka, "notification.request", "1", NOTIFICATION, now).await;
+    relay(&kafka, "waitlist.offered", "2", OFFER, now).await;
+    relay(&kafka, "notification.request", "2", OFFER_NOTIFICATION, now).await;
 
     let redis_url = format!("{}/{REDIS_DB}", service("REDIS_URL"));
     let mut redis = redis::Client::open(redis_url.as_str())
@@ -251,6 +266,32 @@ const CORRUPTIONS: &[Corruption] = &[
               INSERT INTO reservation_seats (reservation_id, seat_id) VALUES (3, 1010003); \
               UPDATE seats SET status = 'HELD', reservation_id = 3, \
               held_until = '2030-01-01 00:00:00' WHERE id = 1010003",
+        redis: &[],
+    },
+    // An offer made twice: a second announcement of the same hold.
+    Corruption {
+        check: "waitlist_offers_once",
+        sql: "INSERT INTO outbox (event_id, topic, event_key, payload, created_at, sent_at) \
+              VALUES ('01a1ff61-67c0-7000-9bcc-0000243067c6', 'waitlist.offered', '2', '{}', \
+              NOW(3), NOW(3))",
+        redis: &[],
+    },
+    // An offer never notified to its fan.
+    Corruption {
+        check: "waitlist_offers_once",
+        sql: "DELETE FROM notifications WHERE kind = 'WAITLIST_OFFERED'",
+        redis: &[],
+    },
+    // An offer of another fan's hold.
+    Corruption {
+        check: "waitlist_offers_once",
+        sql: "UPDATE waitlist_entries SET user_id = 3 WHERE id = 1",
+        redis: &[],
+    },
+    // The fan behind offered while the fan before still waits.
+    Corruption {
+        check: "waitlist_order",
+        sql: "UPDATE waitlist_entries SET id = 3 WHERE id = 1",
         redis: &[],
     },
     Corruption {
