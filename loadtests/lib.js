@@ -121,10 +121,12 @@ const etaError = new Trend('eta_error_seconds');
 /// any but a 200),
 /// which says whether the fan stays (still waiting) or leaves; a fan whose patience ran out
 /// leaves through `gaveUp(fan)`. Every admitted fan's wait estimate is scored
-/// (`eta_error_seconds`).
+/// (`eta_error_seconds`). The crowd polls the queue's status, or any `path` that answers a
+/// token's holder with the same pacing (`pollAfterMs` or `Retry-After`).
 export class Crowd {
-  constructor(params, maxPolls, answered, gaveUp) {
+  constructor(params, maxPolls, answered, gaveUp, path = '/api/queue/status') {
     this.fans = [];
+    this.path = path;
     this.params = params;
     this.maxPolls = maxPolls;
     this.answered = answered;
@@ -154,7 +156,7 @@ export class Crowd {
     if (due.length === 0) {
       return;
     }
-    const responses = http.batch(due.map((fan) => ['GET', `${BASE_URL}/api/queue/status`, null,
+    const responses = http.batch(due.map((fan) => ['GET', `${BASE_URL}${this.path}`, null,
       Object.assign({ headers: { authorization: `Bearer ${fan.token}` } }, this.params)]));
     const answeredAt = Date.now();
     responses.forEach((res, i) => {
