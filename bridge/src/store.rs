@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context as _;
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Pool, Transaction, TxOpts, Value};
-use store_sql::{TakenBy, placeholders};
+use store_sql::{HOLDABLE, TakenBy, placeholders};
 use ticketing_core::events::{
     Envelope, EventId, NotificationKind, NotificationRequest, ReservationHeld, WaitlistOffered,
 };
@@ -203,7 +203,15 @@ impl Store {
         if concerts.is_empty() {
             return Ok(Vec::new());
         }
-        let statement = store_sql::concert_stock(concerts.len());
+        let statement = format!(
+            "SELECT c.id, \
+               (SELECT COUNT(*) FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
+                WHERE sc.concert_id = c.id AND {HOLDABLE}), \
+               (SELECT COUNT(*) FROM waitlist_entries w \
+                WHERE w.state = 'WAITING' AND w.concert_id = c.id) \
+             FROM concerts c WHERE c.id IN ({})",
+            placeholders(concerts.len())
+        );
         let mut params = vec![Value::from(now.to_sql_datetime())];
         params.extend(concerts.iter().map(|c| Value::from(c.get())));
         let rows: Vec<(u64, u64, u64)> = self

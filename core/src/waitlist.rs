@@ -120,14 +120,16 @@ pub fn ensure_may_join(
 /// near and lasts only its TTL, up to `LONGEST_POLL_PAUSE` far back, so a long list costs
 /// a bounded rate of reads. An offer is also notified; polling is the page's fallback.
 pub fn poll_pause(ahead: u64) -> Duration {
-    let pause = SHORTEST_POLL_PAUSE
-        + POLL_PAUSE_PER_FAN_AHEAD.saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX));
-    pause.min(LONGEST_POLL_PAUSE)
+    let ahead = u32::try_from(ahead.min(AHEAD_COUNTED_UP_TO)).unwrap_or(u32::MAX);
+    (SHORTEST_POLL_PAUSE + POLL_PAUSE_PER_FAN_AHEAD.saturating_mul(ahead)).min(LONGEST_POLL_PAUSE)
 }
 
+/// How many fans ahead a waitlist answer counts at most: far enough back that the pace is
+/// the longest, so a count further would change nothing but its cost.
+pub const AHEAD_COUNTED_UP_TO: u64 = 1_500;
 const SHORTEST_POLL_PAUSE: Duration = Duration::from_secs(2);
-const POLL_PAUSE_PER_FAN_AHEAD: Duration = Duration::from_millis(10);
-pub const LONGEST_POLL_PAUSE: Duration = Duration::from_secs(15);
+const POLL_PAUSE_PER_FAN_AHEAD: Duration = Duration::from_millis(20);
+pub const LONGEST_POLL_PAUSE: Duration = Duration::from_secs(30);
 
 /// A fan waiting on the list, with what the concert's cap counts of theirs.
 #[derive(Clone, Copy, Debug)]
@@ -279,10 +281,10 @@ mod tests {
     }
 
     #[test]
-    fn fans_near_the_front_look_again_soon_and_far_back_at_most_every_fifteen_seconds() {
+    fn fans_near_the_front_look_again_soon_and_far_back_at_most_every_thirty_seconds() {
         assert_eq!(poll_pause(0), Duration::from_secs(2));
-        assert_eq!(poll_pause(100), Duration::from_secs(3));
-        assert_eq!(poll_pause(5_000), LONGEST_POLL_PAUSE);
+        assert_eq!(poll_pause(100), Duration::from_secs(4));
+        assert_eq!(poll_pause(AHEAD_COUNTED_UP_TO), LONGEST_POLL_PAUSE);
         assert_eq!(poll_pause(u64::MAX), LONGEST_POLL_PAUSE);
     }
 

@@ -17,7 +17,7 @@
 //   smoke  about 800 fans gather over 8 s, the queue opens 2 s later; latecomers 40/s for
 //          20 s; 180 seats left, 32 released 10 s after the opening
 //   full   20,000 fans gather over 50 s, the queue opens 5 s later; latecomers 100/s for
-//          40 s; 400 seats left, 100 released 15 s after the opening
+//          60 s; 400 seats left, 100 released 15 s after the opening
 import http from 'k6/http';
 import { check } from 'k6';
 import exec from 'k6/execution';
@@ -33,7 +33,7 @@ const PROFILES = {
     seatsLeft: 180, released: 32, releaseAfter: 10, waitlistShare: 0.3, vus: 80,
   },
   full: {
-    gatherRate: 400, gatherSeconds: 50, quietSeconds: 5, lateRate: 100, lateSeconds: 40,
+    gatherRate: 400, gatherSeconds: 50, quietSeconds: 5, lateRate: 100, lateSeconds: 60,
     seatsLeft: 400, released: 100, releaseAfter: 15, waitlistShare: 0.25, vus: 300,
   },
 };

@@ -8,21 +8,6 @@
 /// A hold that lapsed leaves its seat open to the next holder before any sweeper ends it.
 pub const HOLDABLE: &str = "(status = 'AVAILABLE' OR (status = 'HELD' AND held_until <= ?))";
 
-/// Per concert of `concerts` that exists: id, seats open to a hold, fans waiting on its
-/// waitlist (the two numbers `core::waitlist::open_to_queue` takes).
-/// Parameters: the current time, then the concert ids.
-pub fn concert_stock(concerts: usize) -> String {
-    format!(
-        "SELECT c.id, \
-           (SELECT COUNT(*) FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
-            WHERE sc.concert_id = c.id AND {HOLDABLE}), \
-           (SELECT COUNT(*) FROM waitlist_entries w \
-            WHERE w.state = 'WAITING' AND w.concert_id = c.id) \
-         FROM concerts c WHERE c.id IN ({})",
-        placeholders(concerts)
-    )
-}
-
 /// `?, ?, ?` for an `IN (…)` list of `n` values.
 pub fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
@@ -141,7 +126,6 @@ mod tests {
         assert_eq!(count(&release_seat_links(2)), 1 + 2);
         assert_eq!(count(&free_seats(TakenBy::Hold, 4, 2)), 4 + 2);
         assert_eq!(count(&lock_fans(3)), 2 * 3);
-        assert_eq!(count(&concert_stock(2)), 1 + 2);
         assert_eq!(count(&fan_holdings(3)), 3 + 1);
         assert_eq!(count(INSERT_HOLD), 5);
         assert_eq!(count(&take_seats(2)), 4 + 2);

@@ -60,6 +60,11 @@ impl QueueKeys {
         ["meta", "u:", "p:", "passes"].map(|name| format!("{}:{name}", self.0))
     }
 
+    /// The queue's meta hash: settings, counters, and the sale (`concert`, `holdable`).
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.0)
+    }
+
     /// The list of a scheduled queue's entrants in entry order.
     pub fn entrants(&self) -> String {
         format!("{}:u:entrants", self.0)

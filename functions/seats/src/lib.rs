@@ -8,7 +8,8 @@
 //! - `GET /api/concerts`, `/api/concerts/{id}`, `/api/concerts/{id}/schedules`
 //! - `GET /api/concerts/ranking?window=all|3d|7d`
 //! - `POST /api/concerts/{id}/waitlist` with a queue ticket (or draw entry) of a queue
-//!   selling the concert, once it is sold out: a place on its waitlist (`core::waitlist`);
+//!   selling the concert, once that queue counts it sold out: a place on its waitlist
+//!   (`core::waitlist`);
 //!   `GET` the same path: the place, and the seat offered once one came back
 //! - `GET /api/schedules/{id}/seats`
 //! - `POST /api/reservations` `{ scheduleId, seatIds }` → `201`, or `409` naming taken seats
@@ -30,6 +31,7 @@ use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::money::Amount;
 use ticketing_core::pass::{Claims, TokenKind};
 use ticketing_core::ranking::RankingWindow;
+use ticketing_core::sale::Stock;
 use ticketing_core::seats::{ReservationStatus, SeatSelection};
 use ticketing_core::time::Timestamp;
 use ticketing_core::waitlist::{self, EntryState, WaitlistError, ensure_may_join};
@@ -517,31 +519,34 @@ async fn join_waitlist(request: &Request, concert: ConcertId) -> Result<Reply, A
     let fan = config
         .pass_key
         .verify_waiting(bearer_token(request)?, now)?;
-    let sells = WaitingRoom::connect(&config.redis_url)
+    // The queue's own count, the one that told the fan SOLD_OUT: no MySQL count per join.
+    let sale = WaitingRoom::connect(&config.redis_url)
         .await?
-        .sells(&fan.queue_id, concert)
+        .sale(&fan.queue_id)
         .await?;
+    let (sells, open) = match sale {
+        Some((sold, open)) => (sold == concert, open),
+        None => (false, Stock { holdable: u64::MAX }),
+    };
     let db = database(config).await?;
-    let open = store::concert_stock(&db, concert, now)
-        .await?
-        .ok_or_else(|| ApiError::not_found("concert", concert))?;
-    let joined = match store::waitlist_entry(&db, concert, fan.user_id).await? {
-        Some(entry) => (StatusCode::OK, entry),
-        None => {
-            ensure_may_join(concert, &fan.queue_id, sells, open)?;
-            let created = store::join_waitlist(&db, concert, fan.user_id, now).await?;
-            let entry = store::waitlist_entry(&db, concert, fan.user_id)
+    // A fan already on the list gets their place back, whatever the count says now.
+    let created = match ensure_may_join(concert, &fan.queue_id, sells, open) {
+        Ok(()) => store::join_waitlist(&db, concert, fan.user_id, now).await?,
+        Err(refused) => {
+            store::waitlist_entry(&db, concert, fan.user_id)
                 .await?
-                .ok_or_else(|| ApiError::internal("a waitlist entry vanished after its insert"))?;
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            (status, entry)
+                .ok_or(refused)?;
+            false
         }
     };
-    let (status, entry) = joined;
+    let entry = store::waitlist_entry(&db, concert, fan.user_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("a waitlist entry vanished after its insert"))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(WaitlistReply::new(concert, fan.user_id, entry, now).reply(status))
 }
 

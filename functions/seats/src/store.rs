@@ -24,13 +24,12 @@ use ticketing_core::events::{ReservationExpired, ReservationHeld, ReservationRel
 use ticketing_core::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::money::Amount;
 use ticketing_core::ranking::{RankingWindow, TOP};
-use ticketing_core::sale::Stock;
 use ticketing_core::seats::{
     FanCap, FanHolding, HoldPolicy, Reservation, ReservationStatus, SeatError, SeatListing,
     SeatNumbers, SeatSelection, SeatState,
 };
 use ticketing_core::time::Timestamp;
-use ticketing_core::waitlist::{EntryState, open_to_queue};
+use ticketing_core::waitlist::{self, EntryState};
 
 // ---- catalog -------------------------------------------------------------------------
 
@@ -340,38 +339,18 @@ pub(crate) async fn reservation(
 
 // ---- waitlist ------------------------------------------------------------------------
 
+/// How far a waitlist poll counts the fans ahead: past it the answer (and the pace it sets,
+/// `core::waitlist::poll_pause`) is the same, and a long list costs each poll no more.
+const AHEAD_COUNTED_UP_TO: u64 = waitlist::AHEAD_COUNTED_UP_TO;
+
 /// A fan's entry on a concert's waitlist, with the offer made to them if any.
 #[derive(Debug)]
 pub(crate) struct WaitlistEntry {
     pub(crate) state: EntryState,
     pub(crate) joined_at: Timestamp,
-    /// Waiting fans before this one on the list.
+    /// Waiting fans before this one on the list, up to `AHEAD_COUNTED_UP_TO`.
     pub(crate) ahead: u64,
     pub(crate) offer: Option<ReservationView>,
-}
-
-/// What a queue may still sell of `concert` at `now` (`core::waitlist::open_to_queue`), or
-/// `None` if there is no such concert.
-pub(crate) async fn concert_stock(
-    db: &Db,
-    concert: ConcertId,
-    now: Timestamp,
-) -> DbResult<Option<Stock>> {
-    let rows = db
-        .query(
-            &store_sql::concert_stock(1),
-            vec![datetime(now), id(concert.get())],
-        )
-        .await?;
-    rows.first()
-        .map(|row| {
-            let count = |index, what| column_u64(row, index).ok_or_else(|| corrupt(what));
-            Ok(open_to_queue(
-                count(1, "holdable count")?,
-                count(2, "waiting count")?,
-            ))
-        })
-        .transpose()
 }
 
 /// Puts `user` on `concert`'s waitlist; false if they were on it already (a repeated join
@@ -390,7 +369,8 @@ pub(crate) async fn join_waitlist(
     Ok(db.row_count().await? == 1)
 }
 
-/// `user`'s entry on `concert`'s waitlist.
+/// `user`'s entry on `concert`'s waitlist, with the fans waiting before it counted up to
+/// `AHEAD_COUNTED_UP_TO`.
 pub(crate) async fn waitlist_entry(
     db: &Db,
     concert: ConcertId,
@@ -398,17 +378,18 @@ pub(crate) async fn waitlist_entry(
 ) -> DbResult<Option<WaitlistEntry>> {
     let rows = db
         .query(
-            "SELECT w.state, CAST(w.joined_at AS CHAR), w.reservation_id, \
-               (SELECT COUNT(*) FROM waitlist_entries a \
-                WHERE a.state = 'WAITING' AND a.concert_id = w.concert_id AND a.id < w.id) \
-             FROM waitlist_entries w WHERE w.concert_id = ? AND w.user_id = ?",
+            "SELECT id, state, CAST(joined_at AS CHAR), reservation_id \
+             FROM waitlist_entries WHERE concert_id = ? AND user_id = ?",
             vec![id(concert.get()), id(user.get())],
         )
         .await?;
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let offer = match column_u64(row, 2) {
+    let state = column_text(row, 1)
+        .and_then(|s| EntryState::parse(&s))
+        .ok_or_else(|| corrupt("waitlist_entries.state"))?;
+    let offer = match column_u64(row, 3) {
         Some(reservation_id) => {
             let reservation_id = ReservationId::new(reservation_id)
                 .map_err(|_| corrupt("waitlist_entries.reservation_id"))?;
@@ -416,14 +397,36 @@ pub(crate) async fn waitlist_entry(
         }
         None => None,
     };
+    let ahead = match state {
+        EntryState::Waiting => {
+            let entry = column_u64(row, 0).ok_or_else(|| corrupt("waitlist_entries.id"))?;
+            waiting_ahead(db, concert, entry).await?
+        }
+        EntryState::Offered | EntryState::PassedOver => 0,
+    };
     Ok(Some(WaitlistEntry {
-        state: column_text(row, 0)
-            .and_then(|s| EntryState::parse(&s))
-            .ok_or_else(|| corrupt("waitlist_entries.state"))?,
-        joined_at: column_time(row, 1).ok_or_else(|| corrupt("waitlist_entries.joined_at"))?,
-        ahead: column_u64(row, 3).ok_or_else(|| corrupt("waitlist place"))?,
+        state,
+        joined_at: column_time(row, 2).ok_or_else(|| corrupt("waitlist_entries.joined_at"))?,
+        ahead,
         offer,
     }))
+}
+
+/// The fans waiting on `concert`'s list before `entry`, counted up to `AHEAD_COUNTED_UP_TO`.
+async fn waiting_ahead(db: &Db, concert: ConcertId, entry: u64) -> DbResult<u64> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM waitlist_entries \
+                 WHERE state = 'WAITING' AND concert_id = ? AND id < ? \
+                 LIMIT {AHEAD_COUNTED_UP_TO}) ahead"
+            ),
+            vec![id(concert.get()), id(entry)],
+        )
+        .await?;
+    rows.first()
+        .and_then(|row| column_u64(row, 0))
+        .ok_or_else(|| corrupt("waitlist place"))
 }
 
 /// A seat as a hold finds it before taking it.

@@ -19,10 +19,10 @@ use ticketing_core::queue::{
     AdmissionPace, AdmissionPolicy, AdmissionShare, ExpiryReason, Position, QueueError,
     QueueSettings,
 };
-use ticketing_core::sale::{Opening, OpeningError, SOLD_CONCERTS_KEY, selling_queues_key};
+use ticketing_core::sale::{Opening, OpeningError, SOLD_CONCERTS_KEY, Stock, selling_queues_key};
 use ticketing_core::time::Timestamp;
 pub use waiting_room_script::{AbuseLimits, Caller};
-use waiting_room_script::{SCRIPT, ScriptCall, script_sha};
+use waiting_room_script::{QueueKeys, SCRIPT, ScriptCall, script_sha};
 
 /// A user's place after joining.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -639,16 +639,30 @@ impl WaitingRoom {
     }
 
     /// Takes a queue whose data expired (or never came to be) off the registry.
-    /// Whether `queue` sells `concert` (is in the concert's `selling_queues_key`).
-    pub async fn sells(&self, queue: &QueueId, concert: ConcertId) -> Result<bool, ApiError> {
+    /// What `queue` sells and what it counts open of it now (the bridge's last count, less
+    /// the fans admitted since): one read of its meta hash. `None`: it sells nothing; a
+    /// count not taken yet is no stock known, so not sold out.
+    pub async fn sale(&self, queue: &QueueId) -> Result<Option<(ConcertId, Stock)>, ApiError> {
         let text = |value: &str| RedisParameter::Binary(value.as_bytes().to_vec());
         let reply = self
             .execute(
-                "SISMEMBER",
-                vec![text(&selling_queues_key(concert)), text(queue.as_str())],
+                "HMGET",
+                vec![
+                    text(&QueueKeys::new(queue).meta()),
+                    text("concert"),
+                    text("holdable"),
+                ],
             )
             .await?;
-        Ok(matches!(reply.first(), Some(RedisResult::Int64(1))))
+        let field = |index: usize| match reply.get(index) {
+            Some(RedisResult::Binary(bytes)) => std::str::from_utf8(bytes).ok().map(str::to_owned),
+            _ => None,
+        };
+        let Some(concert) = field(0).and_then(|c| ConcertId::parse(&c).ok()) else {
+            return Ok(None);
+        };
+        let holdable = field(1).and_then(|n| n.parse().ok()).unwrap_or(u64::MAX);
+        Ok(Some((concert, Stock { holdable })))
     }
 
     pub async fn forget_queue(&self, queue: &QueueId) -> Result<(), ApiError> {
