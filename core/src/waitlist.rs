@@ -126,9 +126,9 @@ pub fn poll_pause(ahead: u64) -> Duration {
 
 /// How many fans ahead a waitlist answer counts at most: far enough back that the pace is
 /// the longest, so a count further would change nothing but its cost.
-pub const AHEAD_COUNTED_UP_TO: u64 = 1_500;
+pub const AHEAD_COUNTED_UP_TO: u64 = 500;
 const SHORTEST_POLL_PAUSE: Duration = Duration::from_secs(2);
-const POLL_PAUSE_PER_FAN_AHEAD: Duration = Duration::from_millis(20);
+const POLL_PAUSE_PER_FAN_AHEAD: Duration = Duration::from_millis(56);
 pub const LONGEST_POLL_PAUSE: Duration = Duration::from_secs(30);
 
 /// A fan waiting on the list, with what the concert's cap counts of theirs.
@@ -283,7 +283,7 @@ mod tests {
     #[test]
     fn fans_near_the_front_look_again_soon_and_far_back_at_most_every_thirty_seconds() {
         assert_eq!(poll_pause(0), Duration::from_secs(2));
-        assert_eq!(poll_pause(100), Duration::from_secs(4));
+        assert_eq!(poll_pause(100), Duration::from_millis(7_600));
         assert_eq!(poll_pause(AHEAD_COUNTED_UP_TO), LONGEST_POLL_PAUSE);
         assert_eq!(poll_pause(u64::MAX), LONGEST_POLL_PAUSE);
     }
