@@ -60,7 +60,10 @@ const entered = new Counter('fans_entered');
 const seatsTaken = new Counter('seats_taken');
 const emptyHanded = new Counter('fans_admitted_empty_handed');
 const toldSoldOut = new Counter('fans_told_sold_out');
-const admittedAfterSoldOut = new Counter('fans_admitted_after_sold_out');
+// Fans told SOLD_OUT whom the line admitted after the releases: the released seats must go
+// to the waitlist instead. (Before them, a count taken while admitted fans still choose
+// may briefly reopen the line.)
+const admittedAfterRelease = new Counter('fans_admitted_from_the_line_after_release');
 const releasesInjected = new Counter('releases_injected');
 const waitlisted = new Counter('fans_waitlisted');
 const offersPaid = new Counter('waitlist_offers_paid');
@@ -100,7 +103,7 @@ export const options = withCommonOptions({
     releases_injected: [`count==${released}`],
     waitlist_offers_paid: [`count>=${Math.floor(released * 0.9)}`],
     // The line stays sold out while the list has fans.
-    fans_admitted_after_sold_out: ['count==0'],
+    fans_admitted_from_the_line_after_release: ['count==0'],
     checks: ['rate>0.999'],
   },
 }, ['join', 'status', 'seats', 'reserve', 'waitlist-join', 'waitlist', 'pay']);
@@ -209,8 +212,8 @@ function watchQueue(data) {
       }
     }
     if (status === 'ACTIVE') {
-      if (fan.toldSoldOut) {
-        admittedAfterSoldOut.add(1);
+      if (fan.toldSoldOut && releasedAt !== null && answeredAt > releasedAt) {
+        admittedAfterRelease.add(1);
       }
       buy(res.json('pass'));
       return false;
