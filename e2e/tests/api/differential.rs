@@ -228,6 +228,18 @@ async fn journey(app: &App) -> Vec<Exchange> {
         .await;
     t.send("POST", "/api/queue/tokens", Some(join(1)), &[])
         .await;
+    // The waitlist: a ticket of a queue that does not sell the concert is refused, a fan
+    // not on the list is not found, no token is unauthenticated, and PUT is not a method.
+    let ticket_bearer = format!("Bearer {}", ticket["token"].as_str().unwrap_or_default());
+    let ticket_auth = [("authorization", ticket_bearer.as_str())];
+    for (method, auth) in [
+        ("POST", &ticket_auth[..]),
+        ("GET", &ticket_auth[..]),
+        ("POST", &[]),
+        ("PUT", &ticket_auth[..]),
+    ] {
+        t.send(method, "/api/concerts/1/waitlist", None, auth).await;
+    }
     t.send(
         "POST",
         "/api/queue/tokens",
@@ -262,6 +274,14 @@ async fn journey(app: &App) -> Vec<Exchange> {
     )
     .await;
     let reservation = held["reservationId"].as_u64().unwrap_or(0);
+    // A queue ticket pays only a waitlist offer: this hold is not one.
+    t.send(
+        "POST",
+        "/api/payments",
+        Some(json!({ "reservationId": reservation })),
+        &[ticket_auth[0], ("idempotency-key", "ticket-pays")],
+    )
+    .await;
     t.send(
         "GET",
         &format!("/api/reservations/{reservation}"),
