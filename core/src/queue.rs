@@ -635,6 +635,10 @@ pub enum QueueStatus {
         position: Position,
         ahead: u64,
         poll_after_ms: u64,
+        /// The concert sold out, whose waitlist (`crate::waitlist`) the fan may join
+        /// instead of polling on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        concert_id: Option<ConcertId>,
     },
     #[serde(rename_all = "camelCase")]
     Active { pass: String, expires_at: Timestamp },

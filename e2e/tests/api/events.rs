@@ -321,6 +321,10 @@ async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes
     for fan in [&first, &second] {
         let status = crate::queue::status_response(&app, fan).await.json();
         assert_eq!(status["status"], "SOLD_OUT", "{status}");
+        assert_eq!(
+            status["concertId"], concert,
+            "the answer names the waitlist: {status}"
+        );
     }
     let joined = join(&first).await;
     assert_eq!(joined.status, 201, "{}", joined.body);

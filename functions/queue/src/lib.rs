@@ -181,6 +181,7 @@ async fn status(request: Request) -> Result<Reply, ApiError> {
             .await?;
         answer(config, &ticket, ticket.position, place)
     };
+    let status = name_the_concert_sold_out(&room, &ticket, status).await?;
     let mut reply = json(StatusCode::OK, &status);
     if let QueueStatus::Waiting { poll_after_ms, .. }
     | QueueStatus::SoldOut { poll_after_ms, .. }
@@ -193,6 +194,32 @@ async fn status(request: Request) -> Result<Reply, ApiError> {
         );
     }
     Ok(reply)
+}
+
+/// A `SOLD_OUT` answer names the concert sold out, so the fan can join its waitlist: one
+/// read of the queue's meta hash, on answers paced seconds apart.
+async fn name_the_concert_sold_out(
+    room: &WaitingRoom,
+    ticket: &Claims,
+    status: QueueStatus,
+) -> Result<QueueStatus, ApiError> {
+    Ok(match status {
+        QueueStatus::SoldOut {
+            position,
+            ahead,
+            poll_after_ms,
+            ..
+        } => QueueStatus::SoldOut {
+            position,
+            ahead,
+            poll_after_ms,
+            concert_id: room
+                .sale(&ticket.queue_id)
+                .await?
+                .map(|(concert, _)| concert),
+        },
+        other => other,
+    })
 }
 
 /// The status of an entrant the draw has not placed yet.
@@ -245,6 +272,7 @@ fn answer(
                     position,
                     ahead,
                     poll_after_ms: pause.as_millis() as u64,
+                    concert_id: None,
                 };
             }
             let eta_seconds = pace.eta_secs(&policy, ahead);
