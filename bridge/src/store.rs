@@ -274,14 +274,18 @@ impl Store {
         };
         let cap = cap.and_then(std::num::NonZeroU32::new).map(FanCap::new);
         let waiting = waiting_fans(&mut transaction, concert, batch).await?;
-        let free: Option<u64> = transaction
-            .exec_first(
-                "SELECT s.id FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
-                 WHERE sc.concert_id = ? AND s.status = 'AVAILABLE' LIMIT 1",
-                (concert.get(),),
-            )
-            .await?;
-        if waiting.is_empty() || free.is_none() {
+        // While sold out, the usual case, a round ends here: no fan lock is taken for a
+        // seat that is not there.
+        let no_seat_free = waiting.is_empty()
+            || transaction
+                .exec_first::<u64, _, _>(
+                    "SELECT s.id FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
+                     WHERE sc.concert_id = ? AND s.status = 'AVAILABLE' LIMIT 1",
+                    (concert.get(),),
+                )
+                .await?
+                .is_none();
+        if no_seat_free {
             transaction.rollback().await?;
             return Ok(OfferRound::default());
         }

@@ -503,6 +503,20 @@ pub async fn hold(app: &App, pass: &str, schedule: u64, seats: &[u64]) -> u64 {
     }
 }
 
+/// Cancels the hold `reservation` with `pass`, as its holder: its seats go back on sale.
+pub async fn release(app: &App, pass: &str, reservation: u64) {
+    let auth = format!("Bearer {pass}");
+    let released = app
+        .call(
+            "DELETE",
+            &format!("/api/reservations/{reservation}"),
+            None,
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(released.status, 200, "{}", released.body);
+}
+
 /// Pays for `reservation`, with a new key after every decline or gateway timeout, as a user
 /// would. Returns the payment and the number of declines.
 pub async fn pay_until_done(app: &App, pass: &str, reservation: u64) -> (u64, u32) {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{App, Gateway, hold, mysql, pay_until_done, post, user, venue};
+use e2e::{App, Gateway, hold, mysql, pay_until_done, post, release, user, venue};
 use edge_testkit::service_env;
 use mysql_async::prelude::Queryable;
 use payment_gateway::Behaviour;
@@ -239,12 +239,7 @@ async fn a_sold_out_sale_tells_waiting_fans_and_admits_again_when_a_seat_comes_b
     }
 
     // The holder lets the seats go: they are open again, and admission resumes.
-    let auth = format!("Bearer {pass}");
-    let path = format!("/api/reservations/{held}");
-    let released = app
-        .call("DELETE", &path, None, &[("authorization", &auth)])
-        .await;
-    assert_eq!(released.status, 200, "{}", released.body);
+    release(&app, &pass, held).await;
     eventually(
         "the waiting fan is admitted once seats came back",
         async || crate::queue::status_response(&app, &ticket).await.json()["status"] == "ACTIVE",
@@ -350,16 +345,7 @@ async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes
     );
 
     // The first seat comes back: it goes to the first fan on the list, not to the line.
-    let auth = format!("Bearer {pass}");
-    let released = app
-        .call(
-            "DELETE",
-            &format!("/api/reservations/{first_seat}"),
-            None,
-            &[("authorization", &auth)],
-        )
-        .await;
-    assert_eq!(released.status, 200, "{}", released.body);
+    release(&app, &pass, first_seat).await;
     let offered = offer_of(&entry, &first).await;
     assert_eq!(offered["seats"][0]["seatId"], venue.seats[0], "{offered}");
     assert_eq!(offered["status"], "HELD");
@@ -408,15 +394,7 @@ async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes
     }
 
     // The list is through: the next seat back goes to the line again.
-    let released = app
-        .call(
-            "DELETE",
-            &format!("/api/reservations/{second_seat}"),
-            None,
-            &[("authorization", &auth)],
-        )
-        .await;
-    assert_eq!(released.status, 200, "{}", released.body);
+    release(&app, &pass, second_seat).await;
     eventually("the queue admits again", async || {
         crate::queue::status_response(&app, &early).await.json()["status"] == "ACTIVE"
     })

@@ -530,22 +530,25 @@ async fn join_waitlist(request: &Request, concert: ConcertId) -> Result<Reply, A
     };
     let db = database(config).await?;
     // A fan already on the list gets their place back, whatever the count says now.
-    let created = match ensure_may_join(concert, &fan.queue_id, sells, open) {
-        Ok(()) => store::join_waitlist(&db, concert, fan.user_id, now).await?,
+    let (status, entry) = match ensure_may_join(concert, &fan.queue_id, sells, open) {
+        Ok(()) => {
+            let created = store::join_waitlist(&db, concert, fan.user_id, now).await?;
+            let entry = store::waitlist_entry(&db, concert, fan.user_id)
+                .await?
+                .ok_or_else(|| ApiError::internal("a waitlist entry vanished after its insert"))?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, entry)
+        }
         Err(refused) => {
-            store::waitlist_entry(&db, concert, fan.user_id)
+            let entry = store::waitlist_entry(&db, concert, fan.user_id)
                 .await?
                 .ok_or(refused)?;
-            false
+            (StatusCode::OK, entry)
         }
-    };
-    let entry = store::waitlist_entry(&db, concert, fan.user_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("a waitlist entry vanished after its insert"))?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
     };
     Ok(WaitlistReply::new(concert, fan.user_id, entry, now).reply(status))
 }

@@ -89,28 +89,25 @@ const CHECKS: &[SqlCheck] = &[
         name: "waitlist_offers_once",
         invariant: "each waitlist offer is one seat of its concert held for its fan, announced once and notified once",
         examined: "SELECT COUNT(*) FROM waitlist_entries WHERE state = 'OFFERED'",
-        violations: "SELECT CONCAT('entry ', w.id, ' offered reservation ', w.reservation_id, \
-                     ' of user ', IFNULL(r.user_id, 'none'), ', concert ', \
-                     IFNULL(sc.concert_id, 'none'), ', ', \
-                     (SELECT COUNT(*) FROM reservation_seats rs WHERE rs.reservation_id = r.id), \
-                     ' seats') \
-                     FROM waitlist_entries w LEFT JOIN reservations r ON r.id = w.reservation_id \
-                     LEFT JOIN schedules sc ON sc.id = r.schedule_id \
-                     WHERE w.state = 'OFFERED' AND (r.id IS NULL OR r.user_id <> w.user_id \
-                       OR sc.concert_id <> w.concert_id OR (SELECT COUNT(*) FROM reservation_seats \
-                         rs WHERE rs.reservation_id = r.id) <> 1) \
+        violations: "SELECT CONCAT('entry ', t.id, ' offered reservation ', t.reservation_id, \
+                     ' of user ', IFNULL(t.holder, 'none'), ', concert ', IFNULL(t.concert, 'none'), \
+                     ', ', t.seats, ' seats') FROM (SELECT w.id, w.reservation_id, w.user_id, \
+                       w.concert_id, r.user_id AS holder, sc.concert_id AS concert, \
+                       (SELECT COUNT(*) FROM reservation_seats rs WHERE rs.reservation_id = r.id) AS seats \
+                       FROM waitlist_entries w LEFT JOIN reservations r ON r.id = w.reservation_id \
+                       LEFT JOIN schedules sc ON sc.id = r.schedule_id WHERE w.state = 'OFFERED') t \
+                     WHERE t.holder IS NULL OR t.holder <> t.user_id OR t.concert <> t.concert_id \
+                       OR t.seats <> 1 \
                      UNION ALL \
-                     SELECT CONCAT('offer ', w.reservation_id, ' announced ', \
-                     (SELECT COUNT(*) FROM outbox o WHERE o.topic = 'waitlist.offered' \
-                       AND o.event_key = CAST(w.reservation_id AS CHAR)), ' times, notified ', \
-                     (SELECT COUNT(*) FROM notifications n WHERE n.kind = 'WAITLIST_OFFERED' \
-                       AND n.reservation_id = w.reservation_id), ' times') \
-                     FROM waitlist_entries w WHERE w.state = 'OFFERED' \
-                       AND w.decided_at >= (SELECT IFNULL(MIN(created_at), '9999-12-31') FROM outbox) \
-                       AND ((SELECT COUNT(*) FROM outbox o WHERE o.topic = 'waitlist.offered' \
-                             AND o.event_key = CAST(w.reservation_id AS CHAR)) <> 1 \
-                         OR (SELECT COUNT(*) FROM notifications n WHERE n.kind = 'WAITLIST_OFFERED' \
-                             AND n.reservation_id = w.reservation_id) <> 1) \
+                     SELECT CONCAT('offer ', t.reservation_id, ' announced ', t.announced, \
+                     ' times, notified ', t.notified, ' times') FROM (SELECT w.reservation_id, \
+                       (SELECT COUNT(*) FROM outbox o WHERE o.topic = 'waitlist.offered' \
+                         AND o.event_key = CAST(w.reservation_id AS CHAR)) AS announced, \
+                       (SELECT COUNT(*) FROM notifications n WHERE n.kind = 'WAITLIST_OFFERED' \
+                         AND n.reservation_id = w.reservation_id) AS notified \
+                       FROM waitlist_entries w WHERE w.state = 'OFFERED' \
+                         AND w.decided_at >= (SELECT IFNULL(MIN(created_at), '9999-12-31') FROM outbox)) t \
+                     WHERE t.announced <> 1 OR t.notified <> 1 \
                      UNION ALL \
                      SELECT CONCAT('event ', o.event_id, ' offers reservation ', o.event_key, \
                      ' that no waitlist entry was offered') FROM outbox o \
