@@ -36,7 +36,7 @@ pub enum WaitlistError {
     OtherConcert { queue: QueueId, concert: ConcertId },
     #[error("you are not on the waitlist of concert {0}")]
     NotListed(ConcertId),
-    #[error("reservation {0} is not a waitlist offer: paying it takes a pass")]
+    #[error("reservation {0} is not a waitlist offer: paying or releasing it takes a pass")]
     PassNeeded(ReservationId),
 }
 
@@ -187,27 +187,28 @@ pub fn plan_offers<S: Copy>(
     decisions
 }
 
-/// What lets a payment go ahead besides owning the reservation.
+/// What lets a fan pay for or let go of a hold, besides owning it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PaymentAdmission {
-    /// A pass, which must still be active in its queue, and is consumed by the payment.
+pub enum HoldAdmission {
+    /// A pass, which must still be active in its queue to pay, and is consumed by the payment.
     ActivePass,
     /// A waitlist offer: the system chose this fan for this seat, which admits them as a
     /// pass would. Their queue ticket says who they are.
     WaitlistOffer,
 }
 
-/// Who may pay `reservation`: a pass holder always (subject to the queue's check); the
-/// holder of a queue ticket or draw entry only for a waitlist offer made to them.
-pub fn payment_admission(
+/// Who may pay for or decline `reservation`: a pass holder always (subject to the queue's
+/// check); the holder of a queue ticket or draw entry only for a waitlist offer made to
+/// them, since they were never admitted through the line.
+pub fn hold_admission(
     token: TokenKind,
     reservation: ReservationId,
     is_waitlist_offer: bool,
-) -> Result<PaymentAdmission, WaitlistError> {
+) -> Result<HoldAdmission, WaitlistError> {
     match token {
-        TokenKind::Pass => Ok(PaymentAdmission::ActivePass),
+        TokenKind::Pass => Ok(HoldAdmission::ActivePass),
         TokenKind::QueueTicket | TokenKind::DrawEntry if is_waitlist_offer => {
-            Ok(PaymentAdmission::WaitlistOffer)
+            Ok(HoldAdmission::WaitlistOffer)
         }
         _ => Err(WaitlistError::PassNeeded(reservation)),
     }
@@ -417,26 +418,26 @@ mod tests {
     }
 
     #[test]
-    fn a_ticket_pays_only_a_waitlist_offer_and_a_pass_pays_anything() {
+    fn a_ticket_pays_or_declines_only_a_waitlist_offer_and_a_pass_any_hold() {
         let reservation = ReservationId::new(5).unwrap();
         assert_eq!(
-            payment_admission(TokenKind::Pass, reservation, false),
-            Ok(PaymentAdmission::ActivePass)
+            hold_admission(TokenKind::Pass, reservation, false),
+            Ok(HoldAdmission::ActivePass)
         );
         assert_eq!(
-            payment_admission(TokenKind::QueueTicket, reservation, true),
-            Ok(PaymentAdmission::WaitlistOffer)
+            hold_admission(TokenKind::QueueTicket, reservation, true),
+            Ok(HoldAdmission::WaitlistOffer)
         );
         assert_eq!(
-            payment_admission(TokenKind::QueueTicket, reservation, false),
+            hold_admission(TokenKind::QueueTicket, reservation, false),
             Err(WaitlistError::PassNeeded(reservation))
         );
         assert_eq!(
-            payment_admission(TokenKind::DrawEntry, reservation, true),
-            Ok(PaymentAdmission::WaitlistOffer)
+            hold_admission(TokenKind::DrawEntry, reservation, true),
+            Ok(HoldAdmission::WaitlistOffer)
         );
         assert_eq!(
-            payment_admission(TokenKind::DrawEntry, reservation, false),
+            hold_admission(TokenKind::DrawEntry, reservation, false),
             Err(WaitlistError::PassNeeded(reservation))
         );
     }

@@ -15,11 +15,13 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import unittest
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -32,6 +34,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 BASE_URL = os.environ.get('BASE_URL', 'http://127.0.0.1:3000').rstrip('/')
 ADMIN_KEY = os.environ.get('ADMIN_KEY', '')
+MYSQL_URL = os.environ.get('MYSQL_URL', 'mysql://ticketing:ticketing@127.0.0.1:13306/ticketing')
 SCREENSHOTS = os.environ.get('SCREENSHOTS', '')
 
 # Chromium on a closed machine: without the background-networking flags it reaches for
@@ -102,6 +105,38 @@ def admit_by_api(queue_id, user_id, timeout=30):
         assert waiting or status in (429, 503), f'status: {status} {body}'
         time.sleep(body['pollAfterMs'] / 1000 if status == 200 else 1)
     raise AssertionError(f'user {user_id} was not admitted to {queue_id} in {timeout} s')
+
+
+def one_seat_concert():
+    """A new concert with one date of one seat (ids as the seed makes them), straight into
+    MySQL: the API creates no concerts. Returns (concert id, schedule id, seat id)."""
+    url = urllib.parse.urlparse(MYSQL_URL)
+    sql = (
+        'SET @c = 1 + GREATEST((SELECT COALESCE(MAX(id), 0) FROM concerts),'
+        ' (SELECT COALESCE(MAX(id), 0) FROM users));'
+        "INSERT INTO concerts (id, title, artist, venue)"
+        " VALUES (@c, CONCAT('Concert ', @c), 'Browser Band', 'Small Hall');"
+        'INSERT INTO schedules (id, concert_id, starts_at, total_seats)'
+        ' VALUES (@c * 100 + 1, @c, UTC_TIMESTAMP(3) + INTERVAL 30 DAY, 1);'
+        "INSERT INTO seats (id, schedule_id, seat_no, label, price)"
+        " VALUES ((@c * 100 + 1) * 10000 + 1, @c * 100 + 1, 1, 'A1', 50000);"
+        'SELECT @c;')
+    concert = int(subprocess.run(
+        ['mariadb', '--no-defaults', '--batch', '--skip-column-names', f'--host={url.hostname}',
+         f'--port={url.port}', f'--user={url.username}', f'--password={url.password}',
+         url.path.lstrip('/'), '-e', sql],
+        check=True, capture_output=True, text=True, timeout=30).stdout.split()[-1])
+    schedule = concert * 100 + 1
+    return concert, schedule, schedule * 10_000 + 1
+
+
+def until(what, check, timeout=30):
+    """Polls `check` (by API) until it is true."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f'{what}: not within {timeout} s')
+        time.sleep(0.5)
 
 
 # ---- the browser ---------------------------------------------------------------------------
@@ -183,6 +218,21 @@ def seat(driver, seat_id):
     return driver.find_element(By.CSS_SELECTOR, f'#seat-map [data-seat-id="{seat_id}"]')
 
 
+def pay_in_checkout(test, driver):
+    """Pays the hold in the checkout view; the gateway simulator declines about 1 in 20, and
+    the page offers another attempt. Returns the result once paid."""
+    button = 'pay'
+    for _attempt in range(5):
+        driver.find_element(By.ID, button).click()
+        result = wait(driver, 30).until(settled)
+        if 'paid' in classes(result):
+            return result
+        test.assertTrue(driver.find_element(By.ID, 'retry').is_displayed(),
+                        f'a failed payment offers no retry: {result.text}')
+        button = 'retry'
+    raise AssertionError(f'five payments failed: {result.text}')
+
+
 class Pages(unittest.TestCase):
     def browser(self):
         """A fresh Chromium with a profile of its own, closed after the test."""
@@ -215,17 +265,7 @@ class Pages(unittest.TestCase):
         self.assertRegex(visible(fan, '#hold-countdown').text, r'^\d+:\d\d$')
         self.assertIn(label, fan.find_element(By.ID, 'hold-summary').text)
 
-        # The gateway simulator declines about 1 in 20: the page offers another attempt.
-        button = 'pay'
-        for _attempt in range(5):
-            fan.find_element(By.ID, button).click()
-            result = wait(fan, 30).until(settled)
-            if 'paid' in classes(result):
-                break
-            self.assertTrue(fan.find_element(By.ID, 'retry').is_displayed(),
-                            f'a failed payment offers no retry: {result.text}')
-            button = 'retry'
-        self.assertIn('paid', classes(result), result.text)
+        result = pay_in_checkout(self, fan)
         self.assertIn(label, result.text)
         self.assertIn(result.get_attribute('data-payment-id'), result.text)
         visible(fan, '#balance')
@@ -280,6 +320,48 @@ class Pages(unittest.TestCase):
         self.assertTrue(loser.find_element(By.ID, 'hold').is_enabled())
         shot(loser, '04-race-loser')
         self.assertEqual(uncaught_errors(loser), [])
+
+    def test_fans_told_sold_out_join_the_waitlist_and_a_seat_back_is_declined_then_paid(self):
+        concert, schedule, seat_id = one_seat_concert()
+        queue = make_queue('waitlist', ratePerSec=50, maxActive=100, concertId=concert)
+        settings = f'/api/admin/queue?queueId={queue}'
+        buyer = admit_by_api(queue, fresh_user())
+        status, held = call('POST', '/api/reservations',
+                            {'scheduleId': schedule, 'seatIds': [seat_id]}, buyer)
+        self.assertEqual(status, 201, held)
+        until('the bridge counts the concert sold out',
+              lambda: call('GET', settings, token=ADMIN_KEY)[1].get('holdableSeats') == 0)
+
+        # Told sold out, two fans put their names on the list, in this order.
+        first, second = self.browser(), self.browser()
+        for fan, ahead in ((first, '0'), (second, '1')):
+            join(fan, queue, fresh_user())
+            self.assertIn('Sold out', visible(fan, '#sold-out').text)
+            visible(fan, '#waitlist-join').click()
+            visible(fan, '#waitlist')
+            wait(fan).until(lambda d, n=ahead: d.find_element(By.ID, 'waitlist-ahead').text == n)
+        shot(second, '07-waitlist')
+
+        # The buyer lets the seat go: it is offered to the first fan, who declines it.
+        status, body = call('DELETE', f'/api/reservations/{held["reservationId"]}', token=buyer)
+        self.assertEqual(status, 200, body)
+        visible(first, '#checkout', 30)
+        self.assertEqual(first.find_element(By.ID, 'checkout-title').text,
+                         'A seat came back for you')
+        self.assertIn('A1', first.find_element(By.ID, 'hold-summary').text)
+        self.assertRegex(first.find_element(By.ID, 'hold-countdown').text, r'^\d+:\d\d$')
+        shot(first, '08-waitlist-offer')
+        decline = first.find_element(By.ID, 'release')
+        self.assertEqual(decline.text, 'Decline the seat')
+        decline.click()
+        self.assertEqual(visible(first, '#ended-title').text, 'You let the seat go')
+
+        # Declined, it goes on to the second fan, who pays it.
+        visible(second, '#checkout', 30)
+        self.assertIn('A1', pay_in_checkout(self, second).text)
+        shot(second, '09-waitlist-paid')
+        for fan in (first, second):
+            self.assertEqual(uncaught_errors(fan), [])
 
     def test_the_console_changes_a_queues_rate_and_the_fans_page_shows_it(self):
         queue = make_queue('pace', ratePerSec=1, maxActive=1)

@@ -274,12 +274,19 @@ async fn journey(app: &App) -> Vec<Exchange> {
     )
     .await;
     let reservation = held["reservationId"].as_u64().unwrap_or(0);
-    // A queue ticket pays only a waitlist offer: this hold is not one.
+    // A queue ticket pays or lets go only a waitlist offer: this hold is not one.
     t.send(
         "POST",
         "/api/payments",
         Some(json!({ "reservationId": reservation })),
         &[ticket_auth[0], ("idempotency-key", "ticket-pays")],
+    )
+    .await;
+    t.send(
+        "DELETE",
+        &format!("/api/reservations/{reservation}"),
+        None,
+        &ticket_auth,
     )
     .await;
     t.send(

@@ -260,7 +260,7 @@ async fn a_sold_out_sale_tells_waiting_fans_and_admits_again_when_a_seat_comes_b
 /// every offer is announced once and notified once; and with the list through, the queue
 /// admits again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes_on_an_offer_not_taken()
+async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes_on_offers_lapsed_or_declined()
  {
     let gateway = Gateway::start(Behaviour {
         decline_rate: 0.0,
@@ -311,9 +311,13 @@ async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes
     })
     .await;
 
-    // Two fans told SOLD_OUT join the list, in this order; joining again keeps the place.
-    let (first, second) = (ticket(&queue).await, ticket(&queue).await);
-    for fan in [&first, &second] {
+    // Three fans told SOLD_OUT join the list, in this order; joining again keeps the place.
+    let (first, second, third) = (
+        ticket(&queue).await,
+        ticket(&queue).await,
+        ticket(&queue).await,
+    );
+    for fan in [&first, &second, &third] {
         let status = crate::queue::status_response(&app, fan).await.json();
         assert_eq!(status["status"], "SOLD_OUT", "{status}");
         assert_eq!(
@@ -325,9 +329,11 @@ async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes
     assert_eq!(joined.status, 201, "{}", joined.body);
     assert_eq!(joined.json()["state"], "WAITING");
     assert_eq!(joined.json()["ahead"], 0);
-    let joined = join(&second).await;
-    assert_eq!(joined.status, 201, "{}", joined.body);
-    assert_eq!(joined.json()["ahead"], 1, "{}", joined.body);
+    for (fan, ahead) in [(&second, 1), (&third, 2)] {
+        let joined = join(fan).await;
+        assert_eq!(joined.status, 201, "{}", joined.body);
+        assert_eq!(joined.json()["ahead"], ahead, "{}", joined.body);
+    }
     let again = join(&first).await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(
@@ -356,7 +362,8 @@ async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes
         "the seat went to the list: {status}"
     );
 
-    // The first fan lets the offer lapse: it passes on to the second, who pays it.
+    // The first fan lets the offer lapse: it passes on to the second, who declines it with
+    // the same ticket (not the buyer's hold, which is no offer of theirs).
     let passed_on = offer_of(&entry, &second).await;
     assert_eq!(
         passed_on["seats"][0]["seatId"], venue.seats[0],
@@ -364,15 +371,34 @@ async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes
     );
     let lapsed = entry(&first).await.json();
     assert_eq!(lapsed["offer"]["status"], "EXPIRED", "{lapsed}");
+    let second_offer = passed_on["reservationId"].as_u64().expect("reservation id");
+    let decline = async |ticket: &str, reservation: u64| {
+        let auth = format!("Bearer {ticket}");
+        let path = format!("/api/reservations/{reservation}");
+        app.call("DELETE", &path, None, &[("authorization", &auth)])
+            .await
+    };
+    let refused = decline(&second, second_seat).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let declined = decline(&second, second_offer).await;
+    assert_eq!(declined.status, 200, "{}", declined.body);
+    assert_eq!(declined.json()["status"], "CANCELLED", "{}", declined.body);
+
+    // Declined, it goes on at once to the third fan, who pays it with their ticket.
+    let passed_on = offer_of(&entry, &third).await;
+    assert_eq!(
+        passed_on["seats"][0]["seatId"], venue.seats[0],
+        "{passed_on}"
+    );
     let offer = passed_on["reservationId"].as_u64().expect("reservation id");
-    let (payment, _) = pay_until_done(&app, &second, offer).await;
+    let (payment, _) = pay_until_done(&app, &third, offer).await;
     assert!(payment > 0);
-    let paid = entry(&second).await.json();
+    let paid = entry(&third).await.json();
     assert_eq!(paid["offer"]["status"], "CONFIRMED", "{paid}");
 
     // Each offer was announced once and notified once.
     let first_offer = lapsed["offer"]["reservationId"].as_u64().expect("id");
-    for reservation in [first_offer, offer] {
+    for reservation in [first_offer, second_offer, offer] {
         let key = reservation.to_string();
         assert_eq!(
             count(

@@ -48,7 +48,7 @@ use ticketing_core::payment::{
     RefundPolicy, RequestFingerprint, StoredAttempt, check_idempotency,
 };
 use ticketing_core::time::Timestamp;
-use ticketing_core::waitlist::{PaymentAdmission, payment_admission};
+use ticketing_core::waitlist::{HoldAdmission, hold_admission};
 use ticketing_core::{ApiError, ErrorCode};
 use waiting_room::WaitingRoom;
 
@@ -276,11 +276,10 @@ async fn pay(request: Request) -> Result<Reply, ApiError> {
     }
 
     let booking = booking.ok_or_else(|| ApiError::not_found("reservation", body.reservation_id))?;
-    let admission =
-        payment_admission(pass.kind, booking.reservation.id, booking.is_waitlist_offer)?;
+    let admission = hold_admission(pass.kind, booking.reservation.id, booking.is_waitlist_offer)?;
     booking.reservation.ensure_owner(pass.user_id)?;
     booking.reservation.ensure_payable(now)?;
-    if admission == PaymentAdmission::ActivePass {
+    if admission == HoldAdmission::ActivePass {
         WaitingRoom::connect(&config.redis_url)
             .await?
             .ensure_pass_active(&pass, now)

@@ -13,7 +13,8 @@
 //!   `GET` the same path: the place, and the seat offered once one came back
 //! - `GET /api/schedules/{id}/seats`
 //! - `POST /api/reservations` `{ scheduleId, seatIds }` → `201`, or `409` naming taken seats
-//! - `GET`, `DELETE /api/reservations/{id}` (the owner only)
+//! - `GET`, `DELETE /api/reservations/{id}` (the owner only; a waitlist offer may be
+//!   declined with the fan's queue ticket)
 //! - `GET /api/admin/schedules?concertId=` with the admin key: a concert's schedules (or
 //!   the upcoming ones) with their seats free, held and sold, and their sales, for the
 //!   operator's console
@@ -34,7 +35,7 @@ use ticketing_core::ranking::RankingWindow;
 use ticketing_core::sale::Stock;
 use ticketing_core::seats::{ReservationStatus, SeatSelection};
 use ticketing_core::time::Timestamp;
-use ticketing_core::waitlist::{self, EntryState, WaitlistError, ensure_may_join};
+use ticketing_core::waitlist::{self, EntryState, WaitlistError, ensure_may_join, hold_admission};
 use ticketing_core::{ApiError, ErrorCode, cache};
 use waiting_room::WaitingRoom;
 
@@ -643,16 +644,14 @@ async fn invalidate(cache: &Cache, schedule: store::ScheduleRef) {
 /// The reservation, if it exists and belongs to the pass's user.
 async fn owned_reservation(
     config: &Config,
-    request: &Request,
+    holder: &Claims,
     reservation: ReservationId,
-    now: Timestamp,
 ) -> Result<(Db, ReservationView), ApiError> {
-    let pass = pass(config, request, now)?;
     let db = database(config).await?;
     let view = store::reservation(&db, reservation)
         .await?
         .ok_or_else(|| ApiError::not_found("reservation", reservation))?;
-    view.reservation.ensure_owner(pass.user_id)?;
+    view.reservation.ensure_owner(holder.user_id)?;
     Ok((db, view))
 }
 
@@ -662,17 +661,27 @@ async fn show_reservation(
 ) -> Result<Reply, ApiError> {
     let config = config::get().await?;
     let now = now();
-    let (_, view) = owned_reservation(config, request, reservation, now).await?;
+    let pass = pass(config, request, now)?;
+    let (_, view) = owned_reservation(config, &pass, reservation).await?;
     Ok(json(StatusCode::OK, &ReservationReply::new(view, now)))
 }
 
+/// Lets a hold go: its holder's pass, or for a waitlist offer the fan's queue ticket (the
+/// fan declines the seat, and the next round offers it to the next fan).
 async fn cancel_reservation(
     request: &Request,
     reservation: ReservationId,
 ) -> Result<Reply, ApiError> {
     let (config, cache) = connect().await?;
     let now = now();
-    let (db, view) = owned_reservation(config, request, reservation, now).await?;
+    let holder = config
+        .pass_key
+        .verify_any_kind(bearer_token(request)?, now)?;
+    let (db, view) = owned_reservation(config, &holder, reservation).await?;
+    // Only a ticket needs the hold to be an offer: a pass costs no read.
+    let is_offer =
+        holder.kind != TokenKind::Pass && store::is_waitlist_offer(&db, reservation).await?;
+    hold_admission(holder.kind, reservation, is_offer)?;
     view.reservation.cancel(now)?;
     if !store::release(&db, &view.reservation, now).await? {
         // Paid, lapsed or cancelled between the read and the write: report its state now.

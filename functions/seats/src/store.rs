@@ -412,6 +412,17 @@ pub(crate) async fn waitlist_entry(
     }))
 }
 
+/// Whether `reservation` is a waitlist offer (which its fan may decline with their ticket).
+pub(crate) async fn is_waitlist_offer(db: &Db, reservation: ReservationId) -> DbResult<bool> {
+    let rows = db
+        .query(
+            "SELECT 1 FROM waitlist_entries WHERE reservation_id = ?",
+            vec![id(reservation.get())],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
 /// The fans waiting on `concert`'s list before `entry`, counted up to `AHEAD_COUNTED_UP_TO`.
 async fn waiting_ahead(db: &Db, concert: ConcertId, entry: u64) -> DbResult<u64> {
     let rows = db

@@ -1,7 +1,8 @@
-// The fan's page: join the queue, wait, choose seats, hold them, pay. One view at a time.
-// What must survive a reload is in sessionStorage: the queue ticket and a live hold per
-// queue (polling again with the ticket gives the same pass back), and each reservation's
-// Idempotency-Key until its payment attempt has an outcome.
+// The fan's page: join the queue, wait, choose seats, hold them, pay; or, sold out, wait on
+// the concert's waitlist for a seat offered back. One view at a time.
+// What must survive a reload is in sessionStorage: the queue ticket, a live hold and the
+// waitlist joined, per queue (polling again with the ticket gives the same pass or entry
+// back), and each reservation's Idempotency-Key until its payment attempt has an outcome.
 import { api, clock, newIdempotencyKey, onBusy, serverNow } from './api.js';
 
 const MAX_SEATS = 4; // the API's default max_seats_per_reservation (it refuses more anyway)
@@ -24,7 +25,7 @@ const showTime = new Intl.DateTimeFormat(undefined, {
 
 const queueId = new URLSearchParams(location.search).get('queue') || 'default';
 const saveKey = `fan:${queueId}`;
-const VIEWS = ['join-view', 'waiting', 'shop', 'checkout', 'result', 'ended'];
+const VIEWS = ['join-view', 'waiting', 'waitlist', 'shop', 'checkout', 'result', 'ended'];
 
 const fan = {
   view: 'join-view',
@@ -42,10 +43,12 @@ const fan = {
   selected: new Set(),
   conflict: new Set(), // seatIds a 409 named: taken, whatever a cached map still says
   hold: null, // the reservation being paid for
+  soldOut: null, // the concert a SOLD_OUT answer named, whose waitlist the fan may join
+  waitlist: null, // the concert whose waitlist the fan is on: then a hold is its offer
   paying: false,
   busyUntil: 0,
 };
-const timers = { poll: 0, head: 0, map: 0 };
+const timers = { poll: 0, head: 0, map: 0, waitlist: 0 };
 
 const ENDINGS = {
   ABANDONED: ['You lost your place',
@@ -53,6 +56,12 @@ const ENDINGS = {
   PASS_EXPIRED: ['Your turn has ended', 'The time to choose and pay ran out.'],
   CONSUMED: ['Your turn is complete', 'This turn was used for a completed payment.'],
 };
+const OFFER_ENDINGS = {
+  EXPIRED: ['Your offer has lapsed', 'It was not paid in time and went to the next fan on the waitlist.'],
+  CANCELLED: ['You let the seat go', 'It goes to the next fan on the waitlist.'],
+};
+const PASSED_OVER = ['You have all the seats you may buy',
+  'When your turn on the waitlist came you already owned the most seats one fan may have for this concert.'];
 
 // ---- small helpers ----------------------------------------------------------------------
 
@@ -79,8 +88,8 @@ function clearError() {
 }
 
 function save() {
-  const { userId, ticket, hold } = fan;
-  sessionStorage.setItem(saveKey, JSON.stringify({ userId, ticket, hold }));
+  const { userId, ticket, hold, waitlist } = fan;
+  sessionStorage.setItem(saveKey, JSON.stringify({ userId, ticket, hold, waitlist }));
 }
 
 function restore() {
@@ -110,7 +119,7 @@ function stopTimers() {
 /** Ends the turn: only a new join helps now. */
 function end(title, text) {
   stopTimers();
-  Object.assign(fan, { ticket: null, pass: null, hold: null });
+  Object.assign(fan, { ticket: null, pass: null, hold: null, waitlist: null });
   save();
   $('ended-title').textContent = title;
   $('ended-text').textContent = text;
@@ -135,7 +144,7 @@ async function join(event) {
       method: 'POST', body: { userId, queueId }, repeatable: true,
     });
     const { token, position } = ticket;
-    Object.assign(fan, { userId, ticket: { token, position }, hold: null });
+    Object.assign(fan, { userId, ticket: { token, position }, hold: null, waitlist: null });
     save();
     enterLine();
   } catch (error) {
@@ -170,8 +179,10 @@ async function poll() {
   if (fan.view !== 'waiting') return;
   if (status.status === 'WAITING' || status.status === 'SOLD_OUT') {
     fan.line = status;
+    fan.soldOut = status.status === 'SOLD_OUT' ? status.concertId ?? null : null;
     $('gathering').hidden = true;
     $('sold-out').hidden = status.status !== 'SOLD_OUT';
+    $('waitlist-offer').hidden = !fan.soldOut;
     renderLine();
     timers.poll = setTimeout(poll, status.pollAfterMs);
   } else if (status.status === 'GATHERING') {
@@ -227,6 +238,72 @@ function renderLine() {
   if (soldOut) $('eta').textContent = 'When seats come back';
   else $('eta').textContent = ahead === 0 ? "You're next" : duration(eta);
   $('progress').value = fan.startAhead ? 1 - ahead / fan.startAhead : 1;
+}
+
+// ---- the waitlist ----------------------------------------------------------------------
+
+/** Sold out: the fan trades their place in the line for one on the concert's waitlist. */
+async function joinWaitlist() {
+  const concertId = fan.soldOut;
+  $('waitlist-join').disabled = true;
+  clearError();
+  try {
+    // Joining again answers the place already taken, so it may be sent twice.
+    const entry = await api(`/api/concerts/${concertId}/waitlist`, {
+      method: 'POST', token: fan.ticket.token, repeatable: true,
+    });
+    fan.waitlist = concertId;
+    save();
+    stopTimers();
+    show('waitlist');
+    renderWaitlist(entry);
+  } catch (error) {
+    // 409: seats came back and the line admits again, so the fan stays in it.
+    showError(error);
+  } finally {
+    $('waitlist-join').disabled = false;
+  }
+}
+
+function enterWaitlist() {
+  $('waitlist-ahead').textContent = '–';
+  show('waitlist');
+  pollWaitlist();
+}
+
+/** The entry at the pace the server sets, until a seat is offered or the entry ends. */
+async function pollWaitlist() {
+  clearTimeout(timers.waitlist);
+  try {
+    const path = `/api/concerts/${fan.waitlist}/waitlist`;
+    renderWaitlist(await api(path, { token: fan.ticket.token }));
+  } catch (error) {
+    if (fan.view === 'waitlist') end('Your waitlist place could not be found', error.message);
+  }
+}
+
+function renderWaitlist(entry) {
+  if (fan.view !== 'waitlist') return;
+  if (entry.state === 'WAITING') {
+    $('waitlist-ahead').textContent = count.format(entry.ahead);
+    timers.waitlist = setTimeout(pollWaitlist, entry.pollAfterMs);
+  } else if (entry.state === 'PASSED_OVER') {
+    end(...PASSED_OVER);
+  } else if (entry.offer.status === 'HELD') {
+    fan.hold = entry.offer;
+    save();
+    showCheckout();
+    loadBalance();
+  } else if (entry.offer.status === 'CONFIRMED') {
+    end('Your seat is paid', 'The seat offered to you from the waitlist is yours.');
+  } else {
+    end(...(OFFER_ENDINGS[entry.offer.status] ?? OFFER_ENDINGS.EXPIRED));
+  }
+}
+
+/** What pays for or lets go of the hold: the pass, or for a waitlist offer the ticket. */
+function holdToken() {
+  return fan.waitlist ? fan.ticket.token : fan.pass.token;
 }
 
 // ---- choosing seats ---------------------------------------------------------------------
@@ -451,6 +528,11 @@ function showCheckout() {
   clearTimeout(timers.map);
   const { seats, amount } = fan.hold;
   const names = seats.map((seat) => seat.label).join(', ');
+  const offer = Boolean(fan.waitlist);
+  $('checkout-title').textContent = offer ? 'A seat came back for you' : 'Your seats are held';
+  $('hold-fate').textContent = offer
+    ? 'it goes to the next fan on the waitlist' : 'the seats go back on sale';
+  $('release').textContent = offer ? 'Decline the seat' : 'Release seats';
   $('hold-summary').textContent = `${names} · ${won.format(amount)}`;
   $('pay').hidden = false;
   $('pay').disabled = $('release').disabled = false;
@@ -458,8 +540,18 @@ function showCheckout() {
   tick();
 }
 
-/** Back to the seat map of the hold's date (after a reload, the only one known). */
+/** Back to the seat map of the hold's date (after a reload, the only one known). A waitlist
+ * offer has no seat map: its entry is read again in a second and tells how the offer ended
+ * (in a second, so that a server a moment behind the fan's clock is not asked in a loop). */
 function backToSeats(message) {
+  if (fan.waitlist) {
+    fan.hold = null;
+    save();
+    show('waitlist');
+    if (message) showError(message);
+    timers.waitlist = setTimeout(pollWaitlist, 1000);
+    return;
+  }
   const scheduleId = fan.hold?.scheduleId;
   fan.hold = null;
   save();
@@ -483,7 +575,7 @@ async function pay() {
   try {
     const payment = await api('/api/payments', {
       method: 'POST',
-      token: fan.pass.token,
+      token: holdToken(),
       idempotencyKey: key,
       body: { reservationId: hold.reservationId },
     });
@@ -503,7 +595,7 @@ async function pay() {
 }
 
 function paid(hold, payment) {
-  Object.assign(fan, { hold: null, ticket: null }); // the pass is used up now
+  Object.assign(fan, { hold: null, ticket: null, waitlist: null }); // the pass is used up now
   save();
   show('result');
   $('result').className = 'card paid';
@@ -534,8 +626,9 @@ async function release() {
   $('pay').disabled = $('release').disabled = true;
   try {
     await api(`/api/reservations/${fan.hold.reservationId}`, {
-      method: 'DELETE', token: fan.pass.token, repeatable: true,
+      method: 'DELETE', token: holdToken(), repeatable: true,
     });
+    if (fan.waitlist) return end(...OFFER_ENDINGS.CANCELLED);
     backToSeats();
   } catch (error) {
     if (error.status === 401) return end('Your turn has ended', error.message);
@@ -554,16 +647,18 @@ function tick() {
   const when = busy > 0 ? `in ${busy} s` : 'now';
   $('notice').textContent = `The service is busy; trying again ${when}.`;
   $('notice').hidden = !fan.busyUntil;
-  if (!fan.pass || !['shop', 'checkout'].includes(fan.view)) return;
+  if (!['shop', 'checkout'].includes(fan.view)) return;
   const now = serverNow();
-  const passLeft = (fan.pass.expiresAt - now) / 1000;
+  // A waitlist offer is paid with the ticket: only the hold's own deadline counts.
+  const passEnds = fan.waitlist ? Infinity : fan.pass.expiresAt;
+  const passLeft = (passEnds - now) / 1000;
   if (passLeft <= 0 && !fan.paying) return end(...ENDINGS.PASS_EXPIRED);
-  $('pass-left').textContent = `You have ${clock(passLeft)} to choose and pay.`;
+  if (!fan.waitlist) $('pass-left').textContent = `You have ${clock(passLeft)} to choose and pay.`;
   if (fan.view === 'checkout') {
     // Paying needs both the hold and the pass alive.
-    const left = (Math.min(Date.parse(fan.hold.expiresAt), fan.pass.expiresAt) - now) / 1000;
+    const left = (Math.min(Date.parse(fan.hold.expiresAt), passEnds) - now) / 1000;
     if (left <= 0 && !fan.paying) {
-      return backToSeats('Your hold lapsed and the seats went back on sale.');
+      return backToSeats(fan.waitlist ? '' : 'Your hold lapsed and the seats went back on sale.');
     }
     $('hold-countdown').textContent = clock(left);
   }
@@ -577,7 +672,9 @@ function start() {
     return showError(`There is no queue called "${queueId}".`);
   }
   const saved = restore();
-  Object.assign(fan, { userId: saved.userId ?? '', hold: saved.hold ?? null });
+  Object.assign(fan, {
+    userId: saved.userId ?? '', hold: saved.hold ?? null, waitlist: saved.waitlist ?? null,
+  });
   $('user-id').value = fan.userId;
   $('join-form').addEventListener('submit', join);
   $('rejoin').addEventListener('click', join);
@@ -602,6 +699,7 @@ function start() {
   $('pay').addEventListener('click', pay);
   $('retry').addEventListener('click', pay);
   $('release').addEventListener('click', release);
+  $('waitlist-join').addEventListener('click', joinWaitlist);
   onBusy((until) => {
     fan.busyUntil = until;
     tick();
@@ -609,7 +707,8 @@ function start() {
   setInterval(tick, 1000);
   if (saved.ticket) {
     fan.ticket = saved.ticket;
-    enterLine();
+    if (fan.waitlist) enterWaitlist();
+    else enterLine();
   } else {
     show('join-view');
   }
