@@ -116,15 +116,26 @@ impl Opening {
 }
 
 /// The seats of the concert a queue sells that are open to a hold (free, or held by a hold
-/// that lapsed): the bridge counts every sold concert about once a second and hands the
-/// count to its queues, and each admission speaks for one of them until the next count
-/// says what the admitted fans took (`queue::admission_round` admits no more).
+/// that lapsed) and that no fan let in is still choosing: the bridge counts every sold
+/// concert about once a second and hands the count to its queues, and each admission speaks
+/// for one of them (`queue::admission_round` admits no more) until that fan holds a seat,
+/// which the next count then sees as taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stock {
     pub holdable: u64,
 }
 
 impl Stock {
+    /// A count of `open` seats while `choosing` fans hold a live pass but no seat yet: each
+    /// of them will take one of the seats counted open, so only the rest are left to admit
+    /// for. Without this, a count taken between a fan's admission and their hold would
+    /// admit a second fan for the same seat, who then finds none.
+    pub const fn counted(open: u64, choosing: u64) -> Self {
+        Self {
+            holdable: open.saturating_sub(choosing),
+        }
+    }
+
     /// How often the bridge counts: how long a sell-out (or a seat back on sale) takes at
     /// most to reach the queue, besides the count itself.
     pub const COUNT_EVERY: Duration = Duration::from_secs(1);
@@ -149,6 +160,14 @@ pub fn selling_queues_key(concert: ConcertId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fans_let_in_who_have_not_held_yet_speak_for_the_seats_counted_open() {
+        assert_eq!(Stock::counted(10, 4), Stock { holdable: 6 });
+        assert!(Stock::counted(3, 3).is_sold_out());
+        assert!(Stock::counted(2, 5).is_sold_out());
+        assert_eq!(Stock::counted(7, 0), Stock { holdable: 7 });
+    }
 
     fn at(ms: u64) -> Timestamp {
         Timestamp::from_unix_millis(1_800_000_000_000 + ms)

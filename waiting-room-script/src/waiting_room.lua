@@ -14,7 +14,7 @@
 --                   scheduled queue (core::sale::Opening) also opens_at, commitment, seed,
 --                   entrants and drawn; for a queue selling a concert, concert, and
 --                   holdable and counted_at (core::sale::Stock: the bridge's last count,
---                   less the fans admitted since)
+--                   less the fans let in who have not held a seat yet)
 --   2 users   prefix of the user hashes: "<prefix><the user id's last 3 digits>" maps a
 --             user id to the position of the user's live place (none once it ended), or
 --             to "E:entry:joined_at" for an entrant the draw has not placed yet;
@@ -22,7 +22,8 @@
 --   3 places  prefix of the place hashes: "<prefix><(position - 1) div 128>" maps a position
 --             to "W:user:last_seen:joined_at" | "A:user:admitted_at:expires_at:joined_at"
 --             | "X:user:REASON" (ABANDONED, PASS_EXPIRED, CONSUMED)
---   4 passes  sorted set of admitted positions, scored by pass expiry
+--   4 passes  sorted set of admitted positions, scored by pass expiry; "<passes>:held" is
+--             the set of those whose fan has held a seat (no longer choosing one)
 --   5, 6      rate-limit counter hashes (user, client address) of join and status
 -- ARGV[1] is the operation, ARGV[2] the caller's clock in unix milliseconds.
 -- Replies are flat arrays whose first element names the outcome.
@@ -34,6 +35,7 @@
 -- passed) to `seq`; admission walks it, skipping places that ended.
 
 local meta, users, places, passes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local held = passes .. ':held'
 local op, now = ARGV[1], tonumber(ARGV[2])
 
 -- Bounds on the work of one call, so that no poll is slow; what is left over (more ended
@@ -217,6 +219,13 @@ end
 local function retain()
   redis.call('PEXPIRE', meta, RETAIN_MS)
   redis.call('PEXPIRE', passes, RETAIN_MS)
+  redis.call('PEXPIRE', held, RETAIN_MS)
+end
+
+-- A pass ended (expired, consumed, replaced): its slot is free, and it chooses no seat.
+local function drop_pass(position)
+  redis.call('ZREM', passes, position)
+  redis.call('SREM', held, position)
 end
 
 -- Passes that lived out their TTL free their slots.
@@ -227,7 +236,7 @@ local function expire_passes()
     if place and place.state == 'A' then
       end_place(position, place.user, 'PASS_EXPIRED')
     end
-    redis.call('ZREM', passes, position)
+    drop_pass(position)
   end
 end
 
@@ -378,7 +387,7 @@ if op == 'join' then
       left_line(0, 1)
     elseif place and place.state == 'A' then
       end_place(current, user, 'PASS_EXPIRED')
-      redis.call('ZREM', passes, current)
+      drop_pass(current)
     end
   end
   local position = redis.call('HINCRBY', meta, 'seq', 1)
@@ -421,7 +430,7 @@ local function poll(s, position, user)
   elseif place.state == 'A' and now >= place.expires_at then
     -- No round this tick; the caller's own pass still ends when it lapses.
     end_place(position, user, 'PASS_EXPIRED')
-    redis.call('ZREM', passes, position)
+    drop_pass(position)
     place = { state = 'X', user = user, reason = 'PASS_EXPIRED' }
   end
   if place.state == 'W' then
@@ -574,8 +583,22 @@ if op == 'consume' then
     return { 'NOT_ACTIVE' }
   end
   end_place(position, user, 'CONSUMED')
-  redis.call('ZREM', passes, position)
+  drop_pass(position)
   return { 'CONSUMED' }
+end
+
+-- held: ARGV 3 position, 4 user. The pass's fan has held a seat, which the seat store now
+-- counts as taken: from here on the pass no longer speaks for a seat (see stock).
+if op == 'held' then
+  local position = ARGV[3]
+  local place = read_place(position)
+  if not place or place.user ~= ARGV[4] or place.state ~= 'A' or now >= place.expires_at then
+    return { 'NOT_ACTIVE' }
+  end
+  if redis.call('SADD', held, position) == 1 and redis.call('PTTL', held) == -1 then
+    redis.call('PEXPIRE', held, RETAIN_MS)
+  end
+  return { 'HELD' }
 end
 
 -- check: ARGV 3 position, 4 user. Whether a pass still counts: admitted, not expired, not
@@ -630,9 +653,11 @@ if op == 'sell' then
 end
 
 -- stock: ARGV 3 the concert counted, 4 its seats open to a hold, 5 when the seat store
--- counted them (its own clock). A count older than the one kept, or of a concert the queue
--- does not sell, changes nothing. Answers the seats open to a hold as kept, or NOT_SELLING
--- with the concert the queue sells ('' for none).
+-- counted them (its own clock). Fans let in who have not held a seat yet will take some of
+-- those seats, so each still speaks for one (core::sale::Stock::counted). A count older
+-- than the one kept, or of a concert the queue does not sell, changes nothing. Answers the
+-- seats left to admit for as kept, or NOT_SELLING with the concert the queue sells ('' for
+-- none).
 if op == 'stock' then
   local v = redis.call('HMGET', meta, 'rate', 'concert', 'counted_at', 'holdable')
   if not v[1] then
@@ -642,8 +667,11 @@ if op == 'stock' then
     return { 'NOT_SELLING', v[2] or '' }
   end
   if tonumber(v[3] or '0') < tonumber(ARGV[5]) then
-    redis.call('HSET', meta, 'holdable', ARGV[4], 'counted_at', ARGV[5])
-    return { 'STOCK', tonumber(ARGV[4]) }
+    expire_passes()
+    local choosing = redis.call('ZCARD', passes) - redis.call('SCARD', held)
+    local holdable = math.max(tonumber(ARGV[4]) - choosing, 0)
+    redis.call('HSET', meta, 'holdable', int(holdable), 'counted_at', ARGV[5])
+    return { 'STOCK', holdable }
   end
   return { 'STOCK', tonumber(v[4]) }
 end

@@ -3,7 +3,7 @@
 //! a simulated clock, which the script takes as an argument) and through
 //! `ticketing_core::queue::admission_round`; every reply and count must agree.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ enum Op {
     Strain,
     /// The bridge counts the queue's concert: this many seats open to a hold.
     Stock(u64),
+    /// A pass's fan holds a seat.
+    Hold(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -45,7 +47,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::Consume),
         1 => any::<usize>().prop_map(Op::Check),
         1 => Just(Op::Strain),
-        1 => prop_oneof![Just(0u64), 1u64..3].prop_map(Op::Stock),
+        1 => prop_oneof![Just(0u64), 1u64..6].prop_map(Op::Stock),
+        1 => any::<usize>().prop_map(Op::Hold),
     ]
 }
 
@@ -63,9 +66,11 @@ struct Model {
     pace: AdmissionPace,
     /// No admission round before this instant (`ADMISSION_TICK` after the last).
     next_round_at: u64,
-    /// Seats open to a hold at the last count of the queue's concert, less the fans
-    /// admitted since (`None` until counted).
+    /// Seats open to a hold at the last count of the queue's concert that no fan let in
+    /// is still choosing, less the fans admitted since (`None` until counted).
     open_seats: Option<u64>,
+    /// Positions whose fan has held a seat.
+    held: HashSet<u64>,
     bucket: AdmissionBucket,
     line: Vec<Waiting>,
     /// The first place the admission rounds have not passed: moves only in a round, to the
@@ -89,8 +94,8 @@ impl Model {
         }
     }
 
-    fn round(&mut self, now: u64) {
-        let now_ts = Timestamp::from_unix_millis(now);
+    /// Passes that lived out their TTL end.
+    fn expire_passes(&mut self, now: u64) {
         for state in self.places.values_mut() {
             if let State::Active { expires_at, .. } = *state
                 && expires_at <= now
@@ -98,6 +103,21 @@ impl Model {
                 *state = State::Ended("PASS_EXPIRED");
             }
         }
+    }
+
+    /// Live passes whose fan has not held a seat yet.
+    fn choosing(&self) -> u64 {
+        self.places
+            .iter()
+            .filter(|(position, state)| {
+                matches!(state, State::Active { .. }) && !self.held.contains(position)
+            })
+            .count() as u64
+    }
+
+    fn round(&mut self, now: u64) {
+        let now_ts = Timestamp::from_unix_millis(now);
+        self.expire_passes(now);
         let live = self
             .places
             .values()
@@ -235,6 +255,7 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
         joined: 0,
         next_round_at: 0,
         open_seats: None,
+        held: HashSet::new(),
     };
     // The queue sells concert 7; its stock is unknown (not sold out) until counted.
     let sold = queue.call(&args(&[&"sell", &now, &7]));
@@ -340,9 +361,12 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(text(&reply[0]), "STRAINED");
                 prop_assert_eq!(int(&reply[1]), u64::from(model.share.at(now_ts)));
             }
-            Op::Stock(holdable) => {
+            Op::Stock(open) => {
                 counted_at += 1;
-                let reply = queue.call(&args(&[&"stock", &now, &7, &holdable, &counted_at]));
+                let reply = queue.call(&args(&[&"stock", &now, &7, &open, &counted_at]));
+                // Lapsed passes end first; each fan still choosing speaks for a seat.
+                model.expire_passes(now);
+                let holdable = Stock::counted(open, model.choosing()).holdable;
                 prop_assert_eq!(text(&reply[0]), "STOCK");
                 prop_assert_eq!(int(&reply[1]), holdable);
                 // A count older than the one kept changes nothing.
@@ -352,7 +376,19 @@ fn run(rate: u32, max_active: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(text(&other[0]), "NOT_SELLING");
                 model.open_seats = Some(holdable);
             }
-            Op::Poll(_) | Op::Consume(_) | Op::Check(_) => {}
+            Op::Hold(pick) if model.joined > 0 => {
+                let position = pick as u64 % model.joined + 1;
+                let reply = queue.call(&args(&[&"held", &now, &position, &position]));
+                let expected = match model.places[&position] {
+                    State::Active { expires_at, .. } if now < expires_at => {
+                        model.held.insert(position);
+                        "HELD"
+                    }
+                    _ => "NOT_ACTIVE",
+                };
+                prop_assert_eq!(text(&reply[0]), expected);
+            }
+            Op::Poll(_) | Op::Consume(_) | Op::Check(_) | Op::Hold(_) => {}
         }
         let overview = queue.call(&args(&[&"settings", &now]));
         prop_assert_eq!(int(&overview[6]), model.joined);

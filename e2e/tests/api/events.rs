@@ -11,6 +11,7 @@ use mysql_async::prelude::Queryable;
 use payment_gateway::Behaviour;
 use serde_json::json;
 use ticketing_core::ranking::{ALL_TIME_KEY, daily_key};
+use ticketing_core::sale::Stock;
 use ticketing_core::time::Timestamp;
 use ticketing_core::waitlist::OfferPolicy;
 use tokio::net::TcpListener;
@@ -23,7 +24,7 @@ fn now() -> Timestamp {
 }
 
 /// Polls `check` until it holds, for at most 60 s.
-async fn eventually<F: AsyncFn() -> bool>(what: &str, check: F) {
+pub(crate) async fn eventually<F: AsyncFn() -> bool>(what: &str, check: F) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !check().await {
         assert!(Instant::now() < deadline, "never happened: {what}");
@@ -52,7 +53,7 @@ async fn seats_ranked(concert: u64) -> (Option<f64>, Option<f64>) {
     (all, today)
 }
 
-async fn count(sql: &str, params: impl Into<mysql_async::Params> + Send) -> u64 {
+pub(crate) async fn count(sql: &str, params: impl Into<mysql_async::Params> + Send) -> u64 {
     let pool = mysql().await;
     let mut conn = pool.get_conn().await.expect("mysql");
     let n: Option<u64> = conn.exec_first(sql, params).await.expect(sql);
@@ -64,7 +65,7 @@ async fn count(sql: &str, params: impl Into<mysql_async::Params> + Send) -> u64 
 /// A bridge in this process, on its own topics (a namespace of this run). One at a time:
 /// with two bridges of different namespaces joining their consumer groups on the local
 /// broker at once, one join sometimes stalled past the tests' minute (1 run in 3).
-struct Bridge {
+pub(crate) struct Bridge {
     stop: tokio::sync::oneshot::Sender<()>,
     run: tokio::task::JoinHandle<()>,
     _alone: tokio::sync::MutexGuard<'static, ()>,
@@ -73,12 +74,12 @@ struct Bridge {
 static ONE_BRIDGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Bridge {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
     /// A bridge whose local configuration `configure` adjusts first.
-    async fn start_with(configure: impl FnOnce(&mut ticketing_bridge::Config)) -> Self {
+    pub(crate) async fn start_with(configure: impl FnOnce(&mut ticketing_bridge::Config)) -> Self {
         let alone = ONE_BRIDGE.lock().await;
         let mut config = ticketing_bridge::Config::local(
             &e2e::mysql_url().await,
@@ -103,7 +104,7 @@ impl Bridge {
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         self.run.await.expect("bridge task");
         drop(self._alone);
@@ -245,11 +246,20 @@ async fn a_sold_out_sale_tells_waiting_fans_and_admits_again_when_a_seat_comes_b
         async || crate::queue::status_response(&app, &ticket).await.json()["status"] == "ACTIVE",
     )
     .await;
-    // The admitted fan spoke for a seat until the next count, which finds both open.
-    eventually("the next count finds both seats open", async || {
-        app.admin("GET", &settings, None).await.json()["holdableSeats"] == 2
-    })
-    .await;
+    // The admitted fan speaks for one of the two seats until they hold one: the counts (one
+    // a second) leave one to admit for, before their hold and after it.
+    let holdable = async || app.admin("GET", &settings, None).await.json()["holdableSeats"].clone();
+    tokio::time::sleep(Stock::COUNT_EVERY * 3).await;
+    assert_eq!(holdable().await, 1);
+    let admitted = crate::queue::status_response(&app, &ticket).await.json();
+    let admitted = admitted["pass"].as_str().expect("a pass").to_owned();
+    hold(&app, &admitted, venue.schedule, &venue.seats[..1]).await;
+    tokio::time::sleep(Stock::COUNT_EVERY * 3).await;
+    assert_eq!(
+        holdable().await,
+        1,
+        "the seat held is taken, its fan chooses no more"
+    );
     bridge.stop().await;
     app.stop().await;
 }
@@ -444,7 +454,7 @@ async fn new_fan_ticket(app: &App, queue: &str) -> String {
 }
 
 /// The seat offered to the fan of `ticket`, once the bridge made the offer.
-async fn offer_of<F: AsyncFn(&str) -> edge_testkit::Response>(
+pub(crate) async fn offer_of<F: AsyncFn(&str) -> edge_testkit::Response>(
     entry: &F,
     ticket: &str,
 ) -> serde_json::Value {

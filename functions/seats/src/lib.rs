@@ -452,10 +452,8 @@ async fn reserve(request: Request) -> Result<Reply, ApiError> {
     let pass = pass(config, &request, now)?;
     let body: ReserveRequest = read_json(request).await?;
     let selection = SeatSelection::new(body.schedule_id, &body.seat_ids, &config.hold_policy)?;
-    WaitingRoom::connect(&config.redis_url)
-        .await?
-        .ensure_pass_active(&pass, now)
-        .await?;
+    let room = WaitingRoom::connect(&config.redis_url).await?;
+    room.ensure_pass_active(&pass, now).await?;
     refuse_seats_taken_on_map(&cache, &selection).await?;
     let opening = database(config);
     let db = waiting_room::connect_watching_strain(&config.redis_url, &pass, opening, now).await?;
@@ -464,6 +462,14 @@ async fn reserve(request: Request) -> Result<Reply, ApiError> {
         .ok_or_else(|| ApiError::not_found("schedule", selection.schedule()))?;
     let view = store::hold(&db, &selection, pass.user_id, &config.hold_policy, now).await?;
     invalidate(&cache, schedule).await;
+    // The hold stands either way: unreported, the pass speaks for a seat until it ends, and
+    // the line only admits more slowly meanwhile.
+    if let Err(error) = room.held(&pass, now).await {
+        eprintln!(
+            "seats: reporting hold {} to queue {}: {error:?}",
+            view.reservation.id, pass.queue_id
+        );
+    }
     Ok(json(StatusCode::CREATED, &ReservationReply::new(view, now)))
 }
 

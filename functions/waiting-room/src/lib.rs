@@ -530,6 +530,20 @@ impl WaitingRoom {
         }
     }
 
+    /// Tells the pass's queue that its fan holds a seat now: the seat store counts that seat
+    /// taken from here on, so the pass no longer speaks for one (`core::sale::Stock::counted`).
+    /// A pass no longer active changes nothing.
+    pub async fn held(&self, pass: &Claims, now: Timestamp) -> Result<(), ApiError> {
+        let call = ScriptCall::new(&pass.queue_id, "held", now)
+            .arg(pass.position.get())
+            .arg(pass.user_id);
+        let reply = self.run(call).await?;
+        match reply.outcome() {
+            "HELD" | "NOT_ACTIVE" => Ok(()),
+            _ => Err(reply.common_error(&pass.queue_id)),
+        }
+    }
+
     /// Checks that a pass (already verified by signature and expiry) still counts in its
     /// queue: a consumed pass may not reserve or pay again.
     pub async fn ensure_pass_active(&self, pass: &Claims, now: Timestamp) -> Result<(), ApiError> {
@@ -640,7 +654,7 @@ impl WaitingRoom {
 
     /// Takes a queue whose data expired (or never came to be) off the registry.
     /// What `queue` sells and what it counts open of it now (the bridge's last count, less
-    /// the fans admitted since): one read of its meta hash. `None`: it sells nothing; a
+    /// the fans let in who have not held a seat yet): one read of its meta hash. `None`: it sells nothing; a
     /// count not taken yet is no stock known, so not sold out.
     pub async fn sale(&self, queue: &QueueId) -> Result<Option<(ConcertId, Stock)>, ApiError> {
         let text = |value: &str| RedisParameter::Binary(value.as_bytes().to_vec());
