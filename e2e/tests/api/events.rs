@@ -409,24 +409,7 @@ async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes
     // Each offer was announced once and notified once.
     let first_offer = lapsed["offer"]["reservationId"].as_u64().expect("id");
     for reservation in [first_offer, second_offer, offer] {
-        let key = reservation.to_string();
-        assert_eq!(
-            count(
-                "SELECT COUNT(*) FROM outbox WHERE topic = 'waitlist.offered' AND event_key = ?",
-                (key,)
-            )
-            .await,
-            1
-        );
-        eventually("the offer is notified once", async || {
-            count(
-                "SELECT COUNT(*) FROM notifications WHERE kind = 'WAITLIST_OFFERED' AND reservation_id = ?",
-                (reservation,),
-            )
-            .await
-                == 1
-        })
-        .await;
+        offered_once(reservation).await;
     }
 
     // The list is through: the next seat back goes to the line again.
@@ -437,6 +420,29 @@ async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes
     .await;
     bridge.stop().await;
     app.stop().await;
+}
+
+/// The waitlist offer `reservation` was announced by exactly one `waitlist.offered` event and
+/// is (soon) notified exactly once.
+pub(crate) async fn offered_once(reservation: u64) {
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM outbox WHERE topic = 'waitlist.offered' AND event_key = ?",
+            (reservation.to_string(),)
+        )
+        .await,
+        1,
+        "offer {reservation} announced once"
+    );
+    eventually("the offer is notified once", async || {
+        count(
+            "SELECT COUNT(*) FROM notifications WHERE kind = 'WAITLIST_OFFERED' AND reservation_id = ?",
+            (reservation,),
+        )
+        .await
+            == 1
+    })
+    .await;
 }
 
 /// The queue ticket of a new fan who joins `queue`.

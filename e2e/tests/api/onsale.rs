@@ -14,7 +14,7 @@ use ticketing_core::draw::{Commitment, DrawSeed, PublishedDraw};
 use ticketing_core::ids::UserId;
 use ticketing_core::time::Timestamp;
 
-use crate::events::{Bridge, count, eventually, offer_of};
+use crate::events::{Bridge, count, eventually, offer_of, offered_once};
 use crate::queue::{NO_LIMITS, fresh_queue, join, now_ms, status_response};
 
 const ENTRANTS: u64 = 40;
@@ -382,23 +382,7 @@ async fn an_on_sale_draws_its_gathered_fans_sells_out_and_offers_seats_that_come
         SEATS as u64
     );
     for reservation in offers {
-        assert_eq!(
-            count(
-                "SELECT COUNT(*) FROM outbox WHERE topic = 'waitlist.offered' AND event_key = ?",
-                (reservation.to_string(),)
-            )
-            .await,
-            1
-        );
-        eventually("the offer is notified once", async || {
-            count(
-                "SELECT COUNT(*) FROM notifications WHERE kind = 'WAITLIST_OFFERED' AND reservation_id = ?",
-                (reservation,),
-            )
-            .await
-                == 1
-        })
-        .await;
+        offered_once(reservation).await;
     }
     bridge.stop().await;
     app.stop().await;
