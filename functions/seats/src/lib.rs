@@ -539,10 +539,7 @@ async fn join_waitlist(request: &Request, concert: ConcertId) -> Result<Reply, A
     // A fan already on the list gets their place back, whatever the count says now.
     let (status, entry) = match ensure_may_join(concert, &fan.queue_id, sells, open) {
         Ok(()) => {
-            let created = store::join_waitlist(&db, concert, fan.user_id, now).await?;
-            let entry = store::waitlist_entry(&db, concert, fan.user_id)
-                .await?
-                .ok_or_else(|| ApiError::internal("a waitlist entry vanished after its insert"))?;
+            let (created, entry) = store::join_waitlist(&db, concert, fan.user_id, now).await?;
             let status = if created {
                 StatusCode::CREATED
             } else {

@@ -10,7 +10,7 @@
 use cache_invalidation::invalidate_schedule;
 use redis_kit::KeptConnection;
 use serde::{Deserialize, Serialize};
-use spin_sdk::mysql::DbValue;
+use spin_sdk::mysql::{DbValue, ParameterValue};
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use sql_kit::{
     Db, DbError, DbResult, Row, column_as, column_text, column_time, column_u64, corrupt, datetime,
@@ -353,43 +353,79 @@ pub(crate) struct WaitlistEntry {
     pub(crate) offer: Option<ReservationView>,
 }
 
-/// Puts `user` on `concert`'s waitlist; false if they were on it already (a repeated join
-/// keeps the first place).
+/// Puts `user` on `concert`'s waitlist (a repeated join keeps the first place); the entry,
+/// and whether this join created it. Two statements: the insert, and the entry read with
+/// the insert's `ROW_COUNT()` on the same connection.
 pub(crate) async fn join_waitlist(
     db: &Db,
     concert: ConcertId,
     user: UserId,
     now: Timestamp,
-) -> DbResult<bool> {
+) -> DbResult<(bool, WaitlistEntry)> {
     db.execute(
         "INSERT IGNORE INTO waitlist_entries (concert_id, user_id, joined_at) VALUES (?, ?, ?)",
         vec![id(concert.get()), id(user.get()), datetime(now)],
     )
     .await?;
-    Ok(db.row_count().await? == 1)
+    let rows = db
+        .query(&entry_select(", ROW_COUNT()"), entry_params(concert, user))
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| corrupt("a waitlist entry vanished after its insert"))?;
+    let created = column_u64(row, ENTRY_WIDTH) == Some(1);
+    Ok((created, entry_from(db, row).await?))
 }
 
 /// `user`'s entry on `concert`'s waitlist, with the fans waiting before it counted up to
-/// `AHEAD_COUNTED_UP_TO`.
+/// `AHEAD_COUNTED_UP_TO`: one read (two for an offer, which reads its hold).
 pub(crate) async fn waitlist_entry(
     db: &Db,
     concert: ConcertId,
     user: UserId,
 ) -> DbResult<Option<WaitlistEntry>> {
     let rows = db
-        .query(
-            "SELECT id, state, CAST(joined_at AS CHAR), reservation_id \
-             FROM waitlist_entries WHERE concert_id = ? AND user_id = ?",
-            vec![id(concert.get()), id(user.get())],
-        )
+        .query(&entry_select(""), entry_params(concert, user))
         .await?;
-    let Some(row) = rows.first() else {
-        return Ok(None);
-    };
-    let state = column_text(row, 1)
+    match rows.first() {
+        Some(row) => Ok(Some(entry_from(db, row).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The select of a fan's entry: its state, when it joined, its offer, and the waiting fans
+/// before it, counted up to `AHEAD_COUNTED_UP_TO` through the entry's id found again by its
+/// fan (MariaDB takes no outer column inside a derived table); then `extra` columns.
+fn entry_select(extra: &str) -> String {
+    format!(
+        "SELECT w.state, CAST(w.joined_at AS CHAR), w.reservation_id, \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM waitlist_entries a \
+           WHERE a.concert_id = ? AND a.state = 'WAITING' AND a.id < \
+             (SELECT b.id FROM waitlist_entries b WHERE b.concert_id = ? AND b.user_id = ?) \
+           LIMIT {AHEAD_COUNTED_UP_TO}) ahead){extra} \
+         FROM waitlist_entries w WHERE w.concert_id = ? AND w.user_id = ?"
+    )
+}
+
+/// How many columns [`entry_select`] has before its `extra` ones.
+const ENTRY_WIDTH: usize = 4;
+
+fn entry_params(concert: ConcertId, user: UserId) -> Vec<ParameterValue> {
+    let (concert, user) = (id(concert.get()), id(user.get()));
+    vec![
+        concert.clone(),
+        concert.clone(),
+        user.clone(),
+        concert,
+        user,
+    ]
+}
+
+async fn entry_from(db: &Db, row: &Row) -> DbResult<WaitlistEntry> {
+    let state = column_text(row, 0)
         .and_then(|s| EntryState::parse(&s))
         .ok_or_else(|| corrupt("waitlist_entries.state"))?;
-    let offer = match column_u64(row, 3) {
+    let offer = match column_u64(row, 2) {
         Some(reservation_id) => {
             let reservation_id = ReservationId::new(reservation_id)
                 .map_err(|_| corrupt("waitlist_entries.reservation_id"))?;
@@ -398,18 +434,15 @@ pub(crate) async fn waitlist_entry(
         None => None,
     };
     let ahead = match state {
-        EntryState::Waiting => {
-            let entry = column_u64(row, 0).ok_or_else(|| corrupt("waitlist_entries.id"))?;
-            waiting_ahead(db, concert, entry).await?
-        }
+        EntryState::Waiting => column_u64(row, 3).ok_or_else(|| corrupt("waitlist place"))?,
         EntryState::Offered | EntryState::PassedOver => 0,
     };
-    Ok(Some(WaitlistEntry {
+    Ok(WaitlistEntry {
         state,
-        joined_at: column_time(row, 2).ok_or_else(|| corrupt("waitlist_entries.joined_at"))?,
+        joined_at: column_time(row, 1).ok_or_else(|| corrupt("waitlist_entries.joined_at"))?,
         ahead,
         offer,
-    }))
+    })
 }
 
 /// Whether `reservation` is a waitlist offer (which its fan may decline with their ticket).
@@ -421,23 +454,6 @@ pub(crate) async fn is_waitlist_offer(db: &Db, reservation: ReservationId) -> Db
         )
         .await?;
     Ok(!rows.is_empty())
-}
-
-/// The fans waiting on `concert`'s list before `entry`, counted up to `AHEAD_COUNTED_UP_TO`.
-async fn waiting_ahead(db: &Db, concert: ConcertId, entry: u64) -> DbResult<u64> {
-    let rows = db
-        .query(
-            &format!(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM waitlist_entries \
-                 WHERE state = 'WAITING' AND concert_id = ? AND id < ? \
-                 LIMIT {AHEAD_COUNTED_UP_TO}) ahead"
-            ),
-            vec![id(concert.get()), id(entry)],
-        )
-        .await?;
-    rows.first()
-        .and_then(|row| column_u64(row, 0))
-        .ok_or_else(|| corrupt("waitlist place"))
 }
 
 /// A seat as a hold finds it before taking it.
