@@ -74,42 +74,52 @@ pub(super) fn column(column: &mysql_async::Column) -> Column {
     }
 }
 
-/// Converts one value of a column of type `ty`; `None` if Spin could not convert it.
-pub(super) fn db_value(value: Value, ty: DbDataType) -> Option<DbValue> {
+/// Converts one value of a column of type `ty`; the value back if Spin could not convert
+/// it, so a failure (rare) is described without every success paying for a description.
+pub(super) fn db_value(value: Value, ty: DbDataType) -> Result<DbValue, Value> {
     if value == Value::NULL {
-        return Some(DbValue::DbNull);
+        return Ok(DbValue::DbNull);
     }
-    Some(match ty {
-        DbDataType::Int8 => DbValue::Int8(integer(&value)?),
-        DbDataType::Int16 => DbValue::Int16(integer(&value)?),
-        DbDataType::Int32 => DbValue::Int32(integer(&value)?),
-        DbDataType::Int64 => DbValue::Int64(integer(&value)?),
-        DbDataType::Uint8 => DbValue::Uint8(integer(&value)?),
-        DbDataType::Uint16 => DbValue::Uint16(integer(&value)?),
-        DbDataType::Uint32 => DbValue::Uint32(integer(&value)?),
-        DbDataType::Uint64 => DbValue::Uint64(integer(&value)?),
-        DbDataType::Floating32 => DbValue::Floating32(match value {
-            Value::Float(n) => n,
-            Value::Bytes(text) => parsed(&text)?,
-            _ => return None,
-        }),
-        DbDataType::Floating64 => DbValue::Floating64(match value {
-            Value::Double(n) => n,
-            Value::Float(n) => f64::from(n),
-            Value::Bytes(text) => parsed(&text)?,
-            _ => return None,
-        }),
-        DbDataType::Str => match value {
-            Value::Bytes(bytes) => DbValue::Str(String::from_utf8(bytes).ok()?),
-            _ => return None,
-        },
-        DbDataType::Binary => match value {
-            Value::Bytes(bytes) => DbValue::Binary(bytes),
-            _ => return None,
-        },
+    let converted = match ty {
+        DbDataType::Int8 => integer(&value).map(DbValue::Int8),
+        DbDataType::Int16 => integer(&value).map(DbValue::Int16),
+        DbDataType::Int32 => integer(&value).map(DbValue::Int32),
+        DbDataType::Int64 => integer(&value).map(DbValue::Int64),
+        DbDataType::Uint8 => integer(&value).map(DbValue::Uint8),
+        DbDataType::Uint16 => integer(&value).map(DbValue::Uint16),
+        DbDataType::Uint32 => integer(&value).map(DbValue::Uint32),
+        DbDataType::Uint64 => integer(&value).map(DbValue::Uint64),
+        DbDataType::Floating32 => match &value {
+            Value::Float(n) => Some(*n),
+            Value::Bytes(text) => parsed(text),
+            _ => None,
+        }
+        .map(DbValue::Floating32),
+        DbDataType::Floating64 => match &value {
+            Value::Double(n) => Some(*n),
+            Value::Float(n) => Some(f64::from(*n)),
+            Value::Bytes(text) => parsed(text),
+            _ => None,
+        }
+        .map(DbValue::Floating64),
+        DbDataType::Str => {
+            return match value {
+                Value::Bytes(bytes) => String::from_utf8(bytes)
+                    .map(DbValue::Str)
+                    .map_err(|error| Value::Bytes(error.into_bytes())),
+                other => Err(other),
+            };
+        }
+        DbDataType::Binary => {
+            return match value {
+                Value::Bytes(bytes) => Ok(DbValue::Binary(bytes)),
+                other => Err(other),
+            };
+        }
         // Spin types no column as boolean, and cannot convert a value of type `other`.
-        DbDataType::Boolean | DbDataType::Other => return None,
-    })
+        DbDataType::Boolean | DbDataType::Other => None,
+    };
+    converted.ok_or(value)
 }
 
 fn integer<T: TryFrom<i64> + TryFrom<u64> + std::str::FromStr>(value: &Value) -> Option<T> {
@@ -245,7 +255,12 @@ mod tests {
         ];
         for (value, ty, expected) in table {
             let shown = format!("{value:?} as {ty:?}");
-            assert_eq!(db_value(value, ty), expected, "{shown}");
+            let converted = db_value(value.clone(), ty);
+            match expected {
+                Some(expected) => assert_eq!(converted, Ok(expected), "{shown}"),
+                // A value Spin cannot convert comes back unchanged, to be described.
+                None => assert_eq!(converted, Err(value), "{shown}"),
+            }
         }
     }
 

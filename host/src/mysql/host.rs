@@ -108,10 +108,9 @@ async fn stream_result(
             .into_iter()
             .zip(types.iter().zip(meta.iter()))
             .map(|(value, (ty, column))| {
-                let shown = format!("{value:?}");
-                convert::db_value(value, *ty).ok_or_else(|| {
+                convert::db_value(value, *ty).map_err(|value| {
                     Error::ValueConversionFailed(format!(
-                        "Cannot convert value {shown} in column {} ({:?}) data type {ty:?}",
+                        "Cannot convert value {value:?} in column {} ({:?}) data type {ty:?}",
                         column.name_str(),
                         column.column_type()
                     ))
