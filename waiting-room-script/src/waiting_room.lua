@@ -587,12 +587,18 @@ if op == 'consume' then
   return { 'CONSUMED' }
 end
 
+-- Whether the pass at `position` is `user`'s and still counts: admitted, not expired, not
+-- consumed.
+local function pass_live(position, user)
+  local place = read_place(position)
+  return place and place.user == user and place.state == 'A' and now < place.expires_at
+end
+
 -- held: ARGV 3 position, 4 user. The pass's fan has held a seat, which the seat store now
 -- counts as taken: from here on the pass no longer speaks for a seat (see stock).
 if op == 'held' then
   local position = ARGV[3]
-  local place = read_place(position)
-  if not place or place.user ~= ARGV[4] or place.state ~= 'A' or now >= place.expires_at then
+  if not pass_live(position, ARGV[4]) then
     return { 'NOT_ACTIVE' }
   end
   if redis.call('SADD', held, position) == 1 and redis.call('PTTL', held) == -1 then
@@ -604,8 +610,7 @@ end
 -- check: ARGV 3 position, 4 user. Whether a pass still counts: admitted, not expired, not
 -- consumed. Read-only.
 if op == 'check' then
-  local place = read_place(ARGV[3])
-  if place and place.user == ARGV[4] and place.state == 'A' and now < place.expires_at then
+  if pass_live(ARGV[3], ARGV[4]) then
     return { 'ACTIVE' }
   end
   return { 'NOT_ACTIVE' }

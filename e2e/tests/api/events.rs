@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::payment::approving;
 use e2e::{App, Gateway, hold, mysql, pay_until_done, post, release, user, venue};
 use edge_testkit::service_env;
 use mysql_async::prelude::Queryable;
-use payment_gateway::Behaviour;
 use serde_json::json;
 use ticketing_core::ranking::{ALL_TIME_KEY, daily_key};
 use ticketing_core::sale::Stock;
@@ -113,10 +113,7 @@ impl Bridge {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_refunds_and_lapsed_holds_reach_their_effects_through_the_bridge() {
-    let gateway = Gateway::start(Behaviour {
-        decline_rate: 0.0,
-        ..Behaviour::default()
-    });
+    let gateway = Gateway::start(approving());
     let app = App::start(&[
         ("GATEWAY_URL", gateway.url.as_str()),
         ("QUEUE_JOIN_LIMIT_PER_USER", "0"),
@@ -272,10 +269,7 @@ async fn a_sold_out_sale_tells_waiting_fans_and_admits_again_when_a_seat_comes_b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sold_out_concerts_waitlist_offers_returning_seats_in_order_and_passes_on_offers_lapsed_or_declined()
  {
-    let gateway = Gateway::start(Behaviour {
-        decline_rate: 0.0,
-        ..Behaviour::default()
-    });
+    let gateway = Gateway::start(approving());
     let app = App::start(&[("GATEWAY_URL", gateway.url.as_str())]).await;
     let bridge = Bridge::start_with(|config| {
         config.waitlist.offer = OfferPolicy::new(Duration::from_secs(3)).expect("a valid TTL");

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::{App, Gateway, capped_venue, hold, pay_until_done, user};
-use payment_gateway::Behaviour;
 use serde_json::{Value, json};
 use ticketing_core::draw::{Commitment, DrawSeed, PublishedDraw};
 use ticketing_core::ids::UserId;
 use ticketing_core::time::Timestamp;
 
 use crate::events::{Bridge, count, eventually, offer_of, offered_once};
+use crate::payment::approving;
 use crate::queue::{NO_LIMITS, fresh_queue, join, now_ms, status_response};
 
 const ENTRANTS: u64 = 40;
@@ -215,10 +215,7 @@ async fn an_on_sale_draws_its_gathered_fans_sells_out_and_offers_seats_that_come
  {
     const SEATS: usize = 4;
     const FANS: usize = 12;
-    let gateway = Gateway::start(Behaviour {
-        decline_rate: 0.0,
-        ..Behaviour::default()
-    });
+    let gateway = Gateway::start(approving());
     let app = App::start(&[
         ("GATEWAY_URL", gateway.url.as_str()),
         ("QUEUE_STATUS_LIMIT_PER_USER", "0"),

@@ -43,7 +43,7 @@ async fn holding(behaviour: Behaviour, seats: u64, opening: u64, queue: &str) ->
 }
 
 /// A gateway that approves every authorization.
-fn approving() -> Behaviour {
+pub(crate) fn approving() -> Behaviour {
     Behaviour {
         decline_rate: 0.0,
         ..Behaviour::default()
@@ -343,10 +343,7 @@ type BadCase<'a> = (&'a str, &'a str, Option<String>, Value, u16, &'a str);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_payment_and_charge_requests_get_a_json_4xx() {
-    let gateway = Gateway::start(Behaviour {
-        decline_rate: 0.0,
-        ..Behaviour::default()
-    });
+    let gateway = Gateway::start(approving());
     let app = app_with(&gateway).await;
     let venue = venue(2, PRICE).await;
     let buyer = user(OPENING).await;

@@ -7,8 +7,8 @@
 
 use std::sync::OnceLock;
 
+use crate::payment::approving;
 use e2e::{App, Gateway, Venue, capped_venue, get, key, pay, post, seat_map, user};
-use payment_gateway::Behaviour;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use ticketing_core::ApiError;
@@ -39,10 +39,7 @@ struct Harness {
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let gateway = Gateway::start(Behaviour {
-            decline_rate: 0.0,
-            ..Behaviour::default()
-        });
+        let gateway = Gateway::start(approving());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

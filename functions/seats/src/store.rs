@@ -339,16 +339,12 @@ pub(crate) async fn reservation(
 
 // ---- waitlist ------------------------------------------------------------------------
 
-/// How far a waitlist poll counts the fans ahead: past it the answer (and the pace it sets,
-/// `core::waitlist::poll_pause`) is the same, and a long list costs each poll no more.
-const AHEAD_COUNTED_UP_TO: u64 = waitlist::AHEAD_COUNTED_UP_TO;
-
 /// A fan's entry on a concert's waitlist, with the offer made to them if any.
 #[derive(Debug)]
 pub(crate) struct WaitlistEntry {
     pub(crate) state: EntryState,
     pub(crate) joined_at: Timestamp,
-    /// Waiting fans before this one on the list, up to `AHEAD_COUNTED_UP_TO`.
+    /// Waiting fans before this one on the list, up to `waitlist::AHEAD_COUNTED_UP_TO`.
     pub(crate) ahead: u64,
     pub(crate) offer: Option<ReservationView>,
 }
@@ -378,7 +374,7 @@ pub(crate) async fn join_waitlist(
 }
 
 /// `user`'s entry on `concert`'s waitlist, with the fans waiting before it counted up to
-/// `AHEAD_COUNTED_UP_TO`: one read (two for an offer, which reads its hold).
+/// `waitlist::AHEAD_COUNTED_UP_TO`: one read (two for an offer, which reads its hold).
 pub(crate) async fn waitlist_entry(
     db: &Db,
     concert: ConcertId,
@@ -394,16 +390,18 @@ pub(crate) async fn waitlist_entry(
 }
 
 /// The select of a fan's entry: its state, when it joined, its offer, and the waiting fans
-/// before it, counted up to `AHEAD_COUNTED_UP_TO` through the entry's id found again by its
-/// fan (MariaDB takes no outer column inside a derived table); then `extra` columns.
+/// before it, counted up to `waitlist::AHEAD_COUNTED_UP_TO` (past it the pace is the same,
+/// so a long list costs a poll no more) through the entry's id found again by its fan
+/// (MariaDB takes no outer column inside a derived table); then `extra` columns.
 fn entry_select(extra: &str) -> String {
     format!(
         "SELECT w.state, CAST(w.joined_at AS CHAR), w.reservation_id, \
          (SELECT COUNT(*) FROM (SELECT 1 FROM waitlist_entries a \
            WHERE a.concert_id = ? AND a.state = 'WAITING' AND a.id < \
              (SELECT b.id FROM waitlist_entries b WHERE b.concert_id = ? AND b.user_id = ?) \
-           LIMIT {AHEAD_COUNTED_UP_TO}) ahead){extra} \
-         FROM waitlist_entries w WHERE w.concert_id = ? AND w.user_id = ?"
+           LIMIT {}) ahead){extra} \
+         FROM waitlist_entries w WHERE w.concert_id = ? AND w.user_id = ?",
+        waitlist::AHEAD_COUNTED_UP_TO
     )
 }
 

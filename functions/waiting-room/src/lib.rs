@@ -303,6 +303,13 @@ impl std::fmt::Debug for WaitingRoom {
     }
 }
 
+/// A script operation on `pass`'s place: its position and user, which the script checks.
+fn pass_call(pass: &Claims, op: &'static str, now: Timestamp) -> ScriptCall {
+    ScriptCall::new(&pass.queue_id, op, now)
+        .arg(pass.position.get())
+        .arg(pass.user_id)
+}
+
 impl WaitingRoom {
     pub async fn connect(address: &str) -> Result<Self, ApiError> {
         let connection = KeptConnection::open(address)
@@ -519,10 +526,7 @@ impl WaitingRoom {
     /// Ends a pass whose payment completed, freeing its slot for the next in line. Safe to
     /// repeat.
     pub async fn consume(&self, pass: &Claims, now: Timestamp) -> Result<Consumed, ApiError> {
-        let call = ScriptCall::new(&pass.queue_id, "consume", now)
-            .arg(pass.position.get())
-            .arg(pass.user_id);
-        let reply = self.run(call).await?;
+        let reply = self.run(pass_call(pass, "consume", now)).await?;
         match reply.outcome() {
             "CONSUMED" => Ok(Consumed::Done),
             "NOT_ACTIVE" => Ok(Consumed::NotActive),
@@ -534,10 +538,7 @@ impl WaitingRoom {
     /// taken from here on, so the pass no longer speaks for one (`core::sale::Stock::counted`).
     /// A pass no longer active changes nothing.
     pub async fn held(&self, pass: &Claims, now: Timestamp) -> Result<(), ApiError> {
-        let call = ScriptCall::new(&pass.queue_id, "held", now)
-            .arg(pass.position.get())
-            .arg(pass.user_id);
-        let reply = self.run(call).await?;
+        let reply = self.run(pass_call(pass, "held", now)).await?;
         match reply.outcome() {
             "HELD" | "NOT_ACTIVE" => Ok(()),
             _ => Err(reply.common_error(&pass.queue_id)),
@@ -547,10 +548,7 @@ impl WaitingRoom {
     /// Checks that a pass (already verified by signature and expiry) still counts in its
     /// queue: a consumed pass may not reserve or pay again.
     pub async fn ensure_pass_active(&self, pass: &Claims, now: Timestamp) -> Result<(), ApiError> {
-        let call = ScriptCall::new(&pass.queue_id, "check", now)
-            .arg(pass.position.get())
-            .arg(pass.user_id);
-        let reply = self.run(call).await?;
+        let reply = self.run(pass_call(pass, "check", now)).await?;
         match reply.outcome() {
             "ACTIVE" => Ok(()),
             "NOT_ACTIVE" => Err(PassError::NoLongerActive.into()),
@@ -652,10 +650,9 @@ impl WaitingRoom {
         Self::read_overview(queue, &reply)
     }
 
-    /// Takes a queue whose data expired (or never came to be) off the registry.
     /// What `queue` sells and what it counts open of it now (the bridge's last count, less
-    /// the fans let in who have not held a seat yet): one read of its meta hash. `None`: it sells nothing; a
-    /// count not taken yet is no stock known, so not sold out.
+    /// the fans let in who have not held a seat yet): one read of its meta hash. `None`: it
+    /// sells nothing; a count not taken yet is no stock known, so not sold out.
     pub async fn sale(&self, queue: &QueueId) -> Result<Option<(ConcertId, Stock)>, ApiError> {
         let text = |value: &str| RedisParameter::Binary(value.as_bytes().to_vec());
         let reply = self
@@ -679,6 +676,7 @@ impl WaitingRoom {
         Ok(Some((concert, Stock { holdable })))
     }
 
+    /// Takes a queue whose data expired (or never came to be) off the registry.
     pub async fn forget_queue(&self, queue: &QueueId) -> Result<(), ApiError> {
         self.execute("SREM", registry_member(queue)).await.map(drop)
     }
