@@ -152,8 +152,11 @@ impl AdmissionPolicy {
 /// The `k`-th fan from the head pauses `c * k`, never more than `longest`, where the spacing
 /// `c` is the smallest that keeps the line's polls within the budget: the fans under the
 /// cap poll `H(m) / c` times a second together (`H` the harmonic number, `m` of them) and
-/// the rest `1 / longest` each. A fan also never pauses past its own expected turn (so it
-/// notices its admission) nor less than a second. `longest` stays well under the queue's
+/// the rest `1 / longest` each. A fan with a turn expected also sleeps at least
+/// [`Self::TOWARD_TURN`] of the way to it: the budget is a ceiling, and a fan polling
+/// sooner would only hear "not yet" (on two shared cores, those answers were most of a
+/// journey's requests). It never pauses past its expected turn (so it notices its
+/// admission) nor less than a second. `longest` stays well under the queue's
 /// idle timeout, after which a silent fan is taken for gone; so the budget holds up to
 /// `budget * longest` waiting fans (50,000 at 2,000/s and 25 s), and past that every fan
 /// polls every `longest`.
@@ -167,6 +170,12 @@ impl PollPacing {
     /// Never less than this: nobody needs fresher news of a line.
     pub const SHORTEST: Duration = Duration::from_secs(1);
 
+    /// The share of the time to its expected turn a fan sleeps at least. With the +20 %
+    /// jitter it stays under the whole time, so an accurate estimate is never overslept;
+    /// each poll covers three quarters of what is left, so a fan polls a few times on the
+    /// way, then about every second at the head.
+    pub const TOWARD_TURN: f64 = 0.75;
+
     /// `longest`, capped at half the idle timeout so a paced fan is never taken for gone.
     pub fn new(budget_per_sec: u32, longest: Duration, idle_timeout: Duration) -> Self {
         Self {
@@ -179,21 +188,30 @@ impl PollPacing {
     /// fans in line and `eta` until its expected turn, spread by `jitter` (0.0 to 1.0, the
     /// caller's randomness: ±20 %) so fans who joined together do not poll together.
     pub fn pause(&self, ahead: u64, waiting: u64, eta: Duration, jitter: f64) -> Duration {
-        let k = ahead + 1;
-        let spacing = self.spacing(waiting.max(k));
-        let paced = Duration::from_secs_f64((spacing * k as f64).min(self.longest.as_secs_f64()));
-        let spread = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
-        paced
-            .min(eta)
-            .mul_f64(spread)
-            .clamp(Self::SHORTEST, self.longest)
+        let toward_turn = eta.min(self.longest).mul_f64(Self::TOWARD_TURN);
+        let pause = self.paced(ahead, waiting).max(toward_turn).min(eta);
+        self.spread(pause, jitter)
     }
 
     /// The pause of a fan whose queue is sold out: no turn is expected, so only the
     /// distance from the front and the budget pace it, and those nearest the front, first
     /// in line for a seat that comes back, hear of it soonest.
     pub fn pause_without_turn(&self, ahead: u64, waiting: u64, jitter: f64) -> Duration {
-        self.pause(ahead, waiting, Duration::MAX, jitter)
+        self.spread(self.paced(ahead, waiting), jitter)
+    }
+
+    /// The budget's pause for the fan `ahead + 1` from the head: `c * k`, at most `longest`.
+    fn paced(&self, ahead: u64, waiting: u64) -> Duration {
+        let k = ahead + 1;
+        let spacing = self.spacing(waiting.max(k));
+        Duration::from_secs_f64((spacing * k as f64).min(self.longest.as_secs_f64()))
+    }
+
+    /// `pause` spread by `jitter` (0.0 to 1.0: ±20 %), kept within `SHORTEST..=longest`.
+    fn spread(&self, pause: Duration, jitter: f64) -> Duration {
+        pause
+            .mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+            .clamp(Self::SHORTEST, self.longest)
     }
 
     /// The smallest spacing (seconds per place) at which `waiting` fans poll within the
@@ -926,13 +944,42 @@ mod tests {
     #[test]
     fn fans_near_the_head_poll_about_every_second_and_far_back_fans_rarely() {
         let p = pacing();
-        assert_eq!(p.pause(0, 20_000, FAR, 0.5), Duration::from_secs(1));
-        let middle = p.pause(1_000, 20_000, FAR, 0.5);
+        assert_eq!(p.pause_without_turn(0, 20_000, 0.5), Duration::from_secs(1));
+        let middle = p.pause_without_turn(1_000, 20_000, 0.5);
         assert!(
             middle > Duration::from_secs(4) && middle < Duration::from_secs(8),
             "{middle:?}"
         );
-        assert_eq!(p.pause(15_000, 20_000, FAR, 0.5), Duration::from_secs(25));
+        assert_eq!(
+            p.pause_without_turn(15_000, 20_000, 0.5),
+            Duration::from_secs(25)
+        );
+    }
+
+    #[test]
+    fn a_fan_whose_turn_is_seconds_away_sleeps_three_quarters_of_the_way_to_it() {
+        let p = pacing();
+        // The budget alone would ask the 11th fan of a short line to poll every second.
+        assert_eq!(p.pause_without_turn(10, 100, 0.5), Duration::from_secs(1));
+        assert_eq!(
+            p.pause(10, 100, Duration::from_secs(8), 0.5),
+            Duration::from_secs(6)
+        );
+        // The most jitter still wakes the fan before its expected turn.
+        assert!(p.pause(10, 100, Duration::from_secs(8), 1.0) < Duration::from_secs(8));
+        // A far turn is slept toward at most three quarters of the longest pause.
+        assert_eq!(
+            p.pause(10, 100, FAR, 0.5),
+            Duration::from_secs(25).mul_f64(PollPacing::TOWARD_TURN)
+        );
+    }
+
+    #[test]
+    fn a_fan_at_the_head_still_polls_every_second() {
+        assert_eq!(
+            pacing().pause(0, 5_000, Duration::from_secs(1), 0.5),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
@@ -980,6 +1027,22 @@ mod tests {
             }
         }
 
+        /// Sleeping toward a turn never makes a fan poll sooner than the budget asks, but
+        /// for a turn due sooner still.
+        #[test]
+        fn a_turn_expected_never_makes_a_fan_poll_sooner_than_the_budget_asks(
+            ahead in 0u64..50_000,
+            behind in 0u64..50_000,
+            eta_ms in 0u64..100_000,
+            jitter in 0.0f64..1.0,
+        ) {
+            let p = pacing();
+            let (waiting, eta) = (ahead + 1 + behind, Duration::from_millis(eta_ms));
+            let budget = p.pause_without_turn(ahead, waiting, jitter);
+            let turn_due = eta.mul_f64(0.8).max(PollPacing::SHORTEST);
+            prop_assert!(p.pause(ahead, waiting, eta, jitter) >= budget.min(turn_due));
+        }
+
         /// Over any sequence of strain reports and quiet spells the share stays within its
         /// bounds, a report never raises it, and a quiet spell never lowers it.
         #[test]
@@ -1018,14 +1081,16 @@ mod tests {
         ) {
             let p = PollPacing::new(budget, Duration::from_secs(25), Duration::from_secs(60));
             prop_assume!(waiting <= u64::from(budget) * 25);
+            // The budget's own pace; a turn expected only slows a fan further, unless the
+            // turn is due sooner (`a_turn_expected_never_makes_a_fan_poll_sooner…`).
             let polls_per_sec: f64 = (0..waiting)
-                .map(|ahead| 1.0 / p.pause(ahead, waiting, FAR, jitter).as_secs_f64())
+                .map(|ahead| 1.0 / p.pause_without_turn(ahead, waiting, jitter).as_secs_f64())
                 .sum();
             // The 20 % jitter may speed a fan up; H(n) is approximated within 0.1 %.
             let allowed = f64::from(budget) / 0.8 * 1.001;
             prop_assert!(polls_per_sec <= allowed, "{polls_per_sec} polls/s > {allowed}");
             let pauses: Vec<Duration> = (0..waiting.min(2_000))
-                .map(|ahead| p.pause(ahead, waiting, FAR, jitter))
+                .map(|ahead| p.pause_without_turn(ahead, waiting, jitter))
                 .collect();
             prop_assert!(pauses.windows(2).all(|pair| pair[0] <= pair[1]));
         }
