@@ -497,7 +497,7 @@ async fn make_offer(
     )?;
     transaction
         .exec_drop(
-            store_sql::take_seats(1),
+            store_sql::take_seats(1, store_sql::Holder::Param),
             (
                 reservation.get(),
                 expires_at.to_sql_datetime(),

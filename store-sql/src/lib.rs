@@ -94,12 +94,27 @@ pub fn fan_holdings(fans: usize) -> String {
 pub const INSERT_HOLD: &str = "INSERT INTO reservations (user_id, schedule_id, status, amount, expires_at, created_at) \
      VALUES (?, ?, 'HELD', ?, ?, ?)";
 
+/// How a statement names the reservation that takes seats.
+#[derive(Clone, Copy, Debug)]
+pub enum Holder {
+    /// A parameter, the statement's first.
+    Param,
+    /// The row the connection's last `INSERT` created (`LAST_INSERT_ID()`): a hold made in
+    /// the same transaction need not read its id back first.
+    LastInserted,
+}
+
 /// Holds `seats` seats of one schedule for a reservation if every one is still open to a
 /// hold; the caller compares the rows changed with `seats` and rolls back on a shortfall.
-/// Parameters: reservation id, hold expiry, schedule id, the current time, the seat ids.
-pub fn take_seats(seats: usize) -> String {
+/// Parameters: the reservation id (for [`Holder::Param`]), hold expiry, schedule id, the
+/// current time, the seat ids.
+pub fn take_seats(seats: usize, holder: Holder) -> String {
+    let holder = match holder {
+        Holder::Param => "?",
+        Holder::LastInserted => "LAST_INSERT_ID()",
+    };
     format!(
-        "UPDATE seats SET status = 'HELD', reservation_id = ?, held_until = ?, \
+        "UPDATE seats SET status = 'HELD', reservation_id = {holder}, held_until = ?, \
          version = version + 1 \
          WHERE schedule_id = ? AND {HOLDABLE} AND id IN ({})",
         placeholders(seats)
@@ -128,7 +143,8 @@ mod tests {
         assert_eq!(count(&lock_fans(3)), 2 * 3);
         assert_eq!(count(&fan_holdings(3)), 3 + 1);
         assert_eq!(count(INSERT_HOLD), 5);
-        assert_eq!(count(&take_seats(2)), 4 + 2);
+        assert_eq!(count(&take_seats(2, Holder::Param)), 4 + 2);
+        assert_eq!(count(&take_seats(2, Holder::LastInserted)), 3 + 2);
         assert_eq!(count(&link_seats(2)), 2 * 2);
     }
 

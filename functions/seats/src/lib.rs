@@ -457,10 +457,8 @@ async fn reserve(request: Request) -> Result<Reply, ApiError> {
     refuse_seats_taken_on_map(&cache, &selection).await?;
     let opening = database(config);
     let db = waiting_room::connect_watching_strain(&config.redis_url, &pass, opening, now).await?;
-    let schedule = store::schedule(&db, selection.schedule())
-        .await?
-        .ok_or_else(|| ApiError::not_found("schedule", selection.schedule()))?;
-    let view = store::hold(&db, &selection, pass.user_id, &config.hold_policy, now).await?;
+    let (view, schedule) =
+        store::hold(&db, &selection, pass.user_id, &config.hold_policy, now).await?;
     invalidate(&cache, schedule).await;
     // The hold stands either way: unreported, the pass speaks for a seat until it ends, and
     // the line only admits more slowly meanwhile.

@@ -460,6 +460,8 @@ struct SeatRow {
     listing: SeatListing,
     state: SeatState,
     capped: Option<CappedConcert>,
+    /// The seat's schedule, read in the same query so a hold needs no lookup of its own.
+    show: ScheduleRef,
 }
 
 /// A concert with a cap on seats per fan, which its holds check.
@@ -474,7 +476,8 @@ async fn seat_rows(db: &Db, seats: &[SeatId]) -> DbResult<Vec<SeatRow>> {
         .query(
             &format!(
                 "SELECT s.id, s.seat_no, s.label, s.price, s.schedule_id, s.status, \
-                 s.reservation_id, CAST(s.held_until AS CHAR), sc.concert_id, c.seats_per_fan \
+                 s.reservation_id, CAST(s.held_until AS CHAR), sc.concert_id, c.seats_per_fan, \
+                 sc.total_seats \
                  FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
                  JOIN concerts c ON c.id = sc.concert_id WHERE s.id IN ({})",
                 placeholders(seats.len())
@@ -497,19 +500,21 @@ async fn seat_rows(db: &Db, seats: &[SeatId]) -> DbResult<Vec<SeatRow>> {
                 },
                 _ => return Err(corrupt("seats.status")),
             };
-            let capped = fan_cap(row, 9)?
-                .map(|cap| -> DbResult<CappedConcert> {
-                    Ok(CappedConcert {
-                        concert: column_as(row, 8, "schedules.concert_id", ConcertId::new)?,
-                        cap,
-                    })
-                })
-                .transpose()?;
+            let show = ScheduleRef {
+                schedule_id: column_as(row, 4, "seats.schedule_id", ScheduleId::new)?,
+                concert_id: column_as(row, 8, "schedules.concert_id", ConcertId::new)?,
+                total_seats: column_u64(row, 10).ok_or_else(|| corrupt("schedules.total_seats"))?,
+            };
+            let capped = fan_cap(row, 9)?.map(|cap| CappedConcert {
+                concert: show.concert_id,
+                cap,
+            });
             Ok(SeatRow {
                 capped,
+                show,
                 listing: SeatListing {
                     seat: seat.seat_id,
-                    schedule: column_as(row, 4, "seats.schedule_id", ScheduleId::new)?,
+                    schedule: show.schedule_id,
                     price: seat.price,
                 },
                 seat,
@@ -522,6 +527,7 @@ async fn seat_rows(db: &Db, seats: &[SeatId]) -> DbResult<Vec<SeatRow>> {
 /// Why a hold did not happen.
 #[derive(Debug)]
 pub(crate) enum HoldRefused {
+    UnknownSchedule(ScheduleId),
     Seats(SeatError),
     Db(DbError),
 }
@@ -535,23 +541,37 @@ impl From<DbError> for HoldRefused {
 impl From<HoldRefused> for ApiError {
     fn from(refused: HoldRefused) -> Self {
         match refused {
+            HoldRefused::UnknownSchedule(schedule) => ApiError::not_found("schedule", schedule),
             HoldRefused::Seats(error) => error.into(),
             HoldRefused::Db(error) => error.into(),
         }
     }
 }
 
-/// Holds every seat of `selection` for `user` until `now + hold_ttl`, or none of them.
+/// Holds every seat of `selection` for `user` until `now + hold_ttl`, or none of them, and
+/// names the schedule held from.
 pub(crate) async fn hold(
     db: &Db,
     selection: &SeatSelection,
     user: UserId,
     policy: &HoldPolicy,
     now: Timestamp,
-) -> Result<ReservationView, HoldRefused> {
+) -> Result<(ReservationView, ScheduleRef), HoldRefused> {
     let mut found = seat_rows(db, selection.seats()).await?;
     let listings: Vec<SeatListing> = found.iter().map(|s| s.listing).collect();
-    let amount = selection.price(&listings).map_err(HoldRefused::Seats)?;
+    let amount = match selection.price(&listings) {
+        Ok(amount) => amount,
+        // Seats not of the schedule asked for: if it does not exist, that is the answer.
+        Err(refused @ (SeatError::UnknownSeats(_) | SeatError::OtherSchedule { .. })) => {
+            return Err(match schedule(db, selection.schedule()).await? {
+                None => HoldRefused::UnknownSchedule(selection.schedule()),
+                Some(_) => HoldRefused::Seats(refused),
+            });
+        }
+        Err(refused) => return Err(HoldRefused::Seats(refused)),
+    };
+    // Priced, so every seat is of the selection's schedule.
+    let show = found[0].show;
     // A cheap read first: seats plainly taken are refused without a transaction, which is
     // the fate of almost every request in a rush for a few seats.
     let states: Vec<(SeatId, SeatState)> =
@@ -579,7 +599,7 @@ pub(crate) async fn hold(
     let reservation = held.map_err(HoldRefused::Seats)?;
     found.sort_by_key(|s| s.seat.seat_id);
     let seats = found.into_iter().map(|s| s.seat).collect();
-    Ok(ReservationView { reservation, seats })
+    Ok((ReservationView { reservation, seats }, show))
 }
 
 /// What one hold takes, for whom, at what price, and the cap it must keep.
@@ -614,8 +634,15 @@ async fn hold_transaction(
     for reservation in lapsed {
         expire(db, *reservation, now).await?;
     }
+    let id = match insert_hold(db, order, expires_at, now).await? {
+        Ok(id) => id,
+        Err(refused) => {
+            db.rollback().await;
+            return Ok(Err(refused));
+        }
+    };
     let reservation = Reservation {
-        id: insert_reservation(db, selection, user, amount, expires_at, now).await?,
+        id,
         user_id: user,
         schedule_id: selection.schedule(),
         status: ReservationStatus::Held,
@@ -623,10 +650,6 @@ async fn hold_transaction(
         amount,
         expires_at,
     };
-    if let Err(refused) = take_seats(db, &reservation, now).await? {
-        db.rollback().await;
-        return Ok(Err(refused));
-    }
     db.publish(
         &ReservationHeld {
             reservation_id: reservation.id,
@@ -695,15 +718,22 @@ async fn fan_holdings(db: &Db, user: UserId, concert: ConcertId) -> DbResult<Vec
     .collect()
 }
 
-/// A new HELD reservation row; returns its id.
-async fn insert_reservation(
+/// A new HELD reservation holding every selected seat, all or none: a seat not holdable
+/// any more (taken since the cheap read) refuses the lot, naming the taken. The seats name
+/// the new row by `LAST_INSERT_ID()`, and one read answers both how many were taken and the
+/// row's id.
+async fn insert_hold(
     db: &Db,
-    selection: &SeatSelection,
-    user: UserId,
-    amount: Amount,
+    order: &HoldOrder<'_>,
     expires_at: Timestamp,
     now: Timestamp,
-) -> DbResult<ReservationId> {
+) -> DbResult<Result<ReservationId, SeatError>> {
+    let HoldOrder {
+        selection,
+        user,
+        amount,
+        ..
+    } = *order;
     db.execute(
         store_sql::INSERT_HOLD,
         vec![
@@ -715,42 +745,36 @@ async fn insert_reservation(
         ],
     )
     .await?;
-    ReservationId::new(db.last_insert_id().await?).map_err(|_| corrupt("LAST_INSERT_ID()"))
-}
-
-/// Marks every seat of `reservation` HELD by it and links them, all or none: a seat that is
-/// not holdable any more (taken since the cheap read) refuses the lot, naming the taken.
-async fn take_seats(
-    db: &Db,
-    reservation: &Reservation,
-    now: Timestamp,
-) -> DbResult<Result<(), SeatError>> {
-    let seats = &reservation.seat_ids;
+    let seats = selection.seats();
     let mut params = vec![
-        id(reservation.id.get()),
-        datetime(reservation.expires_at),
-        id(reservation.schedule_id.get()),
+        datetime(expires_at),
+        id(selection.schedule().get()),
         datetime(now),
     ];
     params.extend(seats.iter().map(|s| id(s.get())));
-    db.execute(&store_sql::take_seats(seats.len()), params)
-        .await?;
-    if db.row_count().await? != seats.len() as u64 {
+    db.execute(
+        &store_sql::take_seats(seats.len(), store_sql::Holder::LastInserted),
+        params,
+    )
+    .await?;
+    let (taken, inserted) = db.row_count_and_last_insert_id().await?;
+    let reservation = ReservationId::new(inserted).map_err(|_| corrupt("LAST_INSERT_ID()"))?;
+    if taken != seats.len() as u64 {
         return Ok(Err(SeatError::Unavailable(
-            taken_seats(db, seats, reservation.id).await?,
+            taken_seats(db, seats, reservation).await?,
         )));
     }
     let params = seats
         .iter()
-        .flat_map(|s| [id(reservation.id.get()), id(s.get())])
+        .flat_map(|s| [id(reservation.get()), id(s.get())])
         .collect();
     match db
         .execute(&store_sql::link_seats(seats.len()), params)
         .await
     {
         // A live row for one of these seats: the schema's last line of defence held.
-        Err(DbError::Duplicate(_)) => Ok(Err(SeatError::Unavailable(seats.clone()))),
-        other => other.map(Ok),
+        Err(DbError::Duplicate(_)) => Ok(Err(SeatError::Unavailable(seats.to_vec()))),
+        other => other.map(|()| Ok(reservation)),
     }
 }
 

@@ -239,6 +239,16 @@ impl Db {
         self.single_u64("SELECT LAST_INSERT_ID() AS n").await
     }
 
+    /// The rows the previous statement changed and the id the connection's last `INSERT`
+    /// generated, in one round trip.
+    pub async fn row_count_and_last_insert_id(&self) -> DbResult<(u64, u64)> {
+        const STATEMENT: &str = "SELECT ROW_COUNT(), LAST_INSERT_ID()";
+        let rows = self.query(STATEMENT, vec![]).await?;
+        rows.first()
+            .and_then(|row| Some((column_u64(row, 0)?, column_u64(row, 1)?)))
+            .ok_or_else(|| DbError::Internal(format!("{STATEMENT} returned nothing")))
+    }
+
     async fn single_u64(&self, statement: &str) -> DbResult<u64> {
         let rows = self.query(statement, vec![]).await?;
         rows.first()
