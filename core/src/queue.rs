@@ -158,7 +158,7 @@ impl AdmissionPolicy {
 /// journey's requests). It never pauses past its expected turn (so it notices its
 /// admission) nor less than a second. `longest` stays well under the queue's
 /// idle timeout, after which a silent fan is taken for gone; so the budget holds up to
-/// `budget * longest` waiting fans (50,000 at 2,000/s and 25 s), and past that every fan
+/// `budget * longest` waiting fans (60,000 at 2,000/s and 30 s), and past that every fan
 /// polls every `longest`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PollPacing {
@@ -1067,7 +1067,7 @@ mod tests {
     }
 
     proptest! {
-        // Each case sums a whole line of up to 50,000 pauses.
+        // Each case sums a whole line of up to 60,000 pauses.
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// However many wait (up to the budget times the longest pause), the whole line
@@ -1075,12 +1075,13 @@ mod tests {
         /// fan ahead of them.
         #[test]
         fn the_waiting_crowd_polls_within_the_budget(
-            waiting in 1u64..50_000,
+            waiting in 1u64..60_000,
             budget in 100u32..5_000,
+            longest in 2u64..=30,
             jitter in 0.0f64..1.0,
         ) {
-            let p = PollPacing::new(budget, Duration::from_secs(25), Duration::from_secs(60));
-            prop_assume!(waiting <= u64::from(budget) * 25);
+            let p = PollPacing::new(budget, Duration::from_secs(longest), Duration::from_secs(2 * longest));
+            prop_assume!(waiting <= u64::from(budget) * longest);
             // The budget's own pace; a turn expected only slows a fan further, unless the
             // turn is due sooner (`a_turn_expected_never_makes_a_fan_poll_sooner…`).
             let polls_per_sec: f64 = (0..waiting)

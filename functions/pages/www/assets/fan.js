@@ -226,7 +226,7 @@ function renderLine() {
   $('pace').hidden = !fan.rate || !$('gathering').hidden || soldOut;
   const line = fan.line;
   if (!line) return;
-  // Far back, status polls come up to 25 s apart and the head is fresher. For a given
+  // Far back, status polls come up to 30 s apart and the head is fresher. For a given
   // place the count ahead only falls, so the smaller one is the newer.
   const fromHead = fan.front ? Math.max(0, line.position - fan.front) : Infinity;
   const ahead = Math.min(line.ahead, fromHead);
