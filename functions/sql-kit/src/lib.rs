@@ -231,28 +231,34 @@ impl Db {
 
     /// Rows changed by the previous statement.
     pub async fn row_count(&self) -> DbResult<u64> {
-        self.single_u64("SELECT ROW_COUNT() AS n").await
+        self.read_one("SELECT ROW_COUNT() AS n", |row| column_u64(row, 0))
+            .await
     }
 
     /// The id the previous `INSERT` generated.
     pub async fn last_insert_id(&self) -> DbResult<u64> {
-        self.single_u64("SELECT LAST_INSERT_ID() AS n").await
+        self.read_one("SELECT LAST_INSERT_ID() AS n", |row| column_u64(row, 0))
+            .await
     }
 
     /// The rows the previous statement changed and the id the connection's last `INSERT`
     /// generated, in one round trip.
     pub async fn row_count_and_last_insert_id(&self) -> DbResult<(u64, u64)> {
-        const STATEMENT: &str = "SELECT ROW_COUNT(), LAST_INSERT_ID()";
-        let rows = self.query(STATEMENT, vec![]).await?;
-        rows.first()
-            .and_then(|row| Some((column_u64(row, 0)?, column_u64(row, 1)?)))
-            .ok_or_else(|| DbError::Internal(format!("{STATEMENT} returned nothing")))
+        self.read_one("SELECT ROW_COUNT(), LAST_INSERT_ID()", |row| {
+            Some((column_u64(row, 0)?, column_u64(row, 1)?))
+        })
+        .await
     }
 
-    async fn single_u64(&self, statement: &str) -> DbResult<u64> {
+    /// What `read` takes from the one row of a parameterless `statement`.
+    async fn read_one<T>(
+        &self,
+        statement: &str,
+        read: impl FnOnce(&Row) -> Option<T>,
+    ) -> DbResult<T> {
         let rows = self.query(statement, vec![]).await?;
         rows.first()
-            .and_then(|row| column_u64(row, 0))
+            .and_then(read)
             .ok_or_else(|| DbError::Internal(format!("{statement} returned nothing")))
     }
 
