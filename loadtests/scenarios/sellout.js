@@ -192,7 +192,8 @@ function joinWaitlist(fan, now) {
     return false;
   }
   waitlisted.add(1);
-  waitlist.add(fan.token, now, WAITLIST_PATIENCE_SECONDS);
+  // As the page does: the join's answer is the entry, so the first look is at its pace.
+  waitlist.add(fan.token, now, WAITLIST_PATIENCE_SECONDS, { dueAt: now + (res.json('pollAfterMs') ?? 0) });
   return true;
 }
 
