@@ -336,7 +336,7 @@ async fn complete(
     )
     .await;
     // Unreachable now, the payment stays PENDING for a retry to resume, as after a crash.
-    let db = &database(config).await?;
+    let db = database(config).await?;
     let settled = match &authorization {
         Authorization::Approved { authorization_id } => {
             let sale = Settlement {
@@ -344,7 +344,7 @@ async fn complete(
                 booking,
                 gateway_ref: authorization_id,
             };
-            match store::settle(db, &sale, now).await {
+            match store::settle(&db, &sale, now).await {
                 Ok(Ok((payment, _balance))) => Ok(payment),
                 Ok(Err(reason)) => Err(reason),
                 Err(error) => {
@@ -357,17 +357,26 @@ async fn complete(
         Authorization::Unavailable => Err(FailureReason::GatewayUnavailable),
     };
     let reason = match settled {
-        Ok(payment) => return succeeded(config, pass, payment, created_at, booking, now).await,
+        Ok(payment) => {
+            // Back to the instance's other requests before the queue is told.
+            drop(db);
+            return succeeded(config, pass, payment, created_at, booking, now).await;
+        }
         Err(reason) => reason,
     };
-    if !matches!(authorization, Authorization::Declined { .. }) {
-        gateway::void(&config.gateway_url, &reference, config.gateway_timeout).await;
-    }
-    store::fail(db, pass.user_id, key, reason).await?;
-    // Read back: a concurrent request with the same key may have settled it meanwhile.
-    let stored = store::payment_by_key(db, pass.user_id, key)
+    store::fail(&db, pass.user_id, key, reason).await?;
+    // Read back: a concurrent request with the same key may have settled it meanwhile, on
+    // the same authorization, which then must not be voided.
+    let stored = store::payment_by_key(&db, pass.user_id, key)
         .await?
         .ok_or_else(|| ApiError::not_found("payment under the Idempotency-Key", key))?;
+    // No connection is held while a gateway that may be down takes its time.
+    drop(db);
+    if stored.status == PaymentStatus::Failed
+        && !matches!(authorization, Authorization::Declined { .. })
+    {
+        gateway::void(&config.gateway_url, &reference, config.gateway_timeout).await;
+    }
     if stored.status == PaymentStatus::Failed && stored.failure == Some(FailureReason::HoldGone) {
         booking.reservation.ensure_payable(now)?;
     }

@@ -295,9 +295,16 @@ async fn seat_map(schedule: ScheduleId) -> Result<Reply, ApiError> {
         &key,
         async || cache.seat_map(schedule).await,
         async |version: String| {
+            // The connection is held for the MySQL reads alone, not for the cache calls and
+            // the JSON around them: in a burst, holds of this instance wait for it.
+            let cached_layout = cached_seat_layout(&cache, schedule).await?;
             let db = database(config).await?;
-            let layout = seat_layout(&cache, &db, schedule).await?;
+            let layout = match cached_layout {
+                Some(layout) => layout,
+                None => read_seat_layout(&cache, &db, schedule).await?,
+            };
             let free = store::holdable_seat_numbers(&db, schedule, now()).await?;
+            drop(db);
             let (seats, taken_seats): (Vec<&store::Seat>, _) = layout
                 .seats
                 .iter()
@@ -320,23 +327,33 @@ async fn seat_map(schedule: ScheduleId) -> Result<Reply, ApiError> {
     Ok(cached_reply(body))
 }
 
-/// `schedule`'s seats from the cache, or from MySQL (then cached) if missing or unreadable.
-async fn seat_layout(
+/// `schedule`'s seats from the cache, if there and readable.
+async fn cached_seat_layout(
+    cache: &Cache,
+    schedule: ScheduleId,
+) -> Result<Option<store::SeatLayout>, ApiError> {
+    let key = cache::seat_layout_key(schedule);
+    Ok(match cache.get(&key).await? {
+        Lookup::Hit(body) | Lookup::Stale(body, ()) => serde_json::from_str(&body).ok(),
+        Lookup::Miss(()) => None,
+    })
+}
+
+/// `schedule`'s seats from MySQL, then cached.
+async fn read_seat_layout(
     cache: &Cache,
     db: &Db,
     schedule: ScheduleId,
 ) -> Result<store::SeatLayout, ApiError> {
-    let key = cache::seat_layout_key(schedule);
-    if let Lookup::Hit(body) | Lookup::Stale(body, ()) = cache.get(&key).await?
-        && let Ok(layout) = serde_json::from_str(&body)
-    {
-        return Ok(layout);
-    }
     let layout = store::seat_layout(db, schedule)
         .await?
         .ok_or_else(|| ApiError::not_found("schedule", schedule))?;
     cache
-        .put(&key, &to_json(&layout)?, SEAT_LAYOUT_TTL_MS)
+        .put(
+            &cache::seat_layout_key(schedule),
+            &to_json(&layout)?,
+            SEAT_LAYOUT_TTL_MS,
+        )
         .await;
     Ok(layout)
 }
@@ -459,6 +476,8 @@ async fn reserve(request: Request) -> Result<Reply, ApiError> {
     let db = waiting_room::connect_watching_strain(&config.redis_url, &pass, opening, now).await?;
     let (view, schedule) =
         store::hold(&db, &selection, pass.user_id, &config.hold_policy, now).await?;
+    // Back to the instance's other requests before the cache and the queue are told.
+    drop(db);
     invalidate(&cache, schedule).await;
     // The hold stands either way: unreported, the pass speaks for a seat until it ends, and
     // the line only admits more slowly meanwhile.
