@@ -372,13 +372,13 @@ async fn complete(
         .ok_or_else(|| ApiError::not_found("payment under the Idempotency-Key", key))?;
     // No connection is held while a gateway that may be down takes its time.
     drop(db);
-    if stored.status == PaymentStatus::Failed
-        && !matches!(authorization, Authorization::Declined { .. })
-    {
-        gateway::void(&config.gateway_url, &reference, config.gateway_timeout).await;
-    }
-    if stored.status == PaymentStatus::Failed && stored.failure == Some(FailureReason::HoldGone) {
-        booking.reservation.ensure_payable(now)?;
+    if stored.status == PaymentStatus::Failed {
+        if !matches!(authorization, Authorization::Declined { .. }) {
+            gateway::void(&config.gateway_url, &reference, config.gateway_timeout).await;
+        }
+        if stored.failure == Some(FailureReason::HoldGone) {
+            booking.reservation.ensure_payable(now)?;
+        }
     }
     outcome_reply(&stored)
 }
