@@ -1,23 +1,36 @@
-//! The host's front door: at most `max_concurrent` requests run at once, and past that a
-//! request waits its turn instead of being turned away. A spike is what the waiting room
-//! exists to absorb; refusing at once while the machine is still draining work turns fans
-//! away exactly when they come. So a request waits, first come first served (tokio's
-//! semaphore is fair), for at most `max_wait` (never longer than a request may run), and
-//! at most `max_waiting` wait at once (their bodies are in memory). Only a request that
-//! cannot start in time is shed, told when to come back from the measured drain rate.
+//! The host's front door: at most a limit of requests run at once, and past that a request
+//! waits its turn instead of being turned away. A spike is what the waiting room exists to
+//! absorb; refusing at once while the machine is still draining work turns fans away
+//! exactly when they come. So a request waits, first come first served (tokio's semaphore
+//! is fair), for at most `max_wait` (never longer than a request may run), and at most
+//! `max_waiting` wait at once (their bodies are in memory). Only a request that cannot
+//! start in time is shed, told when to come back from the measured drain rate.
+//!
+//! The limit follows the cores ([`follow_cpu_wait`]). While the runtime runs ready work on
+//! time it is `max_concurrent`, so I/O-bound requests are never held back. When ready work
+//! waits longer than `scheduling_delay_target` for a core, every request in flight pays that
+//! wait at each of its steps, and a hold or a payment (a dozen and more MySQL and Redis
+//! round trips) pays it a dozen times over a status poll's two; so the limit drops toward
+//! what the cores keep up with, and the rest wait at the door, in arrival order, once.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::MissedTickBehavior;
 
 use crate::metrics::Metrics;
 
 #[derive(Clone, Copy, Debug)]
 pub struct AdmissionSettings {
-    /// Requests handled at once.
+    /// Requests handled at once while the cores keep up.
     pub max_concurrent: usize,
+    /// The least the limit drops to while ready work waits for a core.
+    pub min_concurrent: usize,
+    /// How long ready work may wait for a core before the limit drops; `None` keeps the
+    /// limit at `max_concurrent`.
+    pub scheduling_delay_target: Option<Duration>,
     /// Requests waiting for a turn at once; past it a request is shed at once.
     pub max_waiting: usize,
     /// How long a request waits for a turn before it is shed.
@@ -28,6 +41,8 @@ impl Default for AdmissionSettings {
     fn default() -> Self {
         Self {
             max_concurrent: 1000,
+            min_concurrent: 32,
+            scheduling_delay_target: Some(Duration::from_millis(3)),
             max_waiting: 20_000,
             max_wait: Duration::from_secs(5),
         }
@@ -59,23 +74,33 @@ pub struct Shed {
     pub retry_after_secs: u64,
 }
 
-/// A request's turn; the next waiter's comes when it is dropped.
+/// A request's turn; the next waiter's comes when it is dropped, unless the limit dropped
+/// meanwhile and the turn goes with it.
 #[derive(Debug)]
 pub struct Turn<'a> {
-    _permit: SemaphorePermit<'a>,
-    drain: &'a DrainRate,
+    permit: Option<SemaphorePermit<'a>>,
+    admission: &'a Admission,
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.drain.finished();
+        self.admission.drain.finished();
+        if let Some(permit) = self.permit.take()
+            && self.admission.pay_debt(1) == 1
+        {
+            permit.forget();
+        }
     }
 }
 
 #[derive(Debug)]
 pub struct Admission {
     settings: AdmissionSettings,
+    /// Turns free now; turns held plus these, less `debt`, is `limit`.
     turns: Semaphore,
+    limit: AtomicUsize,
+    /// Turns to take away as they are given back: a lowered limit cannot take held ones.
+    debt: AtomicUsize,
     waiting: AtomicUsize,
     drain: DrainRate,
 }
@@ -84,8 +109,11 @@ impl Admission {
     /// `max_wait` is capped by `request_timeout`: a request never waits longer than it may run.
     pub fn new(mut settings: AdmissionSettings, request_timeout: Duration) -> Self {
         settings.max_wait = settings.max_wait.min(request_timeout);
+        settings.min_concurrent = settings.min_concurrent.clamp(1, settings.max_concurrent);
         Self {
             turns: Semaphore::new(settings.max_concurrent),
+            limit: AtomicUsize::new(settings.max_concurrent),
+            debt: AtomicUsize::new(0),
             settings,
             waiting: AtomicUsize::new(0),
             drain: DrainRate::default(),
@@ -95,6 +123,45 @@ impl Admission {
     /// How long a request may wait for its turn (and then for an instance slot).
     pub fn max_wait(&self) -> Duration {
         self.settings.max_wait
+    }
+
+    /// Requests that may run at once now.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Requests running now.
+    fn running(&self) -> usize {
+        (self.limit() + self.debt.load(Ordering::Acquire))
+            .saturating_sub(self.turns.available_permits())
+    }
+
+    /// Lets `limit` requests run at once (within the settings' bounds). Turns held past a
+    /// lower limit finish; their requests are not cut off. One caller at a time (the
+    /// controller), so the limit and the permits move together.
+    pub fn set_limit(&self, limit: usize) {
+        let limit = limit.clamp(self.settings.min_concurrent, self.settings.max_concurrent);
+        let old = self.limit.swap(limit, Ordering::AcqRel);
+        if limit > old {
+            let more = limit - old;
+            self.turns.add_permits(more - self.pay_debt(more));
+        } else if limit < old {
+            let fewer = old - limit;
+            let taken = self.turns.forget_permits(fewer);
+            self.debt.fetch_add(fewer - taken, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes up to `most` off the debt; how many it took.
+    fn pay_debt(&self, most: usize) -> usize {
+        let mut paid = 0;
+        let _ = self
+            .debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |debt| {
+                paid = debt.min(most);
+                (paid > 0).then_some(debt - paid)
+            });
+        paid
     }
 
     /// A turn now, or after waiting for one; or the request is shed.
@@ -118,8 +185,8 @@ impl Admission {
 
     fn turn<'a>(&'a self, permit: SemaphorePermit<'a>) -> Turn<'a> {
         Turn {
-            _permit: permit,
-            drain: &self.drain,
+            permit: Some(permit),
+            admission: self,
         }
     }
 
@@ -130,6 +197,65 @@ impl Admission {
             reason,
             retry_after_secs: retry_after_secs(queued, self.drain.per_second()),
         }
+    }
+}
+
+/// How the limit moves, from how late the runtime ran ready work over the last window.
+#[derive(Clone, Copy, Debug)]
+pub struct LimitController {
+    pub target: Duration,
+    pub floor: usize,
+    pub ceiling: usize,
+}
+
+impl LimitController {
+    /// The next limit. Late: the requests running now, scaled by how far the delay is over
+    /// the target (the wait for a core grows with the ready work ahead), at most halved per
+    /// window so one late tick does not empty the house. On time: a quarter more, so the
+    /// door is wide open again within about a second and a half of a burst's end.
+    pub fn next(&self, limit: usize, running: usize, delay: Duration) -> usize {
+        let next = if delay > self.target {
+            let base = running.min(limit);
+            let scaled = base as f64 * self.target.as_secs_f64() / delay.as_secs_f64();
+            (scaled as usize).max(base / 2)
+        } else {
+            limit + limit / 4 + 1
+        };
+        next.clamp(self.floor, self.ceiling)
+    }
+}
+
+/// Moves `admission`'s limit by the scheduling delay of the runtime it runs on, measured as
+/// how late a 10 ms tick runs (a timer's wake waits in the same run queue as a request's
+/// Redis or MySQL reply), averaged over 100 ms windows. Runs until aborted; does nothing
+/// without a target.
+pub async fn follow_cpu_wait(admission: Arc<Admission>, metrics: Arc<Metrics>) {
+    const TICK: Duration = Duration::from_millis(10);
+    const TICKS_PER_WINDOW: u32 = 10;
+    let settings = admission.settings;
+    metrics.concurrency_limit.set(admission.limit() as i64);
+    let Some(target) = settings.scheduling_delay_target else {
+        return;
+    };
+    let controller = LimitController {
+        target,
+        floor: settings.min_concurrent,
+        ceiling: settings.max_concurrent,
+    };
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let mut late = Duration::ZERO;
+        for _ in 0..TICKS_PER_WINDOW {
+            let due = ticks.tick().await;
+            let delay = due.elapsed();
+            metrics.scheduling_delay(delay);
+            late += delay;
+        }
+        let delay = late / TICKS_PER_WINDOW;
+        let limit = controller.next(admission.limit(), admission.running(), delay);
+        admission.set_limit(limit);
+        metrics.concurrency_limit.set(limit as i64);
     }
 }
 
@@ -219,8 +345,158 @@ mod tests {
             max_concurrent: 1,
             max_waiting,
             max_wait,
+            ..AdmissionSettings::default()
         };
         Admission::new(settings, Duration::from_secs(30))
+    }
+
+    /// Admission of up to `max_concurrent` at once, down to one, that never waits long.
+    fn up_to(max_concurrent: usize) -> Admission {
+        let settings = AdmissionSettings {
+            max_concurrent,
+            min_concurrent: 1,
+            max_wait: Duration::from_millis(20),
+            ..AdmissionSettings::default()
+        };
+        Admission::new(settings, Duration::from_secs(30))
+    }
+
+    const CONTROLLER: LimitController = LimitController {
+        target: Duration::from_millis(5),
+        floor: 32,
+        ceiling: 1000,
+    };
+
+    #[test]
+    fn while_work_waits_for_a_core_the_limit_drops_in_proportion_to_the_delay() {
+        assert_eq!(CONTROLLER.next(1000, 400, Duration::from_millis(10)), 200);
+        assert_eq!(CONTROLLER.next(1000, 400, Duration::from_millis(8)), 250);
+    }
+
+    #[test]
+    fn one_late_window_at_most_halves_what_runs_and_never_goes_below_the_floor() {
+        assert_eq!(CONTROLLER.next(1000, 400, Duration::from_secs(1)), 200);
+        assert_eq!(CONTROLLER.next(40, 40, Duration::from_secs(1)), 32);
+    }
+
+    #[test]
+    fn a_limit_far_above_what_runs_drops_from_what_runs() {
+        assert_eq!(CONTROLLER.next(1000, 100, Duration::from_millis(10)), 50);
+    }
+
+    #[test]
+    fn once_the_cores_keep_up_the_door_opens_wide_within_two_seconds_of_windows() {
+        let mut limit = CONTROLLER.floor;
+        let mut windows = 0;
+        while limit < CONTROLLER.ceiling {
+            limit = CONTROLLER.next(limit, limit, Duration::from_millis(1));
+            windows += 1;
+        }
+        assert_eq!(limit, CONTROLLER.ceiling);
+        assert!(windows <= 20, "{windows} windows of 100 ms");
+    }
+
+    #[tokio::test]
+    async fn a_lowered_limit_lets_running_requests_finish_and_holds_new_ones_at_the_door() {
+        let metrics = Metrics::default();
+        let admission = up_to(4);
+        let first = admission.admit(&metrics).await.expect("a turn");
+        let second = admission.admit(&metrics).await.expect("a turn");
+        let third = admission.admit(&metrics).await.expect("a turn");
+        admission.set_limit(1);
+        assert_eq!(admission.running(), 3, "nothing running is cut off");
+        drop(first);
+        drop(second);
+        assert_eq!(admission.running(), 1);
+        assert!(
+            admission.admit(&metrics).await.is_err(),
+            "the one turn left is taken"
+        );
+        drop(third);
+        assert_eq!(admission.running(), 0);
+        let only = admission.admit(&metrics).await.expect("the one turn");
+        assert!(admission.admit(&metrics).await.is_err(), "one at a time");
+        drop(only);
+    }
+
+    #[tokio::test]
+    async fn a_raised_limit_lets_a_waiting_request_in_at_once() {
+        let metrics = Metrics::default();
+        let settings = AdmissionSettings {
+            max_wait: Duration::from_secs(5),
+            ..AdmissionSettings::default()
+        };
+        let admission = Admission::new(
+            AdmissionSettings {
+                max_concurrent: 2,
+                min_concurrent: 1,
+                ..settings
+            },
+            Duration::from_secs(30),
+        );
+        admission.set_limit(1);
+        let _running = admission.admit(&metrics).await.expect("a turn");
+        let waiter = admission.admit(&metrics);
+        let raise = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            admission.set_limit(2);
+        };
+        let started = Instant::now();
+        let (turn, ()) = tokio::join!(waiter, raise);
+        assert!(turn.is_ok(), "let in by the raised limit");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(admission.running(), 2);
+    }
+
+    #[test]
+    fn the_limit_stays_within_its_bounds() {
+        let admission = up_to(8);
+        admission.set_limit(0);
+        assert_eq!(admission.limit(), 1);
+        admission.set_limit(100);
+        assert_eq!(admission.limit(), 8);
+        assert_eq!(admission.turns.available_permits(), 8);
+    }
+
+    /// A task that keeps the (paused) clock moving without letting the timer run stands for
+    /// a core busy with other work: the ticks run late, as they do under a burst.
+    #[tokio::test(start_paused = true)]
+    async fn a_runtime_late_on_its_ticks_lowers_the_limit_and_one_on_time_raises_it_back() {
+        let metrics = Arc::new(Metrics::default());
+        let admission = Arc::new(Admission::new(
+            AdmissionSettings {
+                max_concurrent: 1000,
+                min_concurrent: 32,
+                scheduling_delay_target: Some(Duration::from_millis(3)),
+                ..AdmissionSettings::default()
+            },
+            Duration::from_secs(30),
+        ));
+        let mut running = Vec::new();
+        for _ in 0..400 {
+            running.push(admission.admit(&metrics).await.expect("a turn"));
+        }
+        let follower = tokio::spawn(follow_cpu_wait(admission.clone(), metrics.clone()));
+        for _ in 0..100 {
+            tokio::time::advance(Duration::from_millis(30)).await;
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            admission.limit(),
+            32,
+            "dropped to the floor under a busy core"
+        );
+        assert_eq!(admission.running(), 400, "nothing running was cut off");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            admission.limit(),
+            1000,
+            "wide open again once ticks run on time"
+        );
+        running.clear();
+        assert_eq!(admission.running(), 0);
+        assert_eq!(admission.turns.available_permits(), 1000);
+        follower.abort();
     }
 
     #[test]

@@ -88,9 +88,17 @@ struct UpArgs {
     /// How long an idle instance is kept for reuse.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     idle_instance_timeout: Duration,
-    /// Requests handled at once by the whole server; more wait for a turn.
+    /// Requests handled at once by the whole server while the cores keep up; more wait for
+    /// a turn.
     #[arg(long, default_value_t = 1000)]
     max_concurrent_requests: usize,
+    /// The least the limit drops to while ready work waits for a core.
+    #[arg(long, default_value_t = 32)]
+    min_concurrent_requests: usize,
+    /// How long ready work may wait for a core before fewer requests run at once (e.g.
+    /// `3ms`); `0s` keeps the limit at `--max-concurrent-requests`.
+    #[arg(long, default_value = "3ms", value_parser = humantime::parse_duration)]
+    scheduling_delay_target: Duration,
     /// Requests that may wait for a turn at once; more get 503 at once.
     #[arg(long, default_value_t = 20_000)]
     max_waiting_requests: usize,
@@ -193,6 +201,9 @@ fn server_settings(args: &UpArgs) -> ServerSettings {
     ServerSettings {
         admission: AdmissionSettings {
             max_concurrent: args.max_concurrent_requests,
+            min_concurrent: args.min_concurrent_requests,
+            scheduling_delay_target: (!args.scheduling_delay_target.is_zero())
+                .then_some(args.scheduling_delay_target),
             max_waiting: args.max_waiting_requests,
             max_wait: args.max_queue_wait,
         },

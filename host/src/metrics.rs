@@ -135,6 +135,9 @@ pub struct Metrics {
     mysql: BackendMetrics,
     in_flight: Gauge,
     queue_wait: Histogram,
+    scheduling_delay: Histogram,
+    /// Requests the front door lets run at once now.
+    pub concurrency_limit: Gauge,
     /// Requests waiting for a turn past the concurrency limit now.
     pub requests_waiting: Gauge,
     /// Open Redis connections across all address pools.
@@ -224,6 +227,18 @@ impl Default for Metrics {
                 "How long requests that found every turn taken waited for one (shed or not)",
                 latency_histogram(),
             ),
+            scheduling_delay: registered(
+                &mut r,
+                "scheduling_delay_seconds",
+                "How late the runtime ran a 10 ms tick: the wait of ready work for a core",
+                latency_histogram(),
+            ),
+            concurrency_limit: registered(
+                &mut r,
+                "concurrency_limit",
+                "Requests the front door lets run at once now (it drops while work waits for a core)",
+                Gauge::default(),
+            ),
             instances_created: registered(
                 &mut r,
                 "instances_created",
@@ -272,6 +287,10 @@ impl Metrics {
 
     pub fn queue_wait(&self, waited: Duration) {
         self.queue_wait.observe(waited.as_secs_f64());
+    }
+
+    pub fn scheduling_delay(&self, delay: Duration) {
+        self.scheduling_delay.observe(delay.as_secs_f64());
     }
 
     pub fn rejected(&self, reason: &'static str) {

@@ -27,7 +27,7 @@ use wasmtime_wasi_http::handler::{
 use edge_app::routes::{RouteMatch, WellKnown, full_url, well_known};
 use ticketing_core::{ApiError, ErrorCode};
 
-use crate::admission::{Admission, AdmissionSettings};
+use crate::admission::{self, Admission, AdmissionSettings};
 use crate::instance::ComponentInstances;
 use crate::loader::LoadedApp;
 
@@ -54,7 +54,7 @@ impl Default for ServerSettings {
 struct Server {
     app: Arc<LoadedApp>,
     settings: ServerSettings,
-    admission: Admission,
+    admission: Arc<Admission>,
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits up
@@ -65,7 +65,14 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let admission = Admission::new(settings.admission, app.shared.reuse.request_timeout);
+    let admission = Arc::new(Admission::new(
+        settings.admission,
+        app.shared.reuse.request_timeout,
+    ));
+    let limit_follows_cpu = tokio::spawn(admission::follow_cpu_wait(
+        admission.clone(),
+        app.shared.metrics.clone(),
+    ));
     let server = Arc::new(Server {
         app,
         settings,
@@ -113,6 +120,7 @@ pub async fn serve(
             tracing::warn!("drain timeout reached; closing remaining connections");
         }
     }
+    limit_follows_cpu.abort();
     Ok(())
 }
 

@@ -570,6 +570,7 @@ async fn one_at_a_time(max_wait: Duration) -> Arc<TestServer> {
             max_concurrent: 1,
             max_waiting: 100,
             max_wait,
+            ..AdmissionSettings::default()
         },
         ..ServerSettings::default()
     };
