@@ -1,10 +1,11 @@
 //! The host's front door: at most a limit of requests run at once, and past that a request
 //! waits its turn instead of being turned away. A spike is what the waiting room exists to
 //! absorb; refusing at once while the machine is still draining work turns fans away
-//! exactly when they come. So a request waits, first come first served (tokio's semaphore
-//! is fair), for at most `max_wait` (never longer than a request may run), and at most
-//! `max_waiting` wait at once (their bodies are in memory). Only a request that cannot
-//! start in time is shed, told when to come back from the measured drain rate.
+//! exactly when they come. So a request waits, first come first served in its line (the
+//! waiting room's own polls in a line behind everyone else's, [`Priority`]), for at most
+//! `max_wait` (never longer than a request may run), and at most `max_waiting` wait at once
+//! (their bodies are in memory). Only a request that cannot start in time is shed, told
+//! when to come back from the measured drain rate.
 //!
 //! The limit follows the cores ([`follow_cpu_wait`]). While the runtime runs ready work on
 //! time it is `max_concurrent`, so I/O-bound requests are never held back. When ready work
@@ -13,11 +14,12 @@
 //! round trips) pays it a dozen times over a status poll's two; so the limit drops toward
 //! what the cores keep up with, and the rest wait at the door, in arrival order, once.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::oneshot;
 use tokio::time::MissedTickBehavior;
 
 use crate::metrics::Metrics;
@@ -74,35 +76,59 @@ pub struct Shed {
     pub retry_after_secs: u64,
 }
 
-/// A request's turn; the next waiter's comes when it is dropped, unless the limit dropped
-/// meanwhile and the turn goes with it.
+/// Which line a request waiting for a turn stands in: every `Normal` one is let in before
+/// any `Low` one. A waiting room's polls are `Low`: the sale it protects must never wait
+/// behind its own queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    Normal,
+    Low,
+}
+
+/// A request's turn; dropping it lets the next waiter in, if the limit allows.
 #[derive(Debug)]
 pub struct Turn<'a> {
-    permit: Option<SemaphorePermit<'a>>,
     admission: &'a Admission,
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         self.admission.drain.finished();
-        if let Some(permit) = self.permit.take()
-            && self.admission.pay_debt(1) == 1
-        {
-            permit.forget();
-        }
+        let mut gate = self.admission.gate();
+        gate.running -= 1;
+        gate.let_in();
     }
 }
 
 #[derive(Debug)]
 pub struct Admission {
     settings: AdmissionSettings,
-    /// Turns free now; turns held plus these, less `debt`, is `limit`.
-    turns: Semaphore,
-    limit: AtomicUsize,
-    /// Turns to take away as they are given back: a lowered limit cannot take held ones.
-    debt: AtomicUsize,
+    gate: Mutex<Gate>,
     waiting: AtomicUsize,
     drain: DrainRate,
+}
+
+/// The turns: how many run, how many may, and who waits in which line.
+#[derive(Debug)]
+struct Gate {
+    running: usize,
+    limit: usize,
+    /// Indexed by `Priority as usize`; each first come first served.
+    lines: [VecDeque<oneshot::Sender<()>>; 2],
+}
+
+impl Gate {
+    /// Hands free turns to the waiters, `Normal` first; a waiter that gave up is skipped.
+    fn let_in(&mut self) {
+        while self.running < self.limit {
+            let Some(waiter) = self.lines.iter_mut().find_map(VecDeque::pop_front) else {
+                return;
+            };
+            if waiter.send(()).is_ok() {
+                self.running += 1;
+            }
+        }
+    }
 }
 
 impl Admission {
@@ -111,13 +137,19 @@ impl Admission {
         settings.max_wait = settings.max_wait.min(request_timeout);
         settings.min_concurrent = settings.min_concurrent.clamp(1, settings.max_concurrent);
         Self {
-            turns: Semaphore::new(settings.max_concurrent),
-            limit: AtomicUsize::new(settings.max_concurrent),
-            debt: AtomicUsize::new(0),
+            gate: Mutex::new(Gate {
+                running: 0,
+                limit: settings.max_concurrent,
+                lines: Default::default(),
+            }),
             settings,
             waiting: AtomicUsize::new(0),
             drain: DrainRate::default(),
         }
+    }
+
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How long a request may wait for its turn (and then for an instance slot).
@@ -127,66 +159,50 @@ impl Admission {
 
     /// Requests that may run at once now.
     pub fn limit(&self) -> usize {
-        self.limit.load(Ordering::Acquire)
+        self.gate().limit
     }
 
     /// Requests running now.
     fn running(&self) -> usize {
-        (self.limit() + self.debt.load(Ordering::Acquire))
-            .saturating_sub(self.turns.available_permits())
+        self.gate().running
     }
 
-    /// Lets `limit` requests run at once (within the settings' bounds). Turns held past a
-    /// lower limit finish; their requests are not cut off. One caller at a time (the
-    /// controller), so the limit and the permits move together.
+    /// Lets `limit` requests run at once (within the settings' bounds). Requests running
+    /// past a lower limit finish; they are not cut off, and nobody new starts until they
+    /// have brought the count under it.
     pub fn set_limit(&self, limit: usize) {
-        let limit = limit.clamp(self.settings.min_concurrent, self.settings.max_concurrent);
-        let old = self.limit.swap(limit, Ordering::AcqRel);
-        if limit > old {
-            let more = limit - old;
-            self.turns.add_permits(more - self.pay_debt(more));
-        } else if limit < old {
-            let fewer = old - limit;
-            let taken = self.turns.forget_permits(fewer);
-            self.debt.fetch_add(fewer - taken, Ordering::AcqRel);
-        }
+        let mut gate = self.gate();
+        gate.limit = limit.clamp(self.settings.min_concurrent, self.settings.max_concurrent);
+        gate.let_in();
     }
 
-    /// Takes up to `most` off the debt; how many it took.
-    fn pay_debt(&self, most: usize) -> usize {
-        let mut paid = 0;
-        let _ = self
-            .debt
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |debt| {
-                paid = debt.min(most);
-                (paid > 0).then_some(debt - paid)
-            });
-        paid
-    }
-
-    /// A turn now, or after waiting for one; or the request is shed.
-    pub async fn admit(&self, metrics: &Metrics) -> Result<Turn<'_>, Shed> {
-        if let Ok(permit) = self.turns.try_acquire() {
-            return Ok(self.turn(permit));
-        }
-        let Some(_waiting) = Waiting::join(&self.waiting, self.settings.max_waiting, metrics)
-        else {
-            return Err(self.shed(ShedReason::QueueFull, metrics));
+    /// A turn now, or after waiting for one in `priority`'s line; or the request is shed.
+    pub async fn admit(&self, priority: Priority, metrics: &Metrics) -> Result<Turn<'_>, Shed> {
+        let (sender, mut turn) = oneshot::channel();
+        let _waiting = {
+            let mut gate = self.gate();
+            if gate.running < gate.limit {
+                gate.running += 1;
+                return Ok(Turn { admission: self });
+            }
+            let Some(waiting) = Waiting::join(&self.waiting, self.settings.max_waiting, metrics)
+            else {
+                return Err(self.shed(ShedReason::QueueFull, metrics));
+            };
+            gate.lines[priority as usize].push_back(sender);
+            waiting
         };
         let started = Instant::now();
-        let acquired = tokio::time::timeout(self.settings.max_wait, self.turns.acquire()).await;
+        let given = tokio::time::timeout(self.settings.max_wait, &mut turn).await;
         metrics.queue_wait(started.elapsed());
-        match acquired {
-            Ok(Ok(permit)) => Ok(self.turn(permit)),
-            // The semaphore is never closed; a timeout is the only way to get here in use.
-            Ok(Err(_)) | Err(_) => Err(self.shed(ShedReason::Deadline, metrics)),
+        if matches!(given, Ok(Ok(()))) {
+            return Ok(Turn { admission: self });
         }
-    }
-
-    fn turn<'a>(&'a self, permit: SemaphorePermit<'a>) -> Turn<'a> {
-        Turn {
-            permit: Some(permit),
-            admission: self,
+        // Out of time; a turn handed over at the last moment is still taken.
+        turn.close();
+        match turn.try_recv() {
+            Ok(()) => Ok(Turn { admission: self }),
+            Err(_) => Err(self.shed(ShedReason::Deadline, metrics)),
         }
     }
 
@@ -361,6 +377,14 @@ mod tests {
         Admission::new(settings, Duration::from_secs(30))
     }
 
+    /// A turn for a request of the sale, which must be free.
+    async fn turn<'a>(admission: &'a Admission, metrics: &Metrics) -> Turn<'a> {
+        admission
+            .admit(Priority::Normal, metrics)
+            .await
+            .expect("a free turn")
+    }
+
     const CONTROLLER: LimitController = LimitController {
         target: Duration::from_millis(5),
         floor: 32,
@@ -400,23 +424,79 @@ mod tests {
     async fn a_lowered_limit_lets_running_requests_finish_and_holds_new_ones_at_the_door() {
         let metrics = Metrics::default();
         let admission = up_to(4);
-        let first = admission.admit(&metrics).await.expect("a turn");
-        let second = admission.admit(&metrics).await.expect("a turn");
-        let third = admission.admit(&metrics).await.expect("a turn");
+        let first = turn(&admission, &metrics).await;
+        let second = turn(&admission, &metrics).await;
+        let third = turn(&admission, &metrics).await;
         admission.set_limit(1);
         assert_eq!(admission.running(), 3, "nothing running is cut off");
         drop(first);
         drop(second);
         assert_eq!(admission.running(), 1);
         assert!(
-            admission.admit(&metrics).await.is_err(),
+            admission.admit(Priority::Normal, &metrics).await.is_err(),
             "the one turn left is taken"
         );
         drop(third);
         assert_eq!(admission.running(), 0);
-        let only = admission.admit(&metrics).await.expect("the one turn");
-        assert!(admission.admit(&metrics).await.is_err(), "one at a time");
+        let only = turn(&admission, &metrics).await;
+        assert!(
+            admission.admit(Priority::Normal, &metrics).await.is_err(),
+            "one at a time"
+        );
         drop(only);
+    }
+
+    /// Starts a request that waits in `priority`'s line, says when it got its turn and gives
+    /// it back; returns once the request stands in line.
+    async fn stand_in_line(
+        admission: &Arc<Admission>,
+        metrics: &Arc<Metrics>,
+        order: &tokio::sync::mpsc::UnboundedSender<Priority>,
+        priority: Priority,
+    ) -> tokio::task::JoinHandle<()> {
+        let ahead = admission.waiting.load(Ordering::Acquire);
+        let (in_line, metrics, order) = (admission.clone(), metrics.clone(), order.clone());
+        let waiter = tokio::spawn(async move {
+            let turn = in_line.admit(priority, &metrics).await.expect("a turn");
+            order.send(priority).expect("the test listens");
+            drop(turn);
+        });
+        while admission.waiting.load(Ordering::Acquire) == ahead {
+            tokio::task::yield_now().await;
+        }
+        waiter
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_of_the_sale_goes_before_the_waiting_rooms_polls_that_came_first() {
+        let metrics = Arc::new(Metrics::default());
+        let admission = Arc::new(one_at_a_time(10, Duration::from_secs(5)));
+        let busy = turn(&admission, &metrics).await;
+        let (order, mut let_in) = tokio::sync::mpsc::unbounded_channel();
+        let poll = stand_in_line(&admission, &metrics, &order, Priority::Low).await;
+        let hold = stand_in_line(&admission, &metrics, &order, Priority::Normal).await;
+        drop(busy);
+        let (poll, hold) = tokio::join!(poll, hold);
+        poll.expect("the poll got its turn");
+        hold.expect("the hold got its turn");
+        assert_eq!(let_in.recv().await, Some(Priority::Normal));
+        assert_eq!(let_in.recv().await, Some(Priority::Low));
+    }
+
+    #[tokio::test]
+    async fn a_request_shed_from_the_line_leaves_no_turn_behind() {
+        let metrics = Metrics::default();
+        let admission = one_at_a_time(10, Duration::from_millis(20));
+        let busy = turn(&admission, &metrics).await;
+        let shed = admission.admit(Priority::Low, &metrics).await;
+        assert!(shed.is_err(), "no turn within 20 ms");
+        drop(busy);
+        assert_eq!(admission.running(), 0);
+        let _next = admission
+            .admit(Priority::Low, &metrics)
+            .await
+            .expect("a turn at once");
+        assert_eq!(admission.running(), 1);
     }
 
     #[tokio::test]
@@ -435,8 +515,8 @@ mod tests {
             Duration::from_secs(30),
         );
         admission.set_limit(1);
-        let _running = admission.admit(&metrics).await.expect("a turn");
-        let waiter = admission.admit(&metrics);
+        let _running = turn(&admission, &metrics).await;
+        let waiter = admission.admit(Priority::Normal, &metrics);
         let raise = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             admission.set_limit(2);
@@ -455,7 +535,6 @@ mod tests {
         assert_eq!(admission.limit(), 1);
         admission.set_limit(100);
         assert_eq!(admission.limit(), 8);
-        assert_eq!(admission.turns.available_permits(), 8);
     }
 
     /// A task that keeps the (paused) clock moving without letting the timer run stands for
@@ -474,7 +553,7 @@ mod tests {
         ));
         let mut running = Vec::new();
         for _ in 0..400 {
-            running.push(admission.admit(&metrics).await.expect("a turn"));
+            running.push(turn(&admission, &metrics).await);
         }
         let follower = tokio::spawn(follow_cpu_wait(admission.clone(), metrics.clone()));
         for _ in 0..100 {
@@ -495,7 +574,6 @@ mod tests {
         );
         running.clear();
         assert_eq!(admission.running(), 0);
-        assert_eq!(admission.turns.available_permits(), 1000);
         follower.abort();
     }
 
@@ -515,8 +593,8 @@ mod tests {
     async fn a_request_past_the_limit_waits_for_a_turn_instead_of_being_refused() {
         let metrics = Metrics::default();
         let admission = one_at_a_time(10, Duration::from_secs(5));
-        let first = admission.admit(&metrics).await.expect("a turn at once");
-        let waiter = admission.admit(&metrics);
+        let first = turn(&admission, &metrics).await;
+        let waiter = admission.admit(Priority::Normal, &metrics);
         let release = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             drop(first);
@@ -529,9 +607,9 @@ mod tests {
     async fn a_request_that_cannot_start_in_time_is_shed_with_a_retry_after() {
         let metrics = Metrics::default();
         let admission = one_at_a_time(10, Duration::from_millis(50));
-        let _busy = admission.admit(&metrics).await.expect("a turn at once");
+        let _busy = turn(&admission, &metrics).await;
         let shed = admission
-            .admit(&metrics)
+            .admit(Priority::Normal, &metrics)
             .await
             .expect_err("no turn in time");
         assert_eq!(shed.reason, ShedReason::Deadline);
@@ -542,10 +620,10 @@ mod tests {
     async fn past_the_waiting_limit_a_request_is_shed_at_once() {
         let metrics = Metrics::default();
         let admission = one_at_a_time(0, Duration::from_secs(5));
-        let _busy = admission.admit(&metrics).await.expect("a turn at once");
+        let _busy = turn(&admission, &metrics).await;
         let started = Instant::now();
         let shed = admission
-            .admit(&metrics)
+            .admit(Priority::Normal, &metrics)
             .await
             .expect_err("no room to wait");
         assert_eq!(shed.reason, ShedReason::QueueFull);

@@ -99,6 +99,10 @@ struct UpArgs {
     /// `3ms`); `0s` keeps the limit at `--max-concurrent-requests`.
     #[arg(long, default_value = "3ms", value_parser = humantime::parse_duration)]
     scheduling_delay_target: Duration,
+    /// A component whose requests wait for a turn behind every other's, repeatable: a
+    /// waiting room's polls, so the sale it protects never waits behind its own queue.
+    #[arg(long = "low-priority-component", value_name = "COMPONENT")]
+    low_priority_components: Vec<String>,
     /// Requests that may wait for a turn at once; more get 503 at once.
     #[arg(long, default_value_t = 20_000)]
     max_waiting_requests: usize,
@@ -207,6 +211,7 @@ fn server_settings(args: &UpArgs) -> ServerSettings {
             max_waiting: args.max_waiting_requests,
             max_wait: args.max_queue_wait,
         },
+        low_priority_components: args.low_priority_components.clone(),
         max_request_body: args.max_request_body,
         ..ServerSettings::default()
     }

@@ -27,14 +27,17 @@ use wasmtime_wasi_http::handler::{
 use edge_app::routes::{RouteMatch, WellKnown, full_url, well_known};
 use ticketing_core::{ApiError, ErrorCode};
 
-use crate::admission::{self, Admission, AdmissionSettings};
+use crate::admission::{self, Admission, AdmissionSettings, Priority};
 use crate::instance::ComponentInstances;
 use crate::loader::LoadedApp;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ServerSettings {
     /// Requests handled at once, and how many may wait how long for a turn past that.
     pub admission: AdmissionSettings,
+    /// Components whose requests wait for a turn behind every other's (a waiting room's
+    /// polls, so the sale it protects never waits behind its own queue).
+    pub low_priority_components: Vec<String>,
     /// Largest request body accepted, in bytes.
     pub max_request_body: usize,
     /// How long a graceful shutdown waits for in-flight requests.
@@ -45,6 +48,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             admission: AdmissionSettings::default(),
+            low_priority_components: Vec::new(),
             max_request_body: 1 << 20,
             drain_timeout: Duration::from_secs(10),
         }
@@ -116,7 +120,7 @@ pub async fn serve(
     tracing::info!("shutting down: draining in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(settings.drain_timeout) => {
+        () = tokio::time::sleep(server.settings.drain_timeout) => {
             tracing::warn!("drain timeout reached; closing remaining connections");
         }
     }
@@ -150,7 +154,21 @@ impl Server {
         if let Err(refusal) = as_spin_hands_it_over(&mut parts, &route, peer) {
             return *refusal;
         }
-        let _turn = match self.admission.admit(&self.app.shared.metrics).await {
+        let priority = if self
+            .settings
+            .low_priority_components
+            .iter()
+            .any(|low| low == component.as_str())
+        {
+            Priority::Low
+        } else {
+            Priority::Normal
+        };
+        let _turn = match self
+            .admission
+            .admit(priority, &self.app.shared.metrics)
+            .await
+        {
             Ok(turn) => turn,
             Err(shed) => return at_capacity(shed.retry_after_secs),
         };
