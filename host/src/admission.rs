@@ -503,17 +503,12 @@ mod tests {
     async fn a_raised_limit_lets_a_waiting_request_in_at_once() {
         let metrics = Metrics::default();
         let settings = AdmissionSettings {
+            max_concurrent: 2,
+            min_concurrent: 1,
             max_wait: Duration::from_secs(5),
             ..AdmissionSettings::default()
         };
-        let admission = Admission::new(
-            AdmissionSettings {
-                max_concurrent: 2,
-                min_concurrent: 1,
-                ..settings
-            },
-            Duration::from_secs(30),
-        );
+        let admission = Admission::new(settings, Duration::from_secs(30));
         admission.set_limit(1);
         let _running = turn(&admission, &metrics).await;
         let waiter = admission.admit(Priority::Normal, &metrics);

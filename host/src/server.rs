@@ -69,6 +69,14 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // A misspelt name would leave the queue in the sale's line without a word.
+    if let Some(unknown) = settings
+        .low_priority_components
+        .iter()
+        .find(|name| !app.components.contains_key(name.as_str()))
+    {
+        anyhow::bail!("--low-priority-component {unknown}: no such component in the app");
+    }
     let admission = Arc::new(Admission::new(
         settings.admission,
         app.shared.reuse.request_timeout,

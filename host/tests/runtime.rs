@@ -563,6 +563,20 @@ async fn the_applications_own_spin_toml_serves_health_with_live_dependencies() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_low_priority_component_stops_the_server_before_it_serves() {
+    let settings = ServerSettings {
+        low_priority_components: vec!["probe".to_owned(), "probbe".to_owned()],
+        ..ServerSettings::default()
+    };
+    let server = probe_server(ReuseSettings::default(), settings, MysqlSettings::default()).await;
+    let refused = server
+        .ended()
+        .await
+        .expect_err("the server refused to start");
+    assert!(refused.to_string().contains("probbe"), "{refused}");
+}
+
 /// The probe served with room for one request at a time and `max_wait` for a turn.
 async fn one_at_a_time(max_wait: Duration) -> Arc<TestServer> {
     let settings = ServerSettings {

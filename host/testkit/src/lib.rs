@@ -406,6 +406,14 @@ impl TestServer {
             .sum()
     }
 
+    /// What `serve` returned, for a server that ends on its own (it refused to start).
+    pub async fn ended(self) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("the server ended")
+            .expect("the server task did not panic")
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
