@@ -310,7 +310,7 @@ def main():
                        f"{'pass' if ok else '**FAIL**'} |")
     print(f"# Load test report: {out.name}")
     print()
-    print(f"{machine()}; k6 runs on the same machine as the app and its services.")
+    print(f"{machine()}; k6 runs on the same machine as the app and its services, yielding to them (niced 5, in a scheduler group of its own).")
     print()
     print("\n".join(summary))
     if limited:
